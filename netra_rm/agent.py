@@ -1,0 +1,164 @@
+"""The Python API from the seed: ``ResourceManagementAgent`` and its helpers.
+
+A thin object over the engine. It owns the allocations it makes (they are released when
+the agent is closed or its ``with`` block ends) and, when asked, a background sampler.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from netra_rm.config.model import Config
+from netra_rm.core.engine import Engine
+from netra_rm.core.model import ResourceRequirements
+from netra_rm.errors import ServiceUnavailableError
+
+
+class ResourceManagementAgent:
+    """Service readiness and layered resource pools for one process.
+
+    Use it as a context manager: on exit it stops monitoring and releases the
+    allocations it made.
+
+    Example::
+
+        with create_resource_manager() as rm:
+            ok, missing = rm.ensure_layer_services("core_integration")
+            allocation_id = rm.allocate_resources("core_integration", "database_tests",
+                                                  ResourceRequirements(min_memory_mb=256))
+    """
+
+    def __init__(self, *, config: Config | str | None = None, ledger: str | None = None,
+                 env: Mapping[str, str] | None = None, enable_monitoring: bool = True,
+                 monitor_interval: float = 2.0, history: int = 300) -> None:
+        if isinstance(config, Config):
+            self.engine = Engine.from_options(config=config, ledger=ledger, env=env)
+        else:
+            self.engine = Engine.from_options(config_path=config, ledger=ledger, env=env)
+        self.config = self.engine.config
+        self._owned: list[str] = []
+        self._lock = threading.Lock()
+        self._monitor: Any = None
+        self._last_services: dict[str, Any] | None = None
+        if enable_monitoring:
+            self.start_monitoring(interval=monitor_interval, history=history)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start_monitoring(self, *, interval: float = 2.0, history: int = 300) -> None:
+        """Sample system metrics in a background thread, keeping a bounded history."""
+        if self._monitor is not None:
+            return
+        from netra_rm.monitor.background import MonitorThread
+
+        self._monitor = MonitorThread(interval=interval, history=history)
+        self._monitor.start()
+
+    def stop_monitoring(self) -> None:
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor = None
+
+    def close(self) -> None:
+        """Stop monitoring and release every allocation this agent made."""
+        self.stop_monitoring()
+        with self._lock:
+            owned, self._owned = self._owned, []
+        if owned:
+            self.engine.release(owned)
+
+    def __enter__(self) -> ResourceManagementAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- services ------------------------------------------------------------------------
+
+    def ensure_layer_services(self, layer_name: str, *, raise_on_missing: bool = False,
+                              timeout_seconds: float = 0.0) -> tuple[bool, list[str]]:
+        """Are the layer's services (and what they depend on) healthy?
+
+        Returns ``(True, [])`` or ``(False, missing)``; with ``raise_on_missing`` raises
+        :class:`ServiceUnavailableError` naming the root cause instead.
+        """
+        from netra_rm.core.readiness import check_layer, missing_details
+
+        verdict = check_layer(self.engine, layer_name, timeout=timeout_seconds)
+        if verdict.missing and raise_on_missing:
+            root = missing_details(verdict)[0]
+            name = root.get("name") or verdict.missing[0]
+            raise ServiceUnavailableError(name, root.get("error") or root.get("status", "unavailable"),
+                                          root.get("remediation") or [])
+        return (not verdict.missing, list(verdict.missing))
+
+    def get_service_status(self) -> dict[str, Any]:
+        """Every configured service's health, with ``healthy_services`` and ``total_services``."""
+        from netra_rm.core.readiness import check_service_results
+
+        results = check_service_results(self.engine, None)
+        services = {name: r.to_dict() for name, r in results.items()}
+        status = service_summary(services)
+        self._last_services = status
+        return status
+
+    # -- allocations ---------------------------------------------------------------------
+
+    def allocate_resources(self, layer_name: str, category_name: str,
+                           requirements: ResourceRequirements | None = None,
+                           duration_minutes: float = 30) -> str | None:
+        """Admit an allocation owned by this process; its id, or None when there is no room."""
+        request = self.engine.request_from_requirements(layer_name, category_name, requirements,
+                                                        duration_minutes)
+        allocation, _ = self.engine.try_allocate(request, self.engine.current_process_owner())
+        if allocation is None:
+            return None
+        with self._lock:
+            self._owned.append(allocation.id)
+        return allocation.id
+
+    def release_resources(self, allocation_id: str) -> bool:
+        """Release one allocation; False when it was not found."""
+        result = self.engine.release([allocation_id])
+        with self._lock:
+            if allocation_id in self._owned:
+                self._owned.remove(allocation_id)
+        return bool(result.released)
+
+    def get_resource_status(self) -> dict[str, Any]:
+        """Pools, active allocations, global limits and the latest system metrics."""
+        metrics = None
+        if self._monitor is not None:
+            sample = self._monitor.latest()
+            if sample is not None:
+                metrics = sample.to_dict()
+        return self.engine.resource_status(system_metrics=metrics)
+
+    def resolve_resource_conflicts(self) -> list[str]:
+        """What is wrong now, one sentence each (and reclaims what can be reclaimed)."""
+        from netra_rm.core.conflicts import find_conflicts
+
+        sample = self._monitor.latest() if self._monitor is not None else None
+        return find_conflicts(self.engine, sample=sample)
+
+
+def service_summary(services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The contract's service-status dict from per-service results."""
+    healthy = sum(1 for s in services.values() if s.get("status") == "healthy")
+    return {"services": dict(services), "healthy_services": healthy, "total_services": len(services)}
+
+
+def create_resource_manager(enable_monitoring: bool = True, **options: Any) -> ResourceManagementAgent:
+    """A :class:`ResourceManagementAgent`; ``options`` are its keyword arguments
+    (``config``, ``ledger``, ``env``, ``monitor_interval``, ``history``)."""
+    return ResourceManagementAgent(enable_monitoring=enable_monitoring, **options)
+
+
+def ensure_layer_resources_available(rm: ResourceManagementAgent, layer: str, timeout_seconds: float = 120,
+                                     **options: Any) -> bool:
+    """Wait up to ``timeout_seconds`` for the layer's services and pool room; True when ready."""
+    from netra_rm.core.readiness import check_layer
+
+    return check_layer(rm.engine, layer, timeout=timeout_seconds, **options).ready

@@ -1,0 +1,326 @@
+"""The Typer application. Each command parses, calls one core function, maps errors to an
+exit code (``context.guard``) and hands the result to the renderer. No decisions here."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from netra_rm import __version__
+from netra_rm.cli.context import AppState, finish, guard, state
+from netra_rm.config import env as envmod
+from netra_rm.errors import ExitCode
+
+app = typer.Typer(
+    name="netra-rm",
+    help="Decide whether a test layer may run now, and on what.\n\n"
+         "Checks the services a layer needs, in dependency order, and hands out allocations "
+         "from the layer's resource pool that other processes can see.\n\n"
+         "Example: netra-rm layer core_integration --timeout 60 && pytest tests/integration",
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Show or check the configuration.\n\nExample: netra-rm config validate my.yaml",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"netra-rm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    config: Annotated[Optional[str], typer.Option("--config", metavar="PATH",
+                                                  help="Configuration file (default: NETRA_RM_CONFIG, "
+                                                       "else the built-in one).")] = None,
+    ledger: Annotated[Optional[str], typer.Option("--ledger", metavar="PATH|URL",
+                                                  help="Ledger location (default: NETRA_RM_LEDGER, else "
+                                                       "the user's state directory).")] = None,
+    json_: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only what scripts need.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colour (NO_COLOR=1 does the same).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    status_flag: Annotated[bool, typer.Option("--status", help="Same as `netra-rm status`.")] = False,
+    layer_flag: Annotated[Optional[str], typer.Option("--layer", metavar="NAME",
+                                                      help="Same as `netra-rm layer NAME`.")] = None,
+    monitor_flag: Annotated[bool, typer.Option("--monitor", help="Same as `netra-rm monitor`.")] = False,
+) -> None:
+    """Decide whether a test layer may run now, and on what.
+
+    Example: netra-rm layer core_integration --timeout 60 && pytest tests/integration
+    """
+    ctx.obj = AppState(config_path=config, ledger=ledger, json=json_, quiet=quiet,
+                       color=not (no_color or envmod.no_color()))
+    if ctx.invoked_subcommand is not None:
+        return
+    if status_flag:
+        status(ctx)
+    elif layer_flag is not None:
+        layer(ctx, layer_flag)
+    elif monitor_flag:
+        monitor(ctx)
+    else:
+        typer.echo(ctx.get_help())
+    raise typer.Exit(0)
+
+
+# -- status ------------------------------------------------------------------------------
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any service is not healthy.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Services, pools, allocations and the machine.
+
+    Exits 0 whenever it could report; gate a test run with `netra-rm layer` (or --strict).
+
+    Example: netra-rm status --json | jq '.services.healthy_services'
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.agent import service_summary
+        from netra_rm.core.conflicts import find_conflicts
+        from netra_rm.core.readiness import check_service_results
+        from netra_rm.monitor.sampler import Sampler
+
+        engine = st.engine()
+        sampler = Sampler()
+        results = check_service_results(engine, None)  # takes a moment: the CPU sample spans it
+        services = service_summary({name: r.to_dict() for name, r in results.items()})
+        sample = sampler.sample()
+        resources = engine.resource_status(system_metrics=sample.to_dict())
+        conflicts = find_conflicts(engine, sample=sample)
+        resources["conflicts"] = conflicts
+        if out.json:
+            out.emit_json({"schema_version": 1, "resources": resources, "services": services})
+        else:
+            from netra_rm.render.human import render_status
+
+            render_status(out.console(), resources, services, conflicts, time.time())
+        unhealthy = services["healthy_services"] < services["total_services"]
+        finish(ExitCode.UNAVAILABLE if strict and unhealthy else ExitCode.OK)
+
+
+# -- layer -------------------------------------------------------------------------------
+
+@app.command()
+def layer(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The layer, e.g. core_integration.")],
+    timeout: Annotated[float, typer.Option("--timeout", min=0, metavar="S",
+                                           help="Wait up to S seconds, with backoff, for the layer to be "
+                                                "ready.")] = 0.0,
+    json_: JsonOpt = False,
+) -> None:
+    """Are the layer's services (with their dependencies) healthy, and does its pool have room?
+
+    Exits 0 when ready, 1 when not (naming each missing service and how to fix it).
+
+    Example: netra-rm layer service_integration --timeout 120 || exit 1
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.core.conflicts import find_conflicts
+        from netra_rm.core.readiness import check_layer, missing_details
+
+        engine = st.engine()
+        verdict = check_layer(engine, name, timeout=timeout,
+                              conflicts_for=lambda layer_name: find_conflicts(engine, layer=layer_name))
+        data = verdict.to_dict()
+        if out.json:
+            out.emit_json({"schema_version": 1, **data})
+        elif not out.quiet:
+            from netra_rm.render.human import render_layer
+
+            render_layer(out.console(), data)
+        if not verdict.ready and not out.json:
+            from netra_rm.render.human import render_missing
+
+            render_missing(out.console(stderr=True), missing_details(verdict))
+        finish(ExitCode.OK if verdict.ready else ExitCode.UNAVAILABLE)
+
+
+# -- allocate / release / cleanup --------------------------------------------------------
+
+@app.command()
+def allocate(
+    ctx: typer.Context,
+    layer_name: Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.")],
+    category: Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")],
+    memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
+                                                     help="Memory in MB (default: the layer's share).")] = None,
+    cpu_percent: Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N",
+                                                         help="CPU in percent of the machine (default: the "
+                                                              "layer's share).")] = None,
+    dedicated: Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")] = False,
+    requires: Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
+                                                          help="A service the tests need (repeatable).")] = None,
+    duration_minutes: Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
+                                                              help="Hold time before it expires (default 30).")
+                                ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
+                                                     help="With --wait: give up after S seconds (exit 3).")] = None,
+    owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID",
+                                                     help="Release automatically when process PID ends.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Admit one allocation into the ledger and print its id.
+
+    Without --owner-pid the allocation lives until released or expired.
+
+    Example: ID=$(netra-rm allocate --layer core_integration --category db_tests --memory-mb 256)
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.core.waiting import allocate_waiting
+
+        engine = st.engine()
+        request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
+                                         dedicated=dedicated, requires=requires or (),
+                                         duration_minutes=duration_minutes)
+        owner = engine.owner(owner_pid)
+        allocation = allocate_waiting(engine, request, owner, wait=wait or timeout is not None,
+                                      timeout=timeout)
+        if out.json:
+            from netra_rm.core.engine import allocation_view
+
+            out.emit_json(allocation_view(allocation, time.time()))
+        else:
+            out.line(allocation.id)
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Allocation ids to release.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Release allocations. Ids not found exit 4; the others are still released.
+
+    Example: netra-rm release "$ID"
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        result = st.engine().release(ids)
+        if out.json:
+            out.emit_json({"released": [a.id for a in result.released], "missing": result.missing})
+        else:
+            for a in result.released:
+                out.line(f"released {a.id}")
+            for missing in result.missing:
+                out.line(f"not found {missing}")
+        if result.missing:
+            out.error(f"allocation {', '.join(result.missing)} not found (already released or expired).")
+            finish(ExitCode.NOT_FOUND)
+
+
+@app.command()
+def cleanup(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Release every allocation, and start a fresh ledger.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Release expired allocations and those whose owning process is gone.
+
+    Example: netra-rm cleanup && netra-rm status
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        reclaimed = st.engine().cleanup(force=force)
+        if out.json:
+            out.emit_json({"released": [r.to_dict() for r in reclaimed]})
+        else:
+            for r in reclaimed:
+                out.line(f"released {r.allocation.id} ({r.allocation.layer}/{r.allocation.category}): {r.reason}")
+            if not reclaimed:
+                out.info("nothing to release")
+
+
+# -- graph -------------------------------------------------------------------------------
+
+@app.command()
+def graph(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """The service dependency graph and its startup order.
+
+    Example: netra-rm graph --json | jq '.levels'
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.services.graph import startup_levels
+
+        deps = {name: list(d) for name, d in st.config().dependencies.items()}
+        data = {"dependencies": deps, "levels": startup_levels(deps),
+                "layers": {n: list(layer.services) for n, layer in st.config().layers.items()}}
+        if out.json:
+            out.emit_json({"schema_version": 1, **data})
+        else:
+            from netra_rm.render.human import render_graph
+
+            render_graph(out.console(), data)
+
+
+# -- config ------------------------------------------------------------------------------
+
+@config_app.command("show")
+def config_show(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """Print the effective configuration (environment applied, secrets masked).
+
+    Example: DATABASE_URL=postgresql://app@db/test netra-rm config show
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.config.show import effective_config
+
+        data = effective_config(st.config())
+        if out.json:
+            out.emit_json(data)
+        else:
+            import yaml
+
+            out.stdout.write(f"# effective configuration from {st.config().source}\n")
+            out.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+@config_app.command("validate")
+def config_validate(
+    ctx: typer.Context,
+    path: Annotated[Optional[str], typer.Argument(metavar="[PATH]", help="The file to check (default: the "
+                                                                            "one in use).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Check a configuration file; exit 2 naming the key at fault.
+
+    Example: netra-rm config validate config/netra-rm.yaml
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.config import load_config, validate_file
+
+        target = path or st.config_path or envmod.config_path()
+        cfg = validate_file(target) if target else load_config(env={})
+        if out.json:
+            out.emit_json({"valid": True, "source": cfg.source, "layers": len(cfg.layers),
+                           "services": len(cfg.services)})
+        else:
+            out.line(f"{cfg.source}: valid ({len(cfg.layers)} layers, {len(cfg.services)} services)")

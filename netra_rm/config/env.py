@@ -1,0 +1,85 @@
+"""The one module that reads the process environment.
+
+Everything else in netra-rm receives values from here, so tests and the Python API can
+pass an explicit mapping instead of touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+#: Variables that override a service's address (the configuration's ``url_env``).
+SERVICE_URL_VARIABLES: tuple[str, ...] = (
+    "DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL",
+    "FRONTEND_URL", "WEBSOCKET_URL",
+)
+
+#: Variables that cap the sum of all active allocations, and the limit each overrides.
+LIMIT_VARIABLES: dict[str, str] = {
+    "MAX_MEMORY_ALLOCATION_MB": "max_memory_mb",
+    "MAX_CPU_ALLOCATION_PERCENT": "max_cpu_percent",
+    "MAX_PARALLEL_INSTANCES": "max_parallel_instances",
+}
+
+
+def environ(env: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """The environment to use: ``env`` when given, else the process environment."""
+    return os.environ if env is None else env
+
+
+def get(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """One variable, or None when it is unset or empty."""
+    value = environ(env).get(name)
+    return value if value else None
+
+
+def config_path(env: Mapping[str, str] | None = None) -> str | None:
+    return get("NETRA_RM_CONFIG", env)
+
+
+def ledger_location(env: Mapping[str, str] | None = None) -> str | None:
+    return get("NETRA_RM_LEDGER", env)
+
+
+def debug(env: Mapping[str, str] | None = None) -> bool:
+    return get("NETRA_RM_DEBUG", env) not in (None, "0", "false", "no")
+
+
+def no_color(env: Mapping[str, str] | None = None) -> bool:
+    """The NO_COLOR convention: present and non-empty means no colour; TERM=dumb too."""
+    return get("NO_COLOR", env) is not None or get("TERM", env) == "dumb"
+
+
+def host_id(env: Mapping[str, str] | None = None) -> str:
+    """This host's name in allocation owners (NETRA_RM_HOST_ID overrides the hostname)."""
+    return get("NETRA_RM_HOST_ID", env) or socket.gethostname()
+
+
+def user_name(env: Mapping[str, str] | None = None) -> str:
+    e = environ(env)
+    name = e.get("USER") or e.get("LOGNAME")
+    if name:
+        return name
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where netra-rm keeps its ledger by default: ``$XDG_STATE_HOME/netra-rm``."""
+    base = get("XDG_STATE_HOME", env)
+    if base:
+        return Path(base) / "netra-rm"
+    home = get("HOME", env)
+    return (Path(home) if home else Path.home()) / ".local" / "state" / "netra-rm"
+
+
+def limit_overrides(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Raw values of the global cap variables that are set, by variable name."""
+    return {name: value for name in LIMIT_VARIABLES if (value := get(name, env)) is not None}

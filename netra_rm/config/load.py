@@ -1,0 +1,363 @@
+"""Load, merge and validate the configuration; apply environment overrides.
+
+Every problem is a :class:`~netra_rm.errors.ConfigError` naming the file, the key path
+and what is wrong, so ``netra-rm`` can exit 2 with one clear sentence.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from netra_rm.config import env as envmod
+from netra_rm.config.model import CheckSettings, Config, Layer, Limits, MachineSettings, Pool
+from netra_rm.errors import ConfigError, UsageError
+from netra_rm.services.graph import find_cycle
+from netra_rm.services.spec import SERVICE_KINDS, ServiceSpec
+
+SCHEMA_VERSION = 1
+DEFAULT_CONFIG_NAME = "netra-rm.yaml"
+
+_TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations"}
+_LAYER_KEYS = {"description", "services", "pool", "default_memory_mb", "default_cpu_percent"}
+_POOL_KEYS = {"memory_mb", "cpu_percent", "instances"}
+_SERVICE_KEYS = {"kind", "url", "url_env", "depends_on", "health_path", "expect_status", "json_field",
+                 "json_value", "connect_timeout", "timeout", "description"}
+_LIMIT_KEYS = {"max_memory_mb", "max_cpu_percent", "max_parallel_instances"}
+_MACHINE_KEYS = {"check_memory", "memory_reserve_mb"}
+_CHECK_KEYS = {"connect_timeout", "timeout", "deadline"}
+_THRESHOLD_METRICS = {"memory_percent", "cpu_percent", "load_per_core", "processes"}
+_ALLOCATION_KEYS = {"default_duration_minutes"}
+_MERGED_BY_NAME = ("layers", "services")
+
+
+def default_config_text() -> str:
+    """The configuration that ships inside the package."""
+    return (Path(__file__).resolve().parent.parent / "defaults" / DEFAULT_CONFIG_NAME).read_text("utf-8")
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML{where}: {problem}.", path=source,
+                          remediation=["Fix the YAML syntax, then run `netra-rm config validate "
+                                       f"{source}`."]) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse one configuration file into a mapping (not yet validated)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError("the configuration file does not exist.", path=source,
+                          remediation=["Check the path given to --config or NETRA_RM_CONFIG."]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the configuration file ({exc.__class__.__name__}: "
+                          f"{getattr(exc, 'strerror', None) or exc}).", path=source) from None
+    data = _parse_yaml(text, source)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, got {_type_name(data)}.", path=source)
+    return data
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay a user file on the defaults.
+
+    ``layers`` and ``services`` merge by name (a named entry replaces the default one of
+    that name, ``null`` removes it); other sections merge key by key.
+    """
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if key in _MERGED_BY_NAME and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            section = merged[key]
+            for name, entry in value.items():
+                if entry is None:
+                    section.pop(name, None)
+                else:
+                    section[name] = copy.deepcopy(entry)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **copy.deepcopy(value)}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """The effective configuration: defaults, then the file at ``path`` (or
+    ``NETRA_RM_CONFIG``), then environment overrides."""
+    path = path or envmod.config_path(env)
+    defaults = _parse_yaml(default_config_text(), "<built-in netra-rm.yaml>")
+    if path:
+        user = read_config_file(path)
+        source = str(path)
+        raw = merge(defaults, user)
+        _check_keys(user, _TOP_KEYS, "", source)
+    else:
+        source = "<built-in netra-rm.yaml>"
+        raw = defaults
+    return build_config(raw, source=source, env=env)
+
+
+def validate_file(path: str | Path) -> Config:
+    """Check one file as ``netra-rm config validate`` does (environment not applied)."""
+    return load_config(path, env={})
+
+
+def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a merged mapping and turn it into a :class:`Config`."""
+    v = _Validator(source)
+    v.keys(raw, _TOP_KEYS, "")
+    version = raw.get("version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        v.fail("version", f"unsupported configuration version {version!r}; this netra-rm reads "
+               f"version {SCHEMA_VERSION}.")
+
+    checks_raw = v.mapping(raw.get("checks", {}), "checks")
+    v.keys(checks_raw, _CHECK_KEYS, "checks")
+    checks = CheckSettings(
+        connect_timeout=v.positive(checks_raw.get("connect_timeout", 1.0), "checks.connect_timeout"),
+        timeout=v.positive(checks_raw.get("timeout", 2.0), "checks.timeout"),
+        deadline=v.positive(checks_raw.get("deadline", 5.0), "checks.deadline"),
+    )
+
+    services = _build_services(v, raw.get("services", {}), checks, env)
+    layers = _build_layers(v, raw.get("layers", {}), services)
+
+    cycle = find_cycle({n: s.depends_on for n, s in services.items()})
+    if cycle:
+        v.fail(f"services.{cycle[0]}.depends_on", "dependency cycle: " + " -> ".join(cycle) + ".")
+
+    limits = _build_limits(v, raw.get("limits", {}), env)
+
+    machine_raw = v.mapping(raw.get("machine", {}), "machine")
+    v.keys(machine_raw, _MACHINE_KEYS, "machine")
+    machine = MachineSettings(
+        check_memory=v.boolean(machine_raw.get("check_memory", True), "machine.check_memory"),
+        memory_reserve_mb=v.integer(machine_raw.get("memory_reserve_mb", 256), "machine.memory_reserve_mb",
+                                    minimum=0),
+    )
+
+    thresholds = _build_thresholds(v, raw.get("thresholds", {}))
+
+    alloc_raw = v.mapping(raw.get("allocations", {}), "allocations")
+    v.keys(alloc_raw, _ALLOCATION_KEYS, "allocations")
+    duration = v.positive(alloc_raw.get("default_duration_minutes", 30), "allocations.default_duration_minutes")
+
+    return Config(source=source, layers=layers, services=services, limits=limits, machine=machine,
+                  checks=checks, thresholds=thresholds, default_duration_minutes=duration, raw=dict(raw))
+
+
+def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
+                    env: Mapping[str, str] | None) -> dict[str, ServiceSpec]:
+    section = v.mapping(raw, "services")
+    services: dict[str, ServiceSpec] = {}
+    for name, entry in section.items():
+        key = f"services.{name}"
+        entry = v.mapping(entry, key)
+        v.keys(entry, _SERVICE_KEYS, key)
+        kind = entry.get("kind")
+        if kind not in SERVICE_KINDS:
+            v.fail(f"{key}.kind", f"must be one of {', '.join(SERVICE_KINDS)}, got {kind!r}.")
+        url = v.string(entry.get("url"), f"{key}.url")
+        url_env = entry.get("url_env")
+        if url_env is not None:
+            url_env = v.string(url_env, f"{key}.url_env")
+            override = envmod.get(url_env, env)
+            if override:
+                url = override
+        depends_on = tuple(v.string_list(entry.get("depends_on", []), f"{key}.depends_on"))
+        statuses = v.list_of(entry.get("expect_status", []), f"{key}.expect_status")
+        expect = tuple(v.integer(s, f"{key}.expect_status[{i}]", minimum=100, maximum=599)
+                       for i, s in enumerate(statuses))
+        health_path = entry.get("health_path")
+        if health_path is not None:
+            health_path = v.string(health_path, f"{key}.health_path")
+        json_field = entry.get("json_field")
+        if json_field is not None:
+            json_field = v.string(json_field, f"{key}.json_field")
+        services[str(name)] = ServiceSpec(
+            name=str(name), kind=kind, url=url, url_env=url_env, depends_on=depends_on,
+            health_path=health_path, expect_status=expect, json_field=json_field,
+            json_value=entry.get("json_value"),
+            connect_timeout=v.positive(entry.get("connect_timeout", checks.connect_timeout),
+                                       f"{key}.connect_timeout"),
+            timeout=v.positive(entry.get("timeout", checks.timeout), f"{key}.timeout"),
+        )
+    for name, spec in services.items():
+        for i, dep in enumerate(spec.depends_on):
+            if dep not in services:
+                v.fail(f"services.{name}.depends_on[{i}]", f"unknown service {dep!r}; known services: "
+                       f"{', '.join(services)}.")
+    return services
+
+
+def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec]) -> dict[str, Layer]:
+    section = v.mapping(raw, "layers")
+    layers: dict[str, Layer] = {}
+    for name, entry in section.items():
+        key = f"layers.{name}"
+        entry = v.mapping(entry, key)
+        v.keys(entry, _LAYER_KEYS, key)
+        needed = tuple(v.string_list(entry.get("services", []), f"{key}.services"))
+        for i, svc in enumerate(needed):
+            if svc not in services:
+                v.fail(f"{key}.services[{i}]", f"unknown service {svc!r}; known services: "
+                       f"{', '.join(services)}.")
+        pool_raw = v.mapping(entry.get("pool"), f"{key}.pool")
+        v.keys(pool_raw, _POOL_KEYS, f"{key}.pool")
+        for required in sorted(_POOL_KEYS - set(pool_raw)):
+            v.fail(f"{key}.pool.{required}", "is missing.")
+        pool = Pool(
+            memory_mb=v.integer(pool_raw["memory_mb"], f"{key}.pool.memory_mb", minimum=1),
+            cpu_percent=v.positive(pool_raw["cpu_percent"], f"{key}.pool.cpu_percent", maximum=100),
+            instances=v.integer(pool_raw["instances"], f"{key}.pool.instances", minimum=1),
+        )
+        default_memory = v.integer(entry.get("default_memory_mb", max(1, pool.memory_mb // pool.instances)),
+                                   f"{key}.default_memory_mb", minimum=0, maximum=pool.memory_mb)
+        default_cpu = v.number(entry.get("default_cpu_percent", round(pool.cpu_percent / pool.instances, 2)),
+                               f"{key}.default_cpu_percent", minimum=0, maximum=pool.cpu_percent)
+        description = entry.get("description", "")
+        layers[str(name)] = Layer(name=str(name), services=needed, pool=pool, default_memory_mb=default_memory,
+                                  default_cpu_percent=default_cpu,
+                                  description=v.string(description, f"{key}.description") if description else "")
+    return layers
+
+
+def _build_limits(v: _Validator, raw: Any, env: Mapping[str, str] | None) -> Limits:
+    section = v.mapping(raw, "limits")
+    v.keys(section, _LIMIT_KEYS, "limits")
+    values: dict[str, Any] = {
+        "max_memory_mb": v.integer(section.get("max_memory_mb", 8192), "limits.max_memory_mb", minimum=1),
+        "max_cpu_percent": v.positive(section.get("max_cpu_percent", 90), "limits.max_cpu_percent"),
+        "max_parallel_instances": v.integer(section.get("max_parallel_instances", 10),
+                                            "limits.max_parallel_instances", minimum=1),
+    }
+    sources = dict.fromkeys(values, "config")
+    for variable, raw_value in envmod.limit_overrides(env).items():
+        field_name = envmod.LIMIT_VARIABLES[variable]
+        values[field_name] = _env_number(variable, raw_value, integer=field_name != "max_cpu_percent")
+        sources[field_name] = variable
+    return Limits(sources=sources, **values)
+
+
+def _env_number(variable: str, raw: str, *, integer: bool) -> float | int:
+    try:
+        value: float | int = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise UsageError(f"{variable} must be {kind} greater than zero, got {raw!r}.",
+                         remediation=[f"Set {variable} to a positive number, or unset it to use the "
+                                      "configured limit."]) from None
+    if value <= 0 or value != value or value == float("inf"):
+        raise UsageError(f"{variable} must be greater than zero, got {raw!r}.",
+                         remediation=[f"Set {variable} to a positive number, or unset it."])
+    return value
+
+
+def _build_thresholds(v: _Validator, raw: Any) -> dict[str, Any]:
+    section = v.mapping(raw, "thresholds")
+    v.keys(section, _THRESHOLD_METRICS | {"hold_seconds"}, "thresholds")
+    result: dict[str, Any] = {}
+    for metric in sorted(_THRESHOLD_METRICS & set(section)):
+        key = f"thresholds.{metric}"
+        levels = v.mapping(section[metric], key)
+        v.keys(levels, {"warning", "critical"}, key)
+        for required in ("warning", "critical"):
+            if required not in levels:
+                v.fail(f"{key}.{required}", "is missing.")
+        warning = v.number(levels["warning"], f"{key}.warning", minimum=0)
+        critical = v.number(levels["critical"], f"{key}.critical", minimum=0)
+        if warning > critical:
+            v.fail(key, f"warning ({warning:g}) must not be above critical ({critical:g}).")
+        result[metric] = {"warning": warning, "critical": critical}
+    result["hold_seconds"] = v.number(section.get("hold_seconds", 6), "thresholds.hold_seconds", minimum=0)
+    return result
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+class _Validator:
+    """Small typed readers that fail with the file and key path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> None:
+        raise ConfigError(message, path=self.source, key=key,
+                          remediation=[f"Fix {key} in {self.source}; `netra-rm config validate "
+                                       f"{self.source}` checks the file."])
+
+    def keys(self, mapping: Mapping[str, Any], allowed: set[str], key: str) -> None:
+        for name in mapping:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else str(name)
+                self.fail(where, f"unknown key {name!r}; allowed here: {', '.join(sorted(allowed))}.")
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a mapping, got {_type_name(value)}.")
+        return value
+
+    def list_of(self, value: Any, key: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list, got {_type_name(value)}.")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a non-empty string, got {_type_name(value)}.")
+        return value
+
+    def string_list(self, value: Any, key: str) -> list[str]:
+        return [self.string(item, f"{key}[{i}]") for i, item in enumerate(self.list_of(value, key))]
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {value!r}.")
+        return value
+
+    def number(self, value: Any, key: str, *, minimum: float | None = None,
+               maximum: float | None = None) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            self.fail(key, f"must be a number, got {value!r}.")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be at least {minimum:g}, got {value!r}.")
+        if maximum is not None and value > maximum:
+            self.fail(key, f"must be at most {maximum:g}, got {value!r}.")
+        return float(value) if isinstance(value, float) else value
+
+    def positive(self, value: Any, key: str, *, maximum: float | None = None) -> float:
+        number = self.number(value, key, maximum=maximum)
+        if number <= 0:
+            self.fail(key, f"must be greater than zero, got {value!r}.")
+        return number
+
+    def integer(self, value: Any, key: str, *, minimum: int | None = None, maximum: float | None = None) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be a whole number, got {value!r}.")
+        return int(self.number(value, key, minimum=minimum, maximum=maximum))
+
+
+def _check_keys(user: Mapping[str, Any], allowed: set[str], key: str, source: str) -> None:
+    _Validator(source).keys(user, allowed, key)

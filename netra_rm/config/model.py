@@ -1,0 +1,99 @@
+"""The validated configuration as frozen values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from netra_rm.services.spec import ServiceSpec
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A layer's capacity: memory in MB, CPU in percent of the machine, parallel instances."""
+
+    memory_mb: int
+    cpu_percent: float
+    instances: int
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A test layer: the services it needs and the pool it draws from."""
+
+    name: str
+    services: tuple[str, ...]
+    pool: Pool
+    default_memory_mb: int
+    default_cpu_percent: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on the sum of all active allocations across all layers.
+
+    ``sources`` says, per cap, where the figure came from ("config" or the variable).
+    """
+
+    max_memory_mb: int
+    max_cpu_percent: float
+    max_parallel_instances: int
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    check_memory: bool = True
+    memory_reserve_mb: int = 256
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    connect_timeout: float = 1.0
+    timeout: float = 2.0
+    deadline: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything netra-rm was told: layers, services, limits and settings."""
+
+    source: str
+    layers: dict[str, Layer]
+    services: dict[str, ServiceSpec]
+    limits: Limits
+    machine: MachineSettings
+    checks: CheckSettings
+    thresholds: dict[str, Any]
+    default_duration_minutes: float
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def layer(self, name: str) -> Layer:
+        """The layer called ``name``, or a usage error listing the valid layers."""
+        try:
+            return self.layers[name]
+        except KeyError:
+            from netra_rm.errors import UnknownNameError
+
+            valid = ", ".join(self.layers) or "(none configured)"
+            raise UnknownNameError(
+                f"unknown layer {name!r}; valid layers: {valid}.",
+                remediation=["Pick one of the layers above, or add the layer to your configuration "
+                             "(netra-rm config show prints it)."],
+            ) from None
+
+    def service(self, name: str) -> ServiceSpec:
+        """The service called ``name``, or a usage error listing the valid services."""
+        try:
+            return self.services[name]
+        except KeyError:
+            from netra_rm.errors import UnknownNameError
+
+            valid = ", ".join(self.services) or "(none configured)"
+            raise UnknownNameError(f"unknown service {name!r}; valid services: {valid}.") from None
+
+    @property
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """The dependency graph: service name -> the services it depends on."""
+        return {name: spec.depends_on for name, spec in self.services.items()}

@@ -1,0 +1,100 @@
+"""The layer gate: are a layer's services (with their dependencies) healthy, and does its
+pool have room? Optionally wait, with jittered exponential backoff, under one deadline."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from netra_rm.core.engine import Engine
+from netra_rm.services.graph import transitive_dependencies
+
+
+@dataclass(frozen=True)
+class LayerVerdict:
+    """The answer for one layer: ready or not, and why."""
+
+    layer: str
+    ready: bool
+    missing: list[str]
+    services: dict[str, dict[str, Any]]
+    pool: dict[str, Any]
+    pool_reasons: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    terminal: bool = False
+    waited_seconds: float = 0.0
+    attempts: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer, "ready": self.ready, "missing": self.missing, "services": self.services,
+            "pool": {**self.pool, "has_room": not self.pool_reasons, "reasons": self.pool_reasons},
+            "conflicts": self.conflicts, "waited_seconds": round(self.waited_seconds, 3),
+            "attempts": self.attempts,
+        }
+
+
+def layer_services(engine: Engine, layer: str) -> list[str]:
+    """The services a layer needs, with their transitive dependencies, in startup order."""
+    spec = engine.config.layer(layer)
+    return transitive_dependencies(engine.config.dependencies, spec.services)
+
+
+def check_service_results(engine: Engine, names: list[str] | None) -> dict[str, Any]:
+    """Run the checks for ``names`` (all services when None) under the configured deadline."""
+    if names == []:
+        return {}
+    from netra_rm.services.runner import check_services
+
+    return check_services(engine.config.services, names, deadline=engine.config.checks.deadline)
+
+
+def check_layer_once(engine: Engine, layer: str,
+                     conflicts_for: Callable[[str], list[str]] | None = None) -> LayerVerdict:
+    """One look at the layer: its services and its pool."""
+    needed = layer_services(engine, layer)
+    results = check_service_results(engine, needed)
+    services = {name: r.to_dict() for name, r in results.items()}
+    missing = [name for name, r in results.items() if r.status != "healthy"]
+    terminal = any(getattr(r, "terminal", False) for r in results.values() if r.status == "unhealthy")
+    request = engine.resolve_request(layer, "readiness-probe")
+    with engine.transaction() as (state, _):
+        decision = engine.decide(state, request)
+        in_layer = [a for a in state.allocations if a.layer == layer]
+    from netra_rm.core.engine import pool_status
+
+    pool = pool_status(engine.config.layer(layer).pool, in_layer)
+    conflicts = conflicts_for(layer) if conflicts_for else []
+    ready = not missing and decision.admitted and not conflicts
+    return LayerVerdict(layer=layer, ready=ready, missing=missing, services=services, pool=pool,
+                        pool_reasons=list(decision.reasons), conflicts=conflicts, terminal=terminal)
+
+
+def check_layer(engine: Engine, layer: str, *, timeout: float = 0.0,
+                conflicts_for: Callable[[str], list[str]] | None = None,
+                sleep: Callable[[float], None] = time.sleep,
+                clock: Callable[[], float] = time.monotonic) -> LayerVerdict:
+    """Check the layer; with ``timeout`` > 0, keep checking until it is ready, a failure is
+    terminal, or the deadline passes. Backoff starts at 0.25 s and doubles up to 5 s, with
+    jitter, and never sleeps past the deadline."""
+    engine.config.layer(layer)  # unknown layer: fail before any waiting
+    start = clock()
+    deadline = start + max(0.0, timeout)
+    delay, attempts = 0.25, 0
+    while True:
+        attempts += 1
+        verdict = check_layer_once(engine, layer, conflicts_for)
+        left = deadline - clock()
+        if verdict.ready or verdict.terminal or left <= 0:
+            return LayerVerdict(**{**verdict.__dict__, "waited_seconds": clock() - start, "attempts": attempts})
+        sleep(min(left, delay * random.uniform(0.5, 1.0)))
+        delay = min(delay * 2, 5.0)
+
+
+def missing_details(verdict: LayerVerdict) -> list[Mapping[str, Any]]:
+    """The missing services' results, root causes (not blocked ones) first."""
+    rows = [verdict.services[name] for name in verdict.missing if name in verdict.services]
+    return sorted(rows, key=lambda r: r.get("status") == "blocked")

@@ -1,0 +1,76 @@
+"""The ledger: where allocations live so that other processes can see them.
+
+A backend offers one thing: an exclusive transaction over the whole state. The engine
+does every read-modify-write inside one, so admission never races.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from netra_rm.core.model import Allocation
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class LedgerState:
+    """The whole ledger in memory. Mutate through the methods so ``changed`` is right."""
+
+    allocations: list[Allocation] = field(default_factory=list)
+    fencing_counter: int = 0
+    waiters: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # journal lines to append on commit
+    changed: bool = False
+
+    def add(self, allocation: Allocation) -> None:
+        self.allocations.append(allocation)
+        self.changed = True
+
+    def remove(self, ids: set[str]) -> list[Allocation]:
+        """Drop the allocations with these ids; return those that were there."""
+        removed = [a for a in self.allocations if a.id in ids]
+        if removed:
+            self.allocations = [a for a in self.allocations if a.id not in ids]
+            self.changed = True
+        return removed
+
+    def next_fencing_token(self) -> int:
+        self.fencing_counter += 1
+        self.changed = True
+        return self.fencing_counter
+
+    def find(self, allocation_id: str) -> Allocation | None:
+        return next((a for a in self.allocations if a.id == allocation_id), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "fencing_counter": self.fencing_counter,
+            "allocations": [a.to_dict() for a in self.allocations],
+            "waiters": self.waiters,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LedgerState:
+        return cls(
+            allocations=[Allocation.from_dict(a) for a in data.get("allocations", [])],
+            fencing_counter=int(data.get("fencing_counter", 0)),
+            waiters=list(data.get("waiters", [])),
+        )
+
+
+class Ledger(Protocol):
+    """What every ledger backend offers."""
+
+    location: str
+
+    def transaction(self) -> AbstractContextManager[LedgerState]:
+        """Hold the ledger exclusively; commit the state on a clean exit if it changed."""
+        ...
+
+    def read(self) -> LedgerState:
+        """A consistent snapshot, without holding the ledger afterwards."""
+        ...

@@ -1,0 +1,182 @@
+"""The JSON file ledger: one file, one sibling lock file, atomic replacement.
+
+The rules (learned from filelock): lock a sibling file and never delete it; do the whole
+read-modify-write under the lock; write a temp file in the same directory, fsync it,
+``os.replace`` it over the ledger and fsync the directory. A file we cannot parse is
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from netra_rm.errors import LedgerError
+from netra_rm.ledger.base import SCHEMA_VERSION, LedgerState
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _recovery(path: Path) -> list[str]:
+    return [f"Move the file aside (mv {path} {path}.bad) and run `netra-rm cleanup --force` to start an "
+            "empty ledger; active allocations recorded in it are forgotten.",
+            "Or point netra-rm at another ledger with --ledger PATH or NETRA_RM_LEDGER."]
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or exc.__class__.__name__
+
+
+class FileLedger:
+    """A ledger in a local JSON file, safe across processes on one host."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.location = str(self.path)
+
+    # -- locking -------------------------------------------------------------------------
+
+    def _open_lock(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LedgerError(f"the ledger lock {self.lock_path} is a symbolic link; netra-rm refuses to "
+                                  "follow it.", remediation=[f"Remove the link: rm {self.lock_path}"]) from None
+            raise LedgerError(f"cannot open the ledger lock {self.lock_path}: {_os_reason(exc)}.",
+                              remediation=["Check that the directory exists and you may write to it, or "
+                                           "use another ledger with --ledger PATH."]) from None
+
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        fd = self._open_lock()
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock; the lock file stays
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _read_unlocked(self) -> LedgerState:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+        except FileNotFoundError:
+            return LedgerState()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LedgerError(f"the ledger {self.path} is a symbolic link; netra-rm refuses to follow it.",
+                                  remediation=[f"Replace the link with a real file, or use --ledger PATH."]
+                                  ) from None
+            raise LedgerError(f"cannot read the ledger {self.path}: {_os_reason(exc)}.",
+                              remediation=["Check the file's owner and permissions (it should be yours, "
+                                           "mode 0600)."]) from None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise LedgerError(f"cannot read the ledger {self.path}: {_os_reason(exc)}.") from None
+        return self._parse(raw)
+
+    def _parse(self, raw: bytes) -> LedgerState:
+        try:
+            data: Any = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LedgerError(f"the ledger {self.path} is corrupt and cannot be parsed ({exc}); it was left "
+                              "untouched.", remediation=_recovery(self.path)) from None
+        if not isinstance(data, dict) or not isinstance(data.get("allocations", []), list):
+            raise LedgerError(f"the ledger {self.path} is corrupt: it is not a netra-rm ledger; it was left "
+                              "untouched.", remediation=_recovery(self.path))
+        version = data.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise LedgerError(f"the ledger {self.path} is corrupt: it has no schema version; it was left "
+                              "untouched.", remediation=_recovery(self.path))
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"the ledger {self.path} was written by a newer netra-rm (schema version "
+                              f"{version}, this one reads up to {SCHEMA_VERSION}).",
+                              remediation=["Upgrade netra-rm, or use another ledger with --ledger PATH."])
+        data = upgrade(data)
+        try:
+            return LedgerState.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LedgerError(f"the ledger {self.path} is corrupt: an allocation record is malformed "
+                              f"({exc.__class__.__name__}: {exc}); it was left untouched.",
+                              remediation=_recovery(self.path)) from None
+
+    def read(self) -> LedgerState:
+        with self._locked(fcntl.LOCK_SH):
+            return self._read_unlocked()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _write_unlocked(self, state: LedgerState) -> None:
+        payload = json.dumps(state.to_dict(), separators=(",", ":")).encode()
+        directory = self.path.parent
+        tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o600)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self.path.is_symlink():
+                raise LedgerError(f"the ledger {self.path} is a symbolic link; netra-rm refuses to replace it.",
+                                  remediation=["Replace the link with a real file, or use --ledger PATH."])
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise LedgerError(f"cannot write the ledger {self.path}: {_os_reason(exc)}; the previous ledger "
+                              "is unchanged.", remediation=["Free disk space or fix the directory's "
+                                                            "permissions, then try again."]) from None
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        _fsync_dir(directory)
+
+    @contextmanager
+    def transaction(self) -> Iterator[LedgerState]:
+        """Hold the lock, read, let the caller change the state, write it back if changed."""
+        with self._locked(fcntl.LOCK_EX):
+            state = self._read_unlocked()
+            yield state
+            if state.changed:
+                self._write_unlocked(state)
+                state.changed = False
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older ledger up to :data:`SCHEMA_VERSION`, one version at a time."""
+    # version 1 is the first; future upgrades go here as `if version == N: ...; version = N + 1`
+    return data
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | _CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,108 @@
+"""Shared fixtures: every path points at tmp_path, and the CLI runs as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py and helpers
+
+_SCRUBBED = ("DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL", "FRONTEND_URL",
+             "WEBSOCKET_URL", "MAX_MEMORY_ALLOCATION_MB", "MAX_CPU_ALLOCATION_PERCENT", "MAX_PARALLEL_INSTANCES",
+             "NETRA_RM_CONFIG", "NETRA_RM_LEDGER", "NETRA_RM_DEBUG", "NETRA_RM_HOST_ID", "NO_COLOR",
+             "FORCE_COLOR", "GITHUB_STEP_SUMMARY")
+
+
+def _entry_point() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m netra_rm``."""
+    candidate = Path(sys.executable).with_name("netra-rm")
+    if candidate.exists():
+        return [str(candidate)]
+    found = shutil.which("netra-rm")
+    return [found] if found else [sys.executable, "-m", "netra_rm"]
+
+
+@dataclass
+class Result:
+    """A finished CLI run: exit code, stdout and stderr, kept apart."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private HOME and state directory; the service and limit variables cleared."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("HOME", str(h))
+    monkeypatch.setenv("XDG_STATE_HOME", str(h / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(h / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    for name in _SCRUBBED:
+        monkeypatch.delenv(name, raising=False)
+    return h
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger" / "ledger.json"
+
+
+@pytest.fixture
+def cli(home: Path, ledger_path: Path):
+    """Run ``netra-rm`` as a real process with NETRA_RM_LEDGER in tmp_path."""
+
+    def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60,
+            input: str | None = None) -> Result:
+        full_env = {**os.environ, "NETRA_RM_LEDGER": str(ledger_path), **(env or {})}
+        proc = subprocess.run([*_entry_point(), *args], capture_output=True, text=True, env=full_env,
+                              timeout=timeout, input=input, cwd=str(home))
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a YAML configuration file and return its path."""
+
+    def write(text: str, name: str = "netra-rm.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+SMALL_CONFIG = """
+layers:
+  tiny:
+    services: []
+    pool: {memory_mb: 300, cpu_percent: 30, instances: 3}
+limits:
+  max_memory_mb: 100000
+  max_cpu_percent: 100
+  max_parallel_instances: 1000
+machine:
+  check_memory: false
+"""
+
+
+@pytest.fixture
+def small_config(write_config) -> Path:
+    """The default layers plus ``tiny`` (300 MB, 30%, 3 instances), generous global caps."""
+    return write_config(SMALL_CONFIG)
