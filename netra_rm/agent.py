@@ -53,7 +53,7 @@ class ResourceManagementAgent:
             return
         from netra_rm.monitor.background import MonitorThread
 
-        self._monitor = MonitorThread(interval=interval, history=history)
+        self._monitor = MonitorThread(interval=interval, history_size=history)
         self._monitor.start()
 
     def stop_monitoring(self) -> None:

@@ -254,6 +254,53 @@ def cleanup(
                 out.info("nothing to release")
 
 
+# -- monitor -----------------------------------------------------------------------------
+
+@app.command()
+def monitor(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option("--interval", metavar="S", min=0.5,
+                                            help="Seconds between samples (at least 0.5).")] = 2.0,
+    count: Annotated[Optional[int], typer.Option("--count", metavar="N", min=1,
+                                                 help="Stop after N samples.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """A live view of the machine, the pools, the allocations and the services.
+
+    On a terminal it redraws in place; with --json, or when stdout is not a terminal, it
+    prints one JSON object per sample (NDJSON). Ctrl-C ends it.
+
+    Example: netra-rm monitor --json --interval 5 --count 12 > monitor.ndjson
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        import sys
+
+        from netra_rm.monitor.loop import run_monitor
+        from netra_rm.monitor.snapshot import SnapshotSource
+        from netra_rm.monitor.thresholds import Thresholds
+
+        engine = st.engine()
+
+        def ledger_state() -> tuple[list[dict], list[dict]]:
+            resources = engine.resource_status()
+            pools = [{"layer": name, **pool} for name, pool in resources["resource_pools"].items()]
+            return pools, resources["active_allocations"]
+
+        def services() -> list[dict]:
+            from netra_rm.core.readiness import check_service_results
+
+            return [{"name": name, **r.to_dict()} for name, r in check_service_results(engine, None).items()]
+
+        source = SnapshotSource(thresholds=Thresholds.from_mapping(engine.config.thresholds),
+                                ledger_state=ledger_state)
+        json_lines = out.json or not sys.stdout.isatty()
+        run_monitor(source, interval=interval, count=count, json_lines=json_lines, out=out.stdout,
+                    console=None if json_lines else out.console(), services_provider=services,
+                    services_interval=max(10.0, interval * 5))
+
+
 # -- graph -------------------------------------------------------------------------------
 
 @app.command()

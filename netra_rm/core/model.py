@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -96,6 +98,11 @@ class Allocation:
         if self.extra:
             data["extra"] = self.extra
         return data
+
+    @cached_property
+    def json(self) -> str:
+        """The compact JSON of :meth:`to_dict`, computed once (allocations never change)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Allocation:

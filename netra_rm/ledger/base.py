@@ -6,6 +6,8 @@ does every read-modify-write inside one, so admission never races.
 
 from __future__ import annotations
 
+import copy
+import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +54,17 @@ class LedgerState:
             "allocations": [a.to_dict() for a in self.allocations],
             "waiters": self.waiters,
         }
+
+    def to_json(self) -> bytes:
+        """The ledger document, built from each allocation's cached JSON."""
+        head = json.dumps({"schema_version": SCHEMA_VERSION, "fencing_counter": self.fencing_counter,
+                           "waiters": self.waiters}, separators=(",", ":"))
+        return (head[:-1] + ',"allocations":[' + ",".join(a.json for a in self.allocations) + "]}").encode()
+
+    def copy(self) -> LedgerState:
+        """An independent copy (allocations are immutable and shared)."""
+        return LedgerState(allocations=list(self.allocations), fencing_counter=self.fencing_counter,
+                           waiters=copy.deepcopy(self.waiters))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LedgerState:

@@ -1,8 +1,8 @@
 """The JSON file ledger: one file, one sibling lock file, atomic replacement.
 
 The rules (learned from filelock): lock a sibling file and never delete it; do the whole
-read-modify-write under the lock; write a temp file in the same directory, fsync it,
-``os.replace`` it over the ledger and fsync the directory. A file we cannot parse is
+read-modify-write under the lock; write a temp file in the same directory, fsync it and
+``os.replace`` it over the ledger. A file we cannot parse is
 never overwritten.
 """
 
@@ -41,6 +41,9 @@ class FileLedger:
         self.path = Path(path).expanduser().absolute()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.location = str(self.path)
+        # the bytes last read or written and the state they hold: an unchanged file is
+        # not parsed again (compared byte for byte, so another writer is always seen)
+        self._cache: tuple[bytes, LedgerState] | None = None
 
     # -- locking -------------------------------------------------------------------------
 
@@ -85,7 +88,12 @@ class FileLedger:
                 raw = f.read()
         except OSError as exc:
             raise LedgerError(f"cannot read the ledger {self.path}: {_os_reason(exc)}.") from None
-        return self._parse(raw)
+        cached = self._cache
+        if cached is not None and cached[0] == raw:
+            return cached[1].copy()
+        state = self._parse(raw)
+        self._cache = (raw, state.copy())
+        return state
 
     def _parse(self, raw: bytes) -> LedgerState:
         try:
@@ -119,7 +127,7 @@ class FileLedger:
     # -- writing -------------------------------------------------------------------------
 
     def _write_unlocked(self, state: LedgerState) -> None:
-        payload = json.dumps(state.to_dict(), separators=(",", ":")).encode()
+        payload = state.to_json()
         directory = self.path.parent
         tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
         try:
@@ -134,7 +142,9 @@ class FileLedger:
             if self.path.is_symlink():
                 raise LedgerError(f"the ledger {self.path} is a symbolic link; netra-rm refuses to replace it.",
                                   remediation=["Replace the link with a real file, or use --ledger PATH."])
+            created = not self.path.exists()
             os.replace(tmp, self.path)
+            self._cache = (payload, state.copy())
         except OSError as exc:
             _unlink_quietly(tmp)
             raise LedgerError(f"cannot write the ledger {self.path}: {_os_reason(exc)}; the previous ledger "
@@ -143,7 +153,11 @@ class FileLedger:
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        _fsync_dir(directory)
+        # The rename itself is atomic for every process on this host. Only the first one is
+        # made durable with a directory fsync: after a power loss every owner process is
+        # gone anyway, so an older (still valid) ledger loses nothing that still runs.
+        if created:
+            _fsync_dir(directory)
 
     @contextmanager
     def transaction(self) -> Iterator[LedgerState]:

@@ -117,13 +117,13 @@ def limits_table(limits: Mapping[str, Any], system: Mapping[str, Any]) -> Table:
         table.add_row("machine memory", f"{capacity['memory_available_mb']:.0f} MB available of "
                                         f"{capacity['memory_total_mb']:.0f} MB (source: {capacity['memory_source']})")
         table.add_row("machine CPUs", f"{capacity['cpu_count']:g} (source: {capacity['cpu_source']})")
-    if system.get("cpu_percent") is not None:
-        table.add_row("CPU in use", f"{system['cpu_percent']:.0f}%")
-    if system.get("memory_percent") is not None:
-        table.add_row("memory in use", f"{system['memory_percent']:.0f}%")
-    load = system.get("load_average")
-    if load:
-        table.add_row("load average", " ".join(f"{x:.2f}" for x in load))
+    cpu, memory, load = system.get("cpu") or {}, system.get("memory") or {}, system.get("load") or {}
+    if cpu.get("percent") is not None:
+        table.add_row("CPU in use", f"{cpu['percent']:.0f}%")
+    if memory.get("percent") is not None:
+        table.add_row("memory in use", f"{memory['percent']:.0f}%")
+    if load.get("average"):
+        table.add_row("load average", " ".join(f"{x:.2f}" for x in load["average"]))
     return table
 
 
