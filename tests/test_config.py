@@ -97,3 +97,18 @@ def test_missing_file_is_config_error(tmp_path: Path) -> None:
 def test_config_path_from_environment(write_config) -> None:
     path = write_config("limits:\n  max_parallel_instances: 7\n")
     assert load_config(env={"NETRA_RM_CONFIG": str(path)}).limits.max_parallel_instances == 7
+
+
+def test_parse_cache_follows_edits_and_survives_garbage(write_config, home: Path) -> None:
+    path = write_config("limits:\n  max_parallel_instances: 7\n")
+    assert load_config(path, env={}).limits.max_parallel_instances == 7
+    entries = list((home / "cache" / "netra-rm").glob("config-*.json"))
+    assert entries, "a parsed file is cached"
+    path.write_text("limits:\n  max_parallel_instances: 8\n")
+    assert load_config(path, env={}).limits.max_parallel_instances == 8
+    for entry in entries:
+        entry.write_text("{garbage")
+    assert load_config(path, env={}).limits.max_parallel_instances == 8
+    path.write_text("limits: [oops\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_config(path, env={})

@@ -54,6 +54,10 @@ def main_callback(
     layer_flag: Annotated[Optional[str], typer.Option("--layer", metavar="NAME",
                                                       help="Same as `netra-rm layer NAME`.")] = None,
     monitor_flag: Annotated[bool, typer.Option("--monitor", help="Same as `netra-rm monitor`.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, hidden=True)] = 0.0,
+    interval: Annotated[float, typer.Option("--interval", min=0.5, hidden=True)] = 2.0,
+    count: Annotated[Optional[int], typer.Option("--count", min=1, hidden=True)] = None,
+    strict: Annotated[bool, typer.Option("--strict", hidden=True)] = False,
 ) -> None:
     """Decide whether a test layer may run now, and on what.
 
@@ -63,12 +67,13 @@ def main_callback(
                        color=not (no_color or envmod.no_color()))
     if ctx.invoked_subcommand is not None:
         return
+    # the seed's flags; the options of the commands they stand for are accepted beside them
     if status_flag:
-        status(ctx)
+        status(ctx, strict=strict)
     elif layer_flag is not None:
-        layer(ctx, layer_flag)
+        layer(ctx, layer_flag, timeout=timeout)
     elif monitor_flag:
-        monitor(ctx)
+        monitor(ctx, interval=interval, count=count)
     else:
         typer.echo(ctx.get_help())
     raise typer.Exit(0)
@@ -150,7 +155,7 @@ def layer(
         if not verdict.ready and not out.json:
             from netra_rm.render.human import render_missing
 
-            render_missing(out.console(stderr=True), missing_details(verdict))
+            render_missing(out.stderr, missing_details(verdict))
         finish(ExitCode.OK if verdict.ready else ExitCode.UNAVAILABLE)
 
 

@@ -71,6 +71,15 @@ def user_name(env: Mapping[str, str] | None = None) -> str:
         return str(os.getuid())
 
 
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where netra-rm keeps parsed configuration: ``$XDG_CACHE_HOME/netra-rm``."""
+    base = get("XDG_CACHE_HOME", env)
+    if base:
+        return Path(base) / "netra-rm"
+    home = get("HOME", env)
+    return (Path(home) if home else Path.home()) / ".cache" / "netra-rm"
+
+
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where netra-rm keeps its ledger by default: ``$XDG_STATE_HOME/netra-rm``."""
     base = get("XDG_STATE_HOME", env)

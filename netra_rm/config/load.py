@@ -39,6 +39,18 @@ def default_config_text() -> str:
 
 
 def _parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text, through a cache keyed by the whole text (see :mod:`.cache`)."""
+    from netra_rm.config import cache
+
+    found = cache.lookup(source, text)
+    if found is not cache.MISS:
+        return found
+    data = _parse_yaml_uncached(text, source)
+    cache.store(source, text, data)
+    return data
+
+
+def _parse_yaml_uncached(text: str, source: str) -> Any:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

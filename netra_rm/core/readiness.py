@@ -96,5 +96,5 @@ def check_layer(engine: Engine, layer: str, *, timeout: float = 0.0,
 
 def missing_details(verdict: LayerVerdict) -> list[Mapping[str, Any]]:
     """The missing services' results, root causes (not blocked ones) first."""
-    rows = [verdict.services[name] for name in verdict.missing if name in verdict.services]
+    rows = [{"name": name, **verdict.services[name]} for name in verdict.missing if name in verdict.services]
     return sorted(rows, key=lambda r: r.get("status") == "blocked")

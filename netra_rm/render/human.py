@@ -175,15 +175,16 @@ def render_layer(console: Console, verdict: Mapping[str, Any]) -> None:
         console.print(Text(f"  CONFLICT {c}", style="red"))
 
 
-def render_missing(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
-    """For stderr: each missing service, why, and what to do."""
+def render_missing(stream: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """For stderr, as plain lines (never wrapped): each missing service, why, and what to do."""
     for s in rows:
         why = s.get("error") or s.get("status")
         if s.get("status") == "blocked":
             why = f"blocked by {', '.join(s.get('blocked_by') or [])}"
-        console.print(f"missing: {s.get('name')} ({why})")
+        stream.write(f"missing: {s.get('name')} ({why})\n")
         for step in s.get("remediation") or []:
-            console.print(f"  - {step}", markup=False)
+            stream.write(f"  - {step}\n")
+    stream.flush()
 
 
 def render_graph(console: Console, graph: Mapping[str, Any]) -> None:
