@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py and helpers
 
+from servers import *  # noqa: E402,F403 - the real-server fixtures (pg_server, live_servers, ...)
+
 _SCRUBBED = ("DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL", "FRONTEND_URL",
              "WEBSOCKET_URL", "MAX_MEMORY_ALLOCATION_MB", "MAX_CPU_ALLOCATION_PERCENT", "MAX_PARALLEL_INSTANCES",
              "NETRA_RM_CONFIG", "NETRA_RM_LEDGER", "NETRA_RM_DEBUG", "NETRA_RM_HOST_ID", "NO_COLOR",

@@ -369,7 +369,7 @@ def test_live_view_in_a_real_terminal_and_ctrl_c_exits_zero() -> None:
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="120", LINES="60", TERM="xterm-256color")
     env.pop("NO_COLOR", None)
-    child = pexpect.spawn(sys.executable, ["-c", script], env=env, encoding="utf-8", timeout=20,
+    child = pexpect.spawn(sys.executable, ["-c", script], env=env, encoding="utf-8", codec_errors="replace", timeout=20,
                           dimensions=(60, 120))
     try:
         child.expect("fast_feedback")
