@@ -1,0 +1,155 @@
+"""What every checker shares: timing a probe, masking its failure, reading its address.
+
+A checker module supplies a *probe*, a function that proves the service works and
+returns a :class:`Probe` or raises :class:`~netra_rm.errors.ServiceCheckError`;
+:func:`run_probe` turns either into a :class:`~netra_rm.services.result.ServiceResult`.
+Nothing here imports a driver.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ServiceCheckError
+from ..redact import mask_text, mask_url, url_password
+from .remediation import remediation_for
+from .result import ServiceResult
+from .spec import ServiceSpec
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a successful probe learnt: the server's version and the way it asked."""
+
+    version: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class Address:
+    """A service URL taken apart; ``password`` must never be printed."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    username: str | None
+    password: str | None = None
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` with IPv6 hosts bracketed, for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(spec: ServiceSpec, schemes: Mapping[str, int | None]) -> Address:
+    """Split ``spec.url``; ``schemes`` maps each accepted scheme to its default port.
+
+    Raises a terminal ``bad_url`` :class:`ServiceCheckError` for anything malformed,
+    since no amount of waiting repairs a URL.
+    """
+    shown = mask_url(spec.url)
+    try:
+        parts = urlsplit(spec.url)
+        scheme = parts.scheme.lower()
+        if scheme not in schemes:
+            accepted = ", ".join(f"{s}://" for s in schemes)
+            raise ValueError(f"scheme {parts.scheme or '(none)'!r} is not one of {accepted}")
+        host = parts.hostname
+        if not host:
+            raise ValueError("no host")
+        port = parts.port or schemes[scheme]
+        if port is None:
+            raise ValueError("no port")
+    except ValueError as exc:
+        raise ServiceCheckError(
+            f"{spec.name}: malformed URL {shown!r}: {exc}", terminal=True, reason="bad_url"
+        ) from None
+    return Address(
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=parts.path or "",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+def os_error_reason(exc: BaseException) -> tuple[str, bool, str] | None:
+    """Classify the socket error behind ``exc`` (walking its causes) as (reason, terminal, text).
+
+    Drivers wrap socket errors in their own types; the OS error underneath tells a
+    refused port (transient) from an unresolvable host (terminal).
+    """
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, socket.gaierror):
+            transient = node.errno == socket.EAI_AGAIN
+            return "dns", not transient, f"cannot resolve host ({node.strerror or node})"
+        if isinstance(node, ConnectionRefusedError):
+            return "refused", False, "connection refused"
+        if isinstance(node, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return "reset", False, "connection reset by the server"
+        if isinstance(node, TimeoutError):
+            return "timeout", False, "timed out"
+        ssl = sys.modules.get("ssl")
+        if ssl is not None and isinstance(node, ssl.SSLError):
+            return "tls", True, f"TLS failed ({node})"
+        if isinstance(node, OSError) and node.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return "unreachable", False, f"host unreachable ({node.strerror})"
+        node = node.__cause__ or node.__context__
+    return None
+
+
+def run_probe(spec: ServiceSpec, probe: Callable[[ServiceSpec], Probe]) -> ServiceResult:
+    """Run ``probe`` against ``spec`` and time it; every failure becomes an unhealthy result."""
+    started = time.perf_counter()
+    try:
+        found = probe(spec)
+    except ServiceCheckError as exc:
+        return failed_result(spec, exc, latency_ms=_ms_since(started))
+    except Exception as exc:  # noqa: BLE001 - an untranslated driver error is still a result
+        error = ServiceCheckError(f"{spec.name}: {type(exc).__name__}: {exc}", reason="error")
+        return failed_result(spec, error, latency_ms=_ms_since(started))
+    return ServiceResult(
+        name=spec.name,
+        kind=spec.kind,
+        status="healthy",
+        url=mask_url(spec.url),
+        latency_ms=_ms_since(started),
+        version=found.version,
+        method=found.method,
+        depends_on=tuple(spec.depends_on),
+    )
+
+
+def failed_result(spec: ServiceSpec, exc: ServiceCheckError, *,
+                  latency_ms: float | None = None) -> ServiceResult:
+    """An unhealthy result for ``exc``, its message masked and remediation attached."""
+    secrets = tuple(s for s in (url_password(spec.url),) if s)
+    steps = list(exc.remediation) + remediation_for(spec, exc.reason)
+    return ServiceResult(
+        name=spec.name,
+        kind=spec.kind,
+        status="unhealthy",
+        url=mask_url(spec.url),
+        latency_ms=latency_ms,
+        error=mask_text(exc.message, secrets),
+        terminal=exc.terminal,
+        reason=exc.reason,
+        depends_on=tuple(spec.depends_on),
+        remediation=tuple(mask_text(step, secrets) for step in steps),
+    )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,199 @@
+"""Steps a person can follow to make an unhealthy service healthy, per kind and failure.
+
+Pure text built from the spec: no I/O, no driver imports, and every URL shown masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from ..redact import mask_url
+from .spec import ServiceSpec
+
+_DEFAULT_PORTS: dict[str, int] = {
+    "postgresql": 5432, "redis": 6379, "clickhouse": 8123, "http": 80, "websocket": 80,
+}
+
+#: Names a person recognises in messages.
+_TITLES: dict[str, str] = {
+    "postgresql": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse",
+}
+
+
+def remediation_for(spec: ServiceSpec, reason: str, *,
+                    blocked_by: Sequence[str] = ()) -> list[str]:
+    """The steps for ``spec`` failing with ``reason`` (a :class:`ServiceResult` reason word).
+
+    ``blocked_by`` names the root causes when ``reason`` is ``"blocked"``.
+    """
+    if reason == "ok":
+        return []
+    if reason == "blocked":
+        return blocked_steps(spec.name, blocked_by)
+    host, port, user, database = _where(spec)
+    title = _TITLES.get(spec.kind, spec.name)
+    steps: list[str] = []
+    if reason in ("refused", "reset", "unreachable"):
+        steps.extend(_start_steps(spec, host, port))
+        steps.append(_address_step(spec))
+    elif reason == "timeout":
+        steps.append(
+            f"{spec.name} at {host}:{port} accepts connections but did not answer within "
+            f"{spec.timeout:g} s: it may be hung, overloaded or still starting, or that port "
+            f"belongs to something that is not {title}; check its logs."
+        )
+        steps.append(_address_step(spec))
+    elif reason == "auth":
+        steps.extend(_auth_steps(spec, host, port, user, database))
+    elif reason == "unknown_database":
+        steps.extend(_database_steps(spec, host, port, user, database))
+    elif reason == "dns":
+        steps.append(f"The host {host!r} cannot be resolved: fix the host name.")
+        steps.append(_address_step(spec))
+    elif reason == "bad_url":
+        steps.append(f"Fix the address of {spec.name}: expected {_example_url(spec)}.")
+        steps.append(_address_step(spec))
+    elif reason == "tls":
+        steps.append(f"The TLS handshake with {host}:{port} failed: check the certificate, "
+                     f"or use a plain (non-TLS) URL if the server does not speak TLS.")
+        steps.append(_address_step(spec))
+    elif reason == "loading":
+        steps.append(f"{title} is loading its data set into memory; wait for it to finish "
+                     f"(for example `netra-rm layer NAME --timeout 60`).")
+    elif reason in ("bad_status", "bad_body", "bad_reply"):
+        what = _health_target(spec)
+        steps.append(f"{what} did not answer as a healthy {title} would: check the logs of "
+                     f"{spec.name}, and that its address points at {spec.name} itself.")
+        steps.append(_address_step(spec))
+    elif reason == "bad_handshake":
+        steps.append(f"{host}:{port} did not complete a WebSocket handshake: check that the "
+                     f"URL's path is the WebSocket endpoint and that no proxy strips the "
+                     f"Upgrade headers.")
+        steps.append(_address_step(spec))
+    elif reason == "driver_missing":
+        pass  # the checker says which package to install
+    elif reason == "unknown_kind":
+        steps.append(f"Set `kind` of service {spec.name} to one of postgresql, redis, "
+                     f"clickhouse, http, websocket, tcp.")
+    else:
+        steps.append(f"Check the logs of {spec.name} at {host}:{port}.")
+        steps.append(_address_step(spec))
+    return steps
+
+
+def blocked_steps(name: str, roots: Sequence[str]) -> list[str]:
+    """The steps for service ``name``, blocked by the unhealthy ``roots``: fix those first."""
+    names = ", ".join(roots) if roots else "its dependencies"
+    return [(f"Fix {names} first: {name} depends on it (see the steps for {names}); "
+             f"then check {name} again.")]
+
+
+def _start_steps(spec: ServiceSpec, host: str, port: int | str) -> list[str]:
+    start = spec.extra.get("start_command") if spec.extra else None
+    steps: list[str] = []
+    if start:
+        steps.append(f"Start {spec.name}: `{start}`.")
+    elif spec.kind == "postgresql":
+        steps.append(f"Start PostgreSQL on port {port}: `pg_ctl -D <datadir> -o \"-p {port}\" "
+                     f"start` (or `sudo systemctl start postgresql`).")
+    elif spec.kind == "redis":
+        steps.append(f"Start Redis on port {port}: `redis-server --port {port}` "
+                     f"(add `--requirepass <password>` if the URL has one).")
+    elif spec.kind == "clickhouse":
+        steps.append(f"Start ClickHouse with its HTTP interface on port {port}: "
+                     f"`clickhouse-server --config-file=<config.xml>` "
+                     f"(http_port {port} in that file).")
+    else:
+        steps.append(f"Start {spec.name} so that it listens on {host}:{port}.")
+    steps.append(f"With Docker Compose: `docker compose up -d {spec.name}`.")
+    return steps
+
+
+def _auth_steps(spec: ServiceSpec, host: str, port: int | str, user: str | None,
+                database: str | None) -> list[str]:
+    who = f"user {user!r}" if user else "the default user"
+    where = _variable(spec)
+    example = _example_url(spec, with_password=True)
+    if spec.kind == "redis" and not _has_password(spec):
+        return [(f"Redis at {host}:{port} requires a password and the URL has none: "
+                f"set {where} to {example}.")]
+    return [(f"{_TITLES.get(spec.kind, spec.name)} at {host}:{port} rejected the credentials "
+            f"for {who}: set {where} to {example} with the right user and password.")]
+
+
+def _database_steps(spec: ServiceSpec, host: str, port: int | str, user: str | None,
+                    database: str | None) -> list[str]:
+    name = database or "<database>"
+    if spec.kind == "postgresql":
+        who = f" -U {user}" if user else ""
+        create = f"`createdb -h {host} -p {port}{who} {name}`"
+    elif spec.kind == "clickhouse":
+        create = f"`clickhouse-client --host {host} --query 'CREATE DATABASE {name}'`"
+    else:
+        create = f"create database {name!r}"
+    return [(f"Database {name!r} does not exist on {host}:{port}: create it with {create}, "
+            f"or name an existing one in {_variable(spec)}.")]
+
+
+def _address_step(spec: ServiceSpec) -> str:
+    if spec.url_env:
+        return (f"Its address comes from {spec.url_env} (now {mask_url(spec.url)}); "
+                f"set {spec.url_env} if {spec.name} runs elsewhere.")
+    return (f"Its address is services.{spec.name}.url in the configuration "
+            f"(now {mask_url(spec.url)}); change it if {spec.name} runs elsewhere.")
+
+
+def _variable(spec: ServiceSpec) -> str:
+    if spec.url_env:
+        return f"{spec.url_env} (now {mask_url(spec.url)})"
+    return f"services.{spec.name}.url (now {mask_url(spec.url)})"
+
+
+def _health_target(spec: ServiceSpec) -> str:
+    if spec.kind == "http":
+        path = spec.health_path or "/health"
+        return f"GET {path} on {mask_url(spec.url)}"
+    return f"{spec.name} at {mask_url(spec.url)}"
+
+
+def _example_url(spec: ServiceSpec, *, with_password: bool = False) -> str:
+    host, port, user, database = _where(spec)
+    cred = ""
+    if with_password:
+        cred = f"{user or 'USER'}:PASSWORD@" if spec.kind != "redis" else ":PASSWORD@"
+    if spec.kind == "postgresql":
+        return f"postgresql://{cred}{host}:{port}/{database or 'DBNAME'}"
+    if spec.kind == "redis":
+        return f"redis://{cred}{host}:{port}/0"
+    if spec.kind == "clickhouse":
+        return f"http://{cred}{host}:{port}/{database or 'default'}"
+    if spec.kind == "websocket":
+        return f"ws://{cred}{host}:{port}/PATH"
+    if spec.kind == "tcp":
+        return f"tcp://{host}:{port}"
+    return f"http://{cred}{host}:{port}"
+
+
+def _has_password(spec: ServiceSpec) -> bool:
+    try:
+        return urlsplit(spec.url).password is not None
+    except ValueError:
+        return False
+
+
+def _where(spec: ServiceSpec) -> tuple[str, int | str, str | None, str | None]:
+    """Host, port, user and database of ``spec.url``, tolerant of a malformed URL."""
+    try:
+        parts = urlsplit(spec.url)
+        host = parts.hostname or "HOST"
+        default = 443 if parts.scheme in ("https", "wss") else _DEFAULT_PORTS.get(spec.kind)
+        port: int | str = parts.port or default or "PORT"
+        user = parts.username
+        path = parts.path.strip("/")
+    except ValueError:
+        return "HOST", "PORT", None, None
+    database: str | None = None
+    if spec.kind in ("postgresql", "clickhouse") and path:
+        database = path.split("/")[0]
+    return host, port, user, database

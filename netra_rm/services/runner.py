@@ -1,0 +1,169 @@
+"""Run many service checks at once, each bounded, then judge them through the dependency graph.
+
+Each check runs in a daemon thread (not a pool): a check stuck on a silent server is
+abandoned at its timeout and can never hold up the interpreter's exit. Seven services
+with one silent cost about one timeout, not seven.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+
+from ..errors import ServiceCheckError, UnknownNameError
+from ..redact import mask_url
+from . import graph
+from ._check import failed_result
+from .remediation import blocked_steps, remediation_for
+from .result import ServiceResult
+from .spec import SERVICE_KINDS, ServiceSpec
+
+DEFAULT_DEADLINE = 5.0
+_PIP_NAMES = {"psycopg": "'psycopg[binary]'", "clickhouse_connect": "clickhouse-connect"}
+
+
+class _Slot:
+    """One running check: its thread fills ``result`` unless the runner gave up first."""
+
+    def __init__(self, spec: ServiceSpec, limit: float) -> None:
+        self.spec = spec
+        self.limit = limit  # monotonic time by which the check must be done
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.result: ServiceResult | None = None
+        self.abandoned = False
+
+    def run(self) -> None:
+        try:
+            result = check_one(self.spec)
+        except Exception as exc:  # noqa: BLE001 - a checker bug is still a result, not a hang
+            error = ServiceCheckError(f"{self.spec.name}: {type(exc).__name__}: {exc}",
+                                      reason="error")
+            result = failed_result(self.spec, error)
+        with self.lock:
+            if not self.abandoned:
+                self.result = result
+        self.done.set()
+
+    def outcome(self, started: float, deadline_at: float) -> ServiceResult:
+        with self.lock:
+            if self.result is not None:
+                return self.result
+            self.abandoned = True
+        spec = self.spec
+        if spec.timeout > deadline_at - started:
+            message = (f"{spec.name}: still checking at the deadline of "
+                       f"{deadline_at - started:g} s")
+        else:
+            message = f"{spec.name}: no answer within {spec.timeout:g} s"
+        return failed_result(spec, ServiceCheckError(message, reason="timeout"),
+                             latency_ms=(time.monotonic() - started) * 1000.0)
+
+
+def _import_checkers(kinds: Iterable[str]) -> None:
+    """Import the checker modules (and their drivers) one after another, before the clock.
+
+    Imports hold the GIL: done in the check threads they slow each other down and eat
+    into the checks' timeouts, which should measure the services, not our start-up.
+    A checker whose driver is missing fails later, in its thread, as an unhealthy result.
+    """
+    for kind in sorted(set(kinds) & set(SERVICE_KINDS)):
+        try:
+            importlib.import_module(f"{__package__}.{kind}")
+        except ImportError:
+            pass
+
+
+def check_one(spec: ServiceSpec) -> ServiceResult:
+    """Check one service with its kind's checker (imported now, so drivers load lazily)."""
+    if spec.kind not in SERVICE_KINDS:
+        steps = remediation_for(spec, "unknown_kind")
+        return ServiceResult(name=spec.name, kind=spec.kind, status="unknown",
+                             url=mask_url(spec.url), reason="unknown_kind",
+                             error=f"{spec.name}: no checker for kind {spec.kind!r}",
+                             depends_on=tuple(spec.depends_on), remediation=tuple(steps))
+    try:
+        checker = importlib.import_module(f"{__package__}.{spec.kind}")
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        error = ServiceCheckError(
+            f"{spec.name}: cannot check a {spec.kind} service: {missing} is not installed",
+            terminal=True, reason="driver_missing",
+            remediation=[(f"Install netra-rm with its dependencies (`pip install netra-rm`), "
+                          f"or `pip install {_PIP_NAMES.get(missing, missing)}`.")])
+        return failed_result(spec, error)
+    result: ServiceResult = checker.check(spec)
+    return result
+
+
+def check_services(specs: Mapping[str, ServiceSpec], names: Iterable[str] | None = None, *,
+                   deadline: float = DEFAULT_DEADLINE) -> dict[str, ServiceResult]:
+    """Check ``names`` (all when None) and their transitive dependencies, concurrently.
+
+    Each check is cut at its spec's ``timeout`` and all of them at ``deadline`` seconds;
+    a check cut short is unhealthy with reason ``"timeout"``. A service with an unhealthy
+    dependency (however deep) is ``"blocked"`` and names the root causes in
+    ``blocked_by``. The results come in startup order.
+
+    Raises :class:`~netra_rm.errors.UnknownNameError` for a name not in ``specs``.
+    """
+    deps = {name: tuple(spec.depends_on) for name, spec in specs.items()}
+    if names is None:
+        wanted = [name for level in graph.startup_levels(deps) for name in level]
+    else:
+        requested = list(names)
+        unknown = [name for name in requested if name not in specs]
+        if unknown:
+            known = ", ".join(sorted(specs)) or "none"
+            raise UnknownNameError(f"unknown service {unknown[0]!r} (known: {known})")
+        wanted = graph.transitive_dependencies(deps, requested)
+    wanted = [name for name in wanted if name in specs]
+
+    _import_checkers({specs[name].kind for name in wanted})
+    started = time.monotonic()
+    deadline_at = started + max(0.0, deadline)
+    slots: dict[str, _Slot] = {}
+    for name in wanted:
+        spec = specs[name]
+        slot = _Slot(spec, min(started + max(0.0, spec.timeout), deadline_at))
+        slots[name] = slot
+        threading.Thread(target=slot.run, name=f"netra-rm-check-{name}", daemon=True).start()
+
+    checked: dict[str, ServiceResult] = {}
+    for name, slot in slots.items():
+        slot.done.wait(max(0.0, slot.limit - time.monotonic()))
+        checked[name] = slot.outcome(started, deadline_at)
+    return apply_dependencies(checked, {name: deps[name] for name in wanted})
+
+
+def apply_dependencies(results: Mapping[str, ServiceResult],
+                       deps: Mapping[str, Sequence[str]]) -> dict[str, ServiceResult]:
+    """Mark every service with an unhealthy dependency as blocked by the root causes.
+
+    A service's own check result (latency, version, error) is kept beside the verdict.
+    """
+    down = [name for name, result in results.items() if result.status != "healthy"]
+    blockers = graph.blocked_by(deps, down)
+    judged: dict[str, ServiceResult] = {}
+    for name, result in results.items():
+        roots = [root for root in blockers.get(name, ()) if root in results]
+        if not roots:
+            judged[name] = result
+            continue
+        causes = "; ".join(f"{root}: {results[root].reason}" for root in roots)
+        error = f"{name}: blocked by {', '.join(roots)} ({causes})"
+        if result.status != "healthy" and result.error:
+            error += f"; its own check also failed: {result.error}"
+        judged[name] = replace(
+            result,
+            status="blocked",
+            reason="blocked",
+            error=error,
+            terminal=any(results[root].terminal for root in roots),
+            blocked_by=tuple(roots),
+            remediation=tuple(blocked_steps(name, roots)),
+        )
+    return judged
