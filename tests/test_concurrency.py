@@ -17,7 +17,8 @@ ITERATIONS = 15
 INSTANCES = 3  # the `tiny` pool: 300 MB, 30%, 3 instances; each worker asks 100 MB, 10%
 
 
-def run_workers(tmp_path: Path, *extra: str) -> tuple[list[dict], dict]:
+def run_workers(tmp_path: Path, *extra: str) -> tuple[list[dict], dict, list[str]]:
+    """Run the workers together; their events, the final ledger, and how any of them died."""
     config = tmp_path / "netra-rm.yaml"
     config.write_text(SMALL_CONFIG)
     ledger = tmp_path / "ledger.json"
@@ -27,17 +28,20 @@ def run_workers(tmp_path: Path, *extra: str) -> tuple[list[dict], dict]:
         log = tmp_path / f"worker{i}.log"
         procs.append((subprocess.Popen([sys.executable, str(WORKER), str(config), str(ledger), str(log),
                                         str(ITERATIONS), *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True, env=env), log))
+                                       stderr=subprocess.PIPE, text=True, env=env), log))
     for proc, _ in procs:
         assert proc.stdout.readline().strip() == "ready"
     for proc, _ in procs:
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    events = []
+    events, crashes = [], []
     for proc, log in procs:
-        assert proc.wait(timeout=240) == 0
-        events += [json.loads(line) for line in log.read_text().splitlines()]
-    return events, json.loads(ledger.read_text())
+        _, err = proc.communicate(timeout=240)
+        if proc.returncode != 0:
+            crashes.append(f"worker died with {proc.returncode}: {err.strip().splitlines()[-1:]}")
+        elif log.exists():
+            events += [json.loads(line) for line in log.read_text().splitlines()]
+    return events, json.loads(ledger.read_text()), crashes
 
 
 def replay(events: list[dict], final: dict) -> list[str]:
@@ -70,13 +74,14 @@ def replay(events: list[dict], final: dict) -> list[str]:
 
 
 def test_sixteen_processes_never_oversubscribe_and_lose_nothing(tmp_path: Path) -> None:
-    events, final = run_workers(tmp_path)
+    events, final, crashes = run_workers(tmp_path)
+    assert crashes == []
     assert sum(e["event"] == "grant" for e in events) == PROCESSES * ITERATIONS
     assert replay(events, final) == []
 
 
 def test_without_the_lock_the_replay_finds_the_damage(tmp_path: Path) -> None:
-    events, final = run_workers(tmp_path, "--no-lock")
-    problems = replay(events, final)
+    events, final, crashes = run_workers(tmp_path, "--no-lock")
+    problems = crashes + replay(events, final)
     print("\n".join(problems[:10]))
     assert problems != []

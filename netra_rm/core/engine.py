@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,7 @@ from netra_rm.core import liveness
 from netra_rm.core.admission import Decision, Usage, admit, usage_by_layer, validate_request
 from netra_rm.core.capacity import MachineCapacity, read_capacity
 from netra_rm.core.model import Allocation, Owner, Request, ResourceRequirements
+from netra_rm.core.queue import Waiter, blocking_waiter, waiter_view
 from netra_rm.errors import AllocationNotFoundError, NoCapacityError, UsageError
 from netra_rm.ledger import Ledger, LedgerState, open_ledger
 
@@ -110,17 +111,33 @@ class Engine:
     # -- transactions --------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[tuple[LedgerState, list[Reclaimed]]]:
-        """One ledger transaction, with expired and orphaned allocations already dropped."""
-        with self.ledger.transaction() as state:
-            reclaimed = self._reclaim(state)
-            yield state, reclaimed
+    def transaction(self, *, releasing: Collection[str] = ()) -> Iterator[tuple[LedgerState, list[Reclaimed]]]:
+        """One ledger transaction, with expired and orphaned allocations already dropped
+        (except ``releasing``: those the caller is about to release, and journal as such).
 
-    def _reclaim(self, state: LedgerState) -> list[Reclaimed]:
+        When it frees capacity or shortens the queue while others wait, the waiters are
+        woken once it has committed (see :mod:`netra_rm.ledger.wake`).
+        """
+        wake: list[str] = []
+        with self.ledger.transaction() as state:
+            queued = len(state.waiters)
+            reclaimed = self._reclaim(state, keep=releasing)
+            yield state, reclaimed
+            if state.waiters and state.changed:
+                if len(state.waiters) < queued or any(e["event"] != "grant" for e in state.events):
+                    wake = [w["id"] for w in state.waiters]
+        if wake:
+            notify = getattr(self.ledger, "notify", None)
+            if notify is not None:
+                notify(wake)
+
+    def _reclaim(self, state: LedgerState, *, keep: Collection[str] = ()) -> list[Reclaimed]:
         now = self.clock()
         gone: list[Reclaimed] = []
         alive_cache: dict[tuple[int, str | None], bool] = {}
         for a in state.allocations:
+            if keep and a.id in keep:
+                continue
             if a.expires_at <= now:
                 gone.append(Reclaimed(a, "expired"))
                 continue
@@ -136,17 +153,64 @@ class Engine:
             state.remove({r.allocation.id for r in gone})
             for r in gone:
                 state.events.append(_event("expire" if r.reason == "expired" else "reclaim", r.allocation, now))
+        if state.waiters:
+            self._drop_dead_waiters(state, alive_cache)
         return gone
+
+    def _drop_dead_waiters(self, state: LedgerState, alive_cache: dict[tuple[int, str | None], bool]) -> None:
+        """Waiters whose waiting process on this host is gone leave the queue."""
+        dead: list[str] = []
+        for w in state.waiters:
+            owner = w.get("owner") or {}
+            pid = owner.get("pid")
+            if pid is None or owner.get("host") != self.host:
+                continue
+            key = (pid, owner.get("start"))
+            alive = alive_cache.get(key)
+            if alive is None:
+                alive = alive_cache[key] = liveness.is_alive(pid, owner.get("start"))
+            if not alive:
+                dead.append(w["id"])
+        if dead:
+            state.waiters = [w for w in state.waiters if w["id"] not in dead]
+            state.changed = True
+            forget = getattr(self.ledger, "forget_waiters", None)
+            if forget is not None:
+                forget(dead)
 
     # -- admission -----------------------------------------------------------------------
 
-    def decide(self, state: LedgerState, request: Request) -> Decision:
-        """Would ``request`` be admitted into ``state`` now?"""
+    def decide(self, state: LedgerState, request: Request, *, waiter_id: str | None = None) -> Decision:
+        """Would ``request`` be admitted into ``state`` now?
+
+        It must fit, and delay none of the waiters queued ahead of it (all of them for a
+        newcomer; those before ``waiter_id`` for a queued request): see
+        :mod:`netra_rm.core.queue`.
+        """
         by_layer = usage_by_layer(state.allocations)
         layer = self.config.layer(request.layer)
-        return admit(request, pool=layer.pool, limits=self.config.limits,
-                     layer_allocations=by_layer.get(request.layer, ()),
-                     all_usage=Usage.of(state.allocations), machine_free_mb=self._machine_free_mb(state))
+        decision = admit(request, pool=layer.pool, limits=self.config.limits,
+                         layer_allocations=by_layer.get(request.layer, ()),
+                         all_usage=Usage.of(state.allocations), machine_free_mb=self._machine_free_mb(state))
+        if not decision.admitted or not state.waiters:
+            return decision
+        ahead = []
+        for w in state.waiters:
+            if w["id"] == waiter_id:
+                break
+            ahead.append(Waiter.from_dict(w))
+        if not ahead:
+            return decision
+        pools = {name: spec.pool for name, spec in self.config.layers.items()}
+        blocker = blocking_waiter(request, ahead, allocations=state.allocations, pools=pools,
+                                  limits=self.config.limits)
+        if blocker is None:
+            return decision
+        place = ahead.index(blocker) + 1
+        waited = max(0.0, self.clock() - blocker.since)
+        return Decision(admitted=False, reasons=(
+            f"{len(ahead)} request(s) queued ahead; admitting this one would delay number {place}, "
+            f"{blocker.request.category} in layer {blocker.request.layer}, waiting for {waited:.0f}s.",))
 
     def _machine_free_mb(self, state: LedgerState) -> float | None:
         settings = self.config.machine
@@ -174,21 +238,74 @@ class Engine:
         return total
 
     def try_allocate(self, request: Request, owner: Owner) -> tuple[Allocation | None, Decision]:
-        """Admit ``request`` if it fits now; never waits."""
+        """Admit ``request`` if it fits now and delays nobody queued; never waits."""
         with self.transaction() as (state, _):
             decision = self.decide(state, request)
             if not decision.admitted:
                 return None, decision
-            now = self.clock()
-            allocation = Allocation(
-                id=_new_id(state), layer=request.layer, category=request.category, memory_mb=request.memory_mb,
-                cpu_percent=request.cpu_percent, dedicated=request.dedicated, requires=request.requires,
-                created_at=round(now, 3), expires_at=round(now + request.duration_minutes * 60, 3),
-                slot=decision.slot or 0, owner=owner, fencing_token=state.next_fencing_token(),
-            )
-            state.add(allocation)
-            state.events.append(_event("grant", allocation, now))
-            return allocation, decision
+            return self._grant(state, request, owner, decision), decision
+
+    def _grant(self, state: LedgerState, request: Request, owner: Owner, decision: Decision,
+               **extra: Any) -> Allocation:
+        now = self.clock()
+        allocation = Allocation(
+            id=_new_id(state), layer=request.layer, category=request.category, memory_mb=request.memory_mb,
+            cpu_percent=request.cpu_percent, dedicated=request.dedicated, requires=request.requires,
+            created_at=round(now, 3), expires_at=round(now + request.duration_minutes * 60, 3),
+            slot=decision.slot or 0, owner=owner, fencing_token=state.next_fencing_token(),
+        )
+        state.add(allocation)
+        state.events.append(_event("grant", allocation, now, **extra))
+        return allocation
+
+    # -- the wait queue ------------------------------------------------------------------
+
+    def allocate_or_join(self, request: Request, owner: Owner, *, waiter_id: str,
+                         waiter_owner: Owner) -> tuple[Allocation | None, Waiter | None, Decision]:
+        """Admit ``request`` now, or put it at the tail of the queue as ``waiter_id``.
+
+        ``owner`` will own the allocation; ``waiter_owner`` is the process that waits.
+        """
+        with self.transaction() as (state, _):
+            decision = self.decide(state, request)
+            if decision.admitted:
+                return self._grant(state, request, owner, decision), None, decision
+            waiter = Waiter(id=waiter_id, request=request, owner=waiter_owner, since=round(self.clock(), 3),
+                            fence=state.fencing_counter)
+            state.waiters.append(waiter.to_dict())
+            state.changed = True
+            return None, waiter, decision
+
+    def try_admit_waiter(self, waiter: Waiter, owner: Owner) -> tuple[Allocation | None, Decision]:
+        """Admit the queued ``waiter`` if its turn has come (see :meth:`decide`).
+
+        A waiter missing from the queue (a ledger reset, say) joins again at the tail.
+        """
+        with self.transaction() as (state, _):
+            if not any(w["id"] == waiter.id for w in state.waiters):
+                state.waiters.append(waiter.to_dict())
+                state.changed = True
+            decision = self.decide(state, waiter.request, waiter_id=waiter.id)
+            if not decision.admitted:
+                return None, decision
+            state.waiters = [w for w in state.waiters if w["id"] != waiter.id]
+            waited = round(max(0.0, self.clock() - waiter.since), 3)
+            return self._grant(state, waiter.request, owner, decision, waited_seconds=waited), decision
+
+    def leave_queue(self, waiter_id: str) -> bool:
+        """Take ``waiter_id`` out of the queue (it gave up); True if it was there."""
+        with self.transaction() as (state, _):
+            kept = [w for w in state.waiters if w["id"] != waiter_id]
+            if len(kept) == len(state.waiters):
+                return False
+            state.waiters = kept
+            state.changed = True
+            return True
+
+    def queue(self) -> list[Waiter]:
+        """The waiters, oldest first (dead ones already dropped)."""
+        with self.transaction() as (state, _):
+            return [Waiter.from_dict(w) for w in state.waiters]
 
     def allocate(self, request: Request, owner: Owner) -> Allocation:
         """Admit ``request`` now or raise :class:`NoCapacityError` with the reasons."""
@@ -206,7 +323,7 @@ class Engine:
     def release(self, ids: Iterable[str]) -> ReleaseResult:
         """Release these allocations; the ids not found are reported, the others released."""
         wanted = list(dict.fromkeys(ids))
-        with self.transaction() as (state, _):
+        with self.transaction(releasing=set(wanted)) as (state, _):
             released = state.remove(set(wanted))
             now = self.clock()
             for a in released:
@@ -245,8 +362,9 @@ class Engine:
         """The pools, the active allocations and the machine, as the contract's dict."""
         with self.transaction() as (state, _):
             allocations = list(state.allocations)
-            waiters = list(state.waiters)
+            queued = [Waiter.from_dict(w) for w in state.waiters]
         now = self.clock()
+        waiters = [waiter_view(w, i, now) for i, w in enumerate(queued, 1)]
         by_layer = usage_by_layer(allocations)
         pools = {name: pool_status(layer.pool, by_layer.get(name, ())) for name, layer in self.config.layers.items()}
         total = Usage.of(allocations)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from netra_rm.config import env as envmod
 from netra_rm.errors import UsageError
@@ -24,13 +25,17 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
     from netra_rm.ledger.file import FileLedger
 
     location = location or envmod.ledger_location(env)
+    options: dict[str, Any] = {"journal_sync": envmod.journal_sync(env)}
+    max_bytes = envmod.journal_max_bytes(env)
+    if max_bytes is not None:
+        options["journal_max_bytes"] = max_bytes
     if location is None:
-        return FileLedger(default_ledger_path(env))
+        return FileLedger(default_ledger_path(env), **options)
     text = str(location)
     if "://" in text:
         scheme, _, rest = text.partition("://")
         if scheme == "file":
-            return FileLedger(rest)
+            return FileLedger(rest, **options)
         raise UsageError(f"the ledger location {scheme}://... is not supported; give a file path or a file:// "
                          "URL.", remediation=["Use --ledger PATH or NETRA_RM_LEDGER=PATH."])
-    return FileLedger(text)
+    return FileLedger(text, **options)

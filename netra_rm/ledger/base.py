@@ -26,6 +26,10 @@ class LedgerState:
     waiters: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # journal lines to append on commit
     changed: bool = False
+    #: The sequence number of the last journal line committed with this ledger: the commit
+    #: marker that tells ``verify`` which journal lines belong to transactions that never
+    #: reached the ledger (a process killed between the journal append and the replace).
+    journal_seq: int = 0
 
     def add(self, allocation: Allocation) -> None:
         self.allocations.append(allocation)
@@ -51,6 +55,7 @@ class LedgerState:
         return {
             "schema_version": SCHEMA_VERSION,
             "fencing_counter": self.fencing_counter,
+            "journal_seq": self.journal_seq,
             "allocations": [a.to_dict() for a in self.allocations],
             "waiters": self.waiters,
         }
@@ -58,13 +63,14 @@ class LedgerState:
     def to_json(self) -> bytes:
         """The ledger document, built from each allocation's cached JSON."""
         head = json.dumps({"schema_version": SCHEMA_VERSION, "fencing_counter": self.fencing_counter,
-                           "waiters": self.waiters}, separators=(",", ":"))
+                           "journal_seq": self.journal_seq, "waiters": self.waiters}, separators=(",", ":"))
         return (head[:-1] + ',"allocations":[' + ",".join(a.json for a in self.allocations) + "]}").encode()
 
     def copy(self) -> LedgerState:
         """An independent copy (allocations are immutable and shared)."""
         return LedgerState(allocations=list(self.allocations), fencing_counter=self.fencing_counter,
-                           waiters=copy.deepcopy(self.waiters))
+                           waiters=copy.deepcopy(self.waiters) if self.waiters else [],
+                           journal_seq=self.journal_seq)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LedgerState:
@@ -72,6 +78,7 @@ class LedgerState:
             allocations=[Allocation.from_dict(a) for a in data.get("allocations", [])],
             fencing_counter=int(data.get("fencing_counter", 0)),
             waiters=list(data.get("waiters", [])),
+            journal_seq=int(data.get("journal_seq", 0)),
         )
 
 
@@ -87,3 +94,8 @@ class Ledger(Protocol):
     def read(self) -> LedgerState:
         """A consistent snapshot, without holding the ledger afterwards."""
         ...
+
+    # Optional, found with getattr by the engine and the commands (the file ledger has them):
+    #   read_with_journal() -> (state, journal lines, journal files)   for verify and history
+    #   waiter_channel(waiter_id) -> a wake-up channel, or None         for waiting
+    #   notify(waiter_ids), forget_waiters(waiter_ids)                  wake, or clean up after, waiters

@@ -4,6 +4,10 @@ The rules (learned from filelock): lock a sibling file and never delete it; do t
 read-modify-write under the lock; write a temp file in the same directory, fsync it and
 ``os.replace`` it over the ledger. A file we cannot parse is
 never overwritten.
+
+Beside the ledger live its journal (``ledger.json.journal``, appended in the same
+transaction, before the replace: see :mod:`netra_rm.ledger.journal`) and the waiters'
+wake-up FIFOs (``ledger.json.wait/``, see :mod:`netra_rm.ledger.wake`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from netra_rm.errors import LedgerError
+from netra_rm.ledger import wake
 from netra_rm.ledger.base import SCHEMA_VERSION, LedgerState
+from netra_rm.ledger.journal import DEFAULT_MAX_BYTES, Journal
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -37,13 +43,20 @@ def _os_reason(exc: OSError) -> str:
 class FileLedger:
     """A ledger in a local JSON file, safe across processes on one host."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, journal_max_bytes: int = DEFAULT_MAX_BYTES,
+                 journal_sync: bool = False) -> None:
         self.path = Path(path).expanduser().absolute()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.wait_dir = self.path.with_name(self.path.name + ".wait")
         self.location = str(self.path)
+        self.journal = Journal(self.path.with_name(self.path.name + ".journal"), max_bytes=journal_max_bytes,
+                               sync=journal_sync)
         # the bytes last read or written and the state they hold: an unchanged file is
         # not parsed again (compared byte for byte, so another writer is always seen)
         self._cache: tuple[bytes, LedgerState] | None = None
+        # the ledger as committed when the current transaction read it (never mutated)
+        self._committed: LedgerState = LedgerState()
+        self._swept = False  # stale temp files of killed writers removed yet?
 
     # -- locking -------------------------------------------------------------------------
 
@@ -74,11 +87,12 @@ class FileLedger:
         try:
             fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
         except FileNotFoundError:
+            self._committed = LedgerState()
             return LedgerState()
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise LedgerError(f"the ledger {self.path} is a symbolic link; netra-rm refuses to follow it.",
-                                  remediation=[f"Replace the link with a real file, or use --ledger PATH."]
+                                  remediation=["Replace the link with a real file, or use --ledger PATH."]
                                   ) from None
             raise LedgerError(f"cannot read the ledger {self.path}: {_os_reason(exc)}.",
                               remediation=["Check the file's owner and permissions (it should be yours, "
@@ -90,9 +104,11 @@ class FileLedger:
             raise LedgerError(f"cannot read the ledger {self.path}: {_os_reason(exc)}.") from None
         cached = self._cache
         if cached is not None and cached[0] == raw:
+            self._committed = cached[1]
             return cached[1].copy()
         state = self._parse(raw)
         self._cache = (raw, state.copy())
+        self._committed = self._cache[1]
         return state
 
     def _parse(self, raw: bytes) -> LedgerState:
@@ -129,6 +145,8 @@ class FileLedger:
     def _write_unlocked(self, state: LedgerState) -> None:
         payload = state.to_json()
         directory = self.path.parent
+        if not self._swept:
+            self._sweep_temp_files()
         tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o600)
@@ -159,15 +177,72 @@ class FileLedger:
         if created:
             _fsync_dir(directory)
 
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files that writers killed before their replace left behind (once
+        per instance, under the lock, so no live writer is using one)."""
+        self._swept = True
+        prefix, suffix = f".{self.path.name}.", ".tmp"
+        try:
+            names = os.listdir(self.path.parent)
+        except OSError:
+            return
+        for name in names:
+            pid = name[len(prefix):-len(suffix)]
+            if name.startswith(prefix) and name.endswith(suffix) and pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    _unlink_quietly(self.path.parent / name)
+                except OSError:
+                    pass
+
     @contextmanager
     def transaction(self) -> Iterator[LedgerState]:
-        """Hold the lock, read, let the caller change the state, write it back if changed."""
+        """Hold the lock, read, let the caller change the state, write it back if changed.
+
+        The state's events go to the journal first, then the ledger is replaced (the
+        commit point; see :mod:`netra_rm.ledger.journal`). If the ledger cannot be
+        written, the journal is cut back and the error raised.
+        """
         with self._locked(fcntl.LOCK_EX):
             state = self._read_unlocked()
+            committed = self._committed
             yield state
             if state.changed:
-                self._write_unlocked(state)
+                mark = self.journal.append(committed, state) if state.events else None
+                try:
+                    self._write_unlocked(state)
+                except BaseException:
+                    if mark is not None:
+                        self.journal.undo(mark)
+                    raise
                 state.changed = False
+
+    # -- the journal and waking waiters ----------------------------------------------------
+
+    def read_with_journal(self) -> tuple[LedgerState, list[bytes], list[str]]:
+        """The ledger and every journal line (oldest file first), read together under a
+        shared lock so they agree; and the journal files read."""
+        with self._locked(fcntl.LOCK_SH):
+            state = self._read_unlocked()
+            lines, files = self.journal.read_lines()
+        return state, lines, files
+
+    def waiter_channel(self, waiter_id: str) -> wake.WakeChannel | None:
+        """A FIFO the waiter ``waiter_id`` sleeps on; None where FIFOs cannot be made
+        (the waiter then polls)."""
+        try:
+            return wake.WakeChannel(self.wait_dir / waiter_id)
+        except OSError:
+            return None
+
+    def notify(self, waiter_ids: list[str]) -> None:
+        """Wake these waiters: capacity was freed or the queue ahead of them moved."""
+        wake.notify(self.wait_dir, waiter_ids)
+
+    def forget_waiters(self, waiter_ids: list[str]) -> None:
+        """Remove the FIFOs of waiters that died in the queue."""
+        wake.remove_channels(self.wait_dir, waiter_ids)
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:

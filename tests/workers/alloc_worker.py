@@ -19,6 +19,18 @@ def main() -> None:
 
         fcntl.flock = lambda fd, op: None  # the fault the test must catch
 
+        # widen the read-modify-write window a little, so the missing lock shows even on
+        # a busy machine where the workers would otherwise rarely overlap
+        from netra_rm.ledger.file import FileLedger
+
+        write = FileLedger._write_unlocked
+
+        def slow_write(self, state):  # type: ignore[no-untyped-def]
+            time.sleep(0.002)
+            write(self, state)
+
+        FileLedger._write_unlocked = slow_write  # type: ignore[method-assign]
+
     from netra_rm.core.engine import Engine
 
     engine = Engine.from_options(config_path=config, ledger=ledger, env={})
