@@ -1,0 +1,421 @@
+"""The netra-rm pytest plugin (entry point ``pytest11``, name ``netra_rm``).
+
+``pytest --netra-layer core_integration`` checks the layer's services before the session
+(failing it with the remediation steps, or waiting up to ``--netra-timeout`` seconds),
+holds one allocation from the layer's pool for the session — one per worker under
+pytest-xdist, all taken by the controller before any worker starts — and releases it at
+the end. Tests see it through the ``netra_allocation`` fixture (id, slot, fencing token).
+``@pytest.mark.netra_services("postgresql", "redis")`` skips a test (or fails it, with
+``--netra-missing fail``) when those services are down, naming why.
+
+pytest imports this module in every run of every project that has netra-rm installed,
+so it imports nothing of netra-rm at import time: option and marker registration only.
+The layer gate and the allocations run only when ``--netra-layer`` (or the ``netra_layer``
+ini value) is given; service checks only for tests that carry the marker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from netra_rm.core.engine import Engine
+    from netra_rm.services.result import ServiceResult
+
+MARKER = "netra_services"
+MISSING_MODES = ("skip", "fail")
+DEFAULT_CATEGORY = "pytest"
+#: Long enough for a slow suite; the allocation is owned by the pytest process, so it is
+#: reclaimed as soon as that process is gone, whatever is left of this.
+DEFAULT_DURATION_MINUTES = 240.0
+_WORKERINPUT_KEY = "netra_rm_allocation"
+
+
+@dataclass(frozen=True)
+class NetraAllocation:
+    """The allocation this session (or this xdist worker) holds in the netra-rm ledger.
+
+    ``slot`` is stable and unique among the layer's live allocations (use it to pick a
+    database name or a port range); ``fencing_token`` grows with every grant, so a
+    shared resource can refuse writes from a holder that has since been replaced.
+    """
+
+    id: str
+    layer: str
+    category: str
+    slot: int
+    fencing_token: int
+    memory_mb: int
+    cpu_percent: float
+    expires_at: float
+    worker: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetraAllocation:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
+# -- options and markers (at import: nothing of netra-rm is loaded) --------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("netra-rm", "netra-rm: service readiness and resource pools")
+    group.addoption("--netra-layer", metavar="NAME", default=None,
+                    help="check this layer's services before the session and hold one allocation from its "
+                         "pool (one per xdist worker) until it ends. ini: netra_layer")
+    group.addoption("--netra-timeout", metavar="S", type=float, default=None,
+                    help="wait up to S seconds for the layer's services and pool room (default 0: fail at "
+                         "once). ini: netra_timeout")
+    group.addoption("--netra-category", metavar="NAME", default=None,
+                    help=f"the allocation's category (default {DEFAULT_CATEGORY!r}). ini: netra_category")
+    group.addoption("--netra-memory-mb", metavar="N", type=int, default=None,
+                    help="memory per allocation in MB (default: the layer's share)")
+    group.addoption("--netra-cpu-percent", metavar="N", type=float, default=None,
+                    help="CPU per allocation in percent of the machine (default: the layer's share)")
+    group.addoption("--netra-duration-minutes", metavar="M", type=float, default=None,
+                    help=f"hold time before the allocation expires (default {DEFAULT_DURATION_MINUTES:g}; it "
+                         "is released when the session ends, or reclaimed if pytest dies)")
+    group.addoption("--netra-missing", choices=MISSING_MODES, default=None,
+                    help="what @pytest.mark.netra_services does when a service is down: skip (default) or "
+                         "fail the test. ini: netra_missing")
+    group.addoption("--netra-config", metavar="PATH", default=None,
+                    help="netra-rm configuration file (default: NETRA_RM_CONFIG, else the built-in one)")
+    group.addoption("--netra-ledger", metavar="PATH", default=None,
+                    help="netra-rm ledger (default: NETRA_RM_LEDGER, else the user's state directory)")
+    parser.addini("netra_layer", "netra-rm layer to gate the session on (like --netra-layer)", default="")
+    parser.addini("netra_timeout", "seconds to wait for the layer (like --netra-timeout)", default="0")
+    parser.addini("netra_category", "category of the session's allocations", default=DEFAULT_CATEGORY)
+    parser.addini("netra_missing", "skip or fail tests whose netra_services are down", default="skip")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(*names, on_missing=None): skip the test (or fail it: on_missing='fail' or "
+        "--netra-missing fail) when any of these netra-rm services, or one they depend on, is not healthy.")
+    config.stash[_STATE] = _SessionState()
+
+
+# -- session state -----------------------------------------------------------------------
+
+class _SessionState:
+    """What the plugin holds for one pytest process: its engine, allocations and check cache."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.layer: str | None = None
+        self.held: dict[str, NetraAllocation] = {}  # by worker id ("main" without xdist)
+        self.pending: list[NetraAllocation] = []  # taken for xdist workers not yet started
+        self.mine: NetraAllocation | None = None  # what the netra_allocation fixture returns
+        self.service_results: dict[str, ServiceResult] = {}
+        self.waited = 0.0  # seconds the layer gate already spent of --netra-timeout
+
+
+_STATE = pytest.StashKey[_SessionState]()
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    """A command-line option, else its ini value (when it has one)."""
+    value = config.getoption(name)
+    if value is None and name in ("netra_layer", "netra_timeout", "netra_category", "netra_missing"):
+        value = config.getini(name) or None
+    return value
+
+
+def _layer(config: pytest.Config) -> str | None:
+    value = _option(config, "netra_layer")
+    return str(value) if value else None
+
+
+def _timeout(config: pytest.Config) -> float:
+    raw = _option(config, "netra_timeout")
+    try:
+        timeout = float(raw or 0)
+    except ValueError:
+        raise pytest.UsageError(f"netra_timeout must be a number of seconds, got {raw!r}") from None
+    if timeout < 0:
+        raise pytest.UsageError(f"--netra-timeout must be zero or more, got {timeout:g}")
+    return timeout
+
+
+def _engine(config: pytest.Config) -> Engine:
+    state = config.stash[_STATE]
+    if state.engine is None:
+        from netra_rm.core.engine import Engine
+
+        state.engine = Engine.from_options(config_path=config.getoption("netra_config"),
+                                           ledger=config.getoption("netra_ledger"))
+    return state.engine
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("dsession")
+
+
+def _gate_skipped(config: pytest.Config) -> bool:
+    """No gate for runs that execute no test: --collect-only, --fixtures."""
+    option = config.option
+    return bool(getattr(option, "collectonly", False) or getattr(option, "showfixtures", False)
+                or getattr(option, "show_fixtures_per_test", False))
+
+
+def _stop_session(config: pytest.Config, headline: str, details: list[str]) -> None:
+    """End the session before any test runs: the whole story on the terminal, then exit 1."""
+    writer = config.get_terminal_writer()
+    writer.line()
+    writer.line(headline, red=True, bold=True)
+    for line in details:
+        writer.line(line)
+    writer.flush()
+    pytest.exit(headline, returncode=pytest.ExitCode.TESTS_FAILED)
+
+
+def _stop_for(config: pytest.Config, exc: BaseException, headline: str,
+              extra_steps: tuple[str, ...] | list[str] = ()) -> None:
+    """Stop the session for one of our errors: bad input (an unknown layer, a bad value) is
+    pytest's usage error; anything else (no capacity, the ledger) ends the session."""
+    from netra_rm.errors import UsageError
+
+    steps = [*getattr(exc, "remediation", []), *extra_steps]
+    if isinstance(exc, UsageError):
+        raise pytest.UsageError(headline + "".join(f"\n  - {step}" for step in steps)) from None
+    _stop_session(config, headline, [f"  - {step}" for step in steps])
+
+
+def _netra_errors() -> tuple[type[BaseException], ...]:
+    from netra_rm.errors import NetraRMError
+
+    return (NetraRMError,)
+
+
+# -- the session gate --------------------------------------------------------------------
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Check the layer (once, in the controller) and, without xdist, take the allocation."""
+    config = session.config
+    layer = _layer(config)
+    state = config.stash[_STATE]
+    if _is_xdist_worker(config):
+        data = config.workerinput.get(_WORKERINPUT_KEY)  # type: ignore[attr-defined]
+        state.mine = NetraAllocation.from_dict(data) if data else None
+        return
+    if layer is None or _gate_skipped(config):
+        return
+    state.layer = layer
+    try:
+        state.waited = _check_layer(config, layer)
+        if not _is_xdist_controller(config):
+            state.mine = _allocate(config, ["main"])[0]
+    except _netra_errors() as exc:
+        _stop_for(config, exc, f"netra-rm: {exc}")
+
+
+def _check_layer(config: pytest.Config, layer: str) -> float:
+    """Fail the session unless the layer's services are healthy (waiting up to the
+    timeout); return the seconds spent waiting. Pool room is the allocation's business."""
+    from netra_rm.core.readiness import check_layer, missing_details
+
+    engine = _engine(config)
+    timeout = _timeout(config)
+    verdict = check_layer(engine, layer, timeout=0)
+    if verdict.missing and not verdict.terminal and timeout > 0:
+        writer = config.get_terminal_writer()
+        writer.line(f"netra-rm: layer {layer} is not ready (missing: {', '.join(verdict.missing)}); "
+                    f"waiting up to {timeout:g}s")
+        writer.flush()
+        verdict = check_layer(engine, layer, timeout=timeout)
+    if verdict.missing:
+        details = []
+        for row in missing_details(verdict):
+            why = row.get("error") or row.get("status")
+            details.append(f"missing: {why}")
+            details += [f"  - {step}" for step in row.get("remediation") or []]
+        waited = f" after waiting {verdict.waited_seconds:.0f}s" if timeout > 0 else ""
+        _stop_session(config, f"netra-rm: layer {layer} is not ready{waited}: "
+                              f"{', '.join(verdict.missing)} unavailable; no test was run.", details)
+    return verdict.waited_seconds
+
+
+def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation]:
+    """One allocation per worker, all or none: on failure the ones taken are released."""
+    from netra_rm.core.waiting import allocate_waiting
+
+    engine = _engine(config)
+    state = config.stash[_STATE]
+    layer = state.layer
+    assert layer is not None
+    category = str(_option(config, "netra_category") or DEFAULT_CATEGORY)
+    duration = config.getoption("netra_duration_minutes") or DEFAULT_DURATION_MINUTES
+    request = engine.resolve_request(layer, category, memory_mb=config.getoption("netra_memory_mb"),
+                                     cpu_percent=config.getoption("netra_cpu_percent"),
+                                     duration_minutes=duration)
+    owner = engine.current_process_owner()
+    timeout = _timeout(config)
+    wait = timeout > 0
+    deadline = time.monotonic() + max(0.0, timeout - state.waited)  # one --netra-timeout for everything
+    taken: list[NetraAllocation] = []
+    try:
+        for worker in workers:
+            left = max(0.0, deadline - time.monotonic())
+            allocation = allocate_waiting(engine, request, owner, wait=wait, timeout=left)
+            held = NetraAllocation(id=allocation.id, layer=allocation.layer, category=allocation.category,
+                                   slot=allocation.slot, fencing_token=allocation.fencing_token,
+                                   memory_mb=allocation.memory_mb, cpu_percent=allocation.cpu_percent,
+                                   expires_at=allocation.expires_at, worker=worker)
+            state.held[worker] = held
+            taken.append(held)
+    except BaseException:
+        _release(config, [a.worker for a in taken])
+        raise
+    return taken
+
+
+def _release(config: pytest.Config, workers: list[str]) -> None:
+    state = config.stash[_STATE]
+    ids = [state.held.pop(worker).id for worker in workers if worker in state.held]
+    if ids and state.engine is not None:
+        state.engine.release(ids)
+
+
+# -- xdist: the controller allocates for its workers -------------------------------------
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
+    """Before any worker starts: one allocation per worker, or stop the session."""
+    state = config.stash[_STATE]
+    if state.layer is None:
+        return
+    try:
+        state.pending = _allocate(config, [f"pending-{i}" for i in range(len(specs))])
+    except _netra_errors() as exc:
+        _stop_for(config, exc, f"netra-rm: cannot hold {len(specs)} allocations (one per xdist worker) in "
+                               f"layer {state.layer}: {exc}",
+                  ["Or run fewer xdist workers (-n) than the layer has room for."])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Hand a worker its allocation (a restarted worker gets a fresh one)."""
+    config = node.config
+    state = config.stash[_STATE]
+    if state.layer is None:
+        return
+    worker = str(node.gateway.id)
+    if worker in state.held:  # a restarted worker: its predecessor's allocation was released
+        _release(config, [worker])
+    if state.pending:
+        pending = state.pending.pop(0)
+        state.held.pop(pending.worker, None)
+        allocation = NetraAllocation(**{**pending.to_dict(), "worker": worker})
+    else:
+        allocation = _allocate(config, [worker])[0]
+    state.held[worker] = allocation
+    node.workerinput[_WORKERINPUT_KEY] = allocation.to_dict()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """A worker is gone: its allocation goes back to the pool now."""
+    config = node.config
+    if config.stash[_STATE].layer is not None:
+        _release(config, [str(node.gateway.id)])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Release whatever this process still holds (the session ended, or stopped early)."""
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        return
+    remaining = list(state.held) + [p.worker for p in state.pending]
+    state.pending = []
+    if remaining:
+        _release(config, remaining)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    state = config.stash.get(_STATE, None)
+    if state is None or state.layer is None:
+        return None
+    if state.mine is not None:
+        a = state.mine
+        return [f"netra-rm: layer {a.layer} ready; holding allocation {a.id} (slot {a.slot}, fencing token "
+                f"{a.fencing_token})"]
+    return [f"netra-rm: layer {state.layer} ready; one allocation per xdist worker"]
+
+
+# -- the fixture -------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def netra_allocation(pytestconfig: pytest.Config) -> NetraAllocation:
+    """The allocation this session (or xdist worker) holds: ``id``, ``layer``, ``slot``,
+    ``fencing_token``, ``memory_mb``, ``cpu_percent``, ``expires_at``, ``worker``."""
+    mine = pytestconfig.stash[_STATE].mine
+    if mine is None:
+        pytest.fail("netra_allocation needs a layer: run pytest with --netra-layer NAME (or set netra_layer "
+                    "in the pytest configuration).", pytrace=False)
+    return mine
+
+
+# -- the marker --------------------------------------------------------------------------
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the test's fixtures run (they may need the very service that is down): skip
+    it, or fail its setup, when a service its netra_services marker names is not healthy."""
+    markers = list(item.iter_markers(MARKER))
+    if not markers:
+        return
+    names = list(dict.fromkeys(str(name) for m in markers for name in m.args))
+    mode = next((m.kwargs["on_missing"] for m in markers if m.kwargs.get("on_missing")), None)
+    mode = mode or _option(item.config, "netra_missing") or "skip"
+    if mode not in MISSING_MODES:
+        pytest.fail(f"{MARKER}: on_missing must be one of {', '.join(MISSING_MODES)}, got {mode!r}",
+                    pytrace=False)
+    if not names:
+        return
+    try:
+        results = _service_results(item.config, names)
+    except _netra_errors() as exc:
+        pytest.fail(f"{MARKER}: {exc}", pytrace=False)
+    down = [results[name] for name in names if name in results and not results[name].healthy]
+    if not down:
+        return
+    reason = "; ".join(_why(r) for r in down)
+    if mode == "fail":
+        steps = [step for r in down for step in r.remediation]
+        pytest.fail("netra-rm: " + reason + "".join(f"\n  - {s}" for s in steps), pytrace=False)
+    # reported at the test's own location, as a skip marker's skip is
+    raise pytest.skip.Exception("netra-rm: " + reason, _use_item_location=True)
+
+
+def _why(result: ServiceResult) -> str:
+    if result.status == "blocked":
+        return f"service {result.name} is blocked by {', '.join(result.blocked_by)}"
+    detail = result.error or result.reason
+    return f"service {result.name} is {result.status} ({detail})"
+
+
+def _service_results(config: pytest.Config, names: list[str]) -> dict[str, ServiceResult]:
+    """Health of ``names`` (and what they depend on), checked once per session and worker."""
+    state = config.stash[_STATE]
+    todo = [name for name in names if name not in state.service_results]
+    if todo:
+        from netra_rm.config import load_config
+        from netra_rm.services.runner import check_services
+
+        cfg = _engine(config).config if state.engine is not None else load_config(config.getoption("netra_config"))
+        for name in todo:
+            cfg.service(name)  # an unknown name is the test's mistake: say which names exist
+        state.service_results.update(check_services(cfg.services, todo, deadline=cfg.checks.deadline))
+    return {name: state.service_results[name] for name in names}
