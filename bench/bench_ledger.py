@@ -51,7 +51,11 @@ def median_ms(fn, runs: int) -> float:
 
 
 def cli_figures(workdir: Path, runs: int) -> dict[str, float]:
-    env = {**os.environ, "NETRA_RM_LEDGER": str(workdir / "cli-ledger.json"), "NETRA_RM_CONFIG": ""}
+    # Bytecode is cached as an installed package would have it (pip compiles at install);
+    # some containers set PYTHONDONTWRITEBYTECODE, which would recompile netra_rm at every start.
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    env = {**base, "NETRA_RM_LEDGER": str(workdir / "cli-ledger.json"), "NETRA_RM_CONFIG": "",
+           "PYTHONPYCACHEPREFIX": str(workdir / "pycache"), "XDG_CACHE_HOME": str(workdir / "cache")}
     cmd = entry_point()
     ids: list[str] = []
 
@@ -64,7 +68,7 @@ def cli_figures(workdir: Path, runs: int) -> dict[str, float]:
         subprocess.run([*cmd, "release", ids.pop()], capture_output=True, env=env, check=True)
 
     def typer_import() -> None:
-        subprocess.run([sys.executable, "-c", "import typer"], check=True)
+        subprocess.run([sys.executable, "-c", "import typer"], check=True, env=env)
 
     allocate(), release()  # warm the page cache
     alloc_times, release_times = [], []

@@ -78,12 +78,22 @@ class ResourceManagementAgent:
     # -- services ------------------------------------------------------------------------
 
     def ensure_layer_services(self, layer_name: str, *, raise_on_missing: bool = False,
-                              timeout_seconds: float = 0.0) -> tuple[bool, list[str]]:
+                              timeout_seconds: float = 0.0, start_missing: bool = False) -> tuple[bool, list[str]]:
         """Are the layer's services (and what they depend on) healthy?
 
         Returns ``(True, [])`` or ``(False, missing)``; with ``raise_on_missing`` raises
-        :class:`ServiceUnavailableError` naming the root cause instead.
+        :class:`ServiceUnavailableError` naming the root cause instead. With
+        ``start_missing`` the missing ones are first started with their configured start
+        commands, as ``netra-rm up LAYER`` does, within ``timeout_seconds`` (60 when 0).
         """
+        if start_missing:
+            from netra_rm.core.startup import DEFAULT_UP_TIMEOUT, bring_up
+
+            outcome = bring_up(self.engine, [layer_name], timeout=timeout_seconds or DEFAULT_UP_TIMEOUT)
+            failure = outcome.error()
+            if failure is not None and raise_on_missing:
+                raise failure
+            return (outcome.ok, outcome.missing)
         from netra_rm.core.readiness import check_layer, missing_details
 
         verdict = check_layer(self.engine, layer_name, timeout=timeout_seconds)
@@ -95,11 +105,15 @@ class ResourceManagementAgent:
         return (not verdict.missing, list(verdict.missing))
 
     def get_service_status(self) -> dict[str, Any]:
-        """Every configured service's health, with ``healthy_services`` and ``total_services``."""
+        """Every configured service's health, with ``healthy_services`` and ``total_services``;
+        per service also ``started_by_netra_rm`` and ``restart_count`` (see ``netra-rm up``)."""
         from netra_rm.core.readiness import check_service_results
+        from netra_rm.core.startup import start_info
 
         results = check_service_results(self.engine, None)
-        services = {name: r.to_dict() for name, r in results.items()}
+        started = start_info(self.engine)
+        services = {name: {**r.to_dict(), **started.get(name, {"started_by_netra_rm": False, "restart_count": 0})}
+                    for name, r in results.items()}
         status = service_summary(services)
         self._last_services = status
         return status
@@ -157,8 +171,21 @@ def create_resource_manager(enable_monitoring: bool = True, **options: Any) -> R
 
 
 def ensure_layer_resources_available(rm: ResourceManagementAgent, layer: str, timeout_seconds: float = 120,
-                                     **options: Any) -> bool:
-    """Wait up to ``timeout_seconds`` for the layer's services and pool room; True when ready."""
+                                     *, start_missing: bool = False, **options: Any) -> bool:
+    """Wait up to ``timeout_seconds`` for the layer's services and pool room; True when ready.
+
+    With ``start_missing`` the missing services are first started (``netra-rm up LAYER``)
+    and the pool is waited for in the time that is left.
+    """
+    import time
+
     from netra_rm.core.readiness import check_layer
 
-    return check_layer(rm.engine, layer, timeout=timeout_seconds, **options).ready
+    began = time.monotonic()
+    if start_missing:
+        from netra_rm.core.startup import bring_up
+
+        if not bring_up(rm.engine, [layer], timeout=timeout_seconds).ok:
+            return False
+    left = max(0.0, timeout_seconds - (time.monotonic() - began))
+    return check_layer(rm.engine, layer, timeout=left, **options).ready

@@ -4,11 +4,13 @@ exit code (``context.guard``) and hands the result to the renderer. No decisions
 from __future__ import annotations
 
 import time
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from netra_rm import __version__
+from netra_rm import completion as complete
 from netra_rm.cli.context import AppState, finish, guard, state
 from netra_rm.config import env as envmod
 from netra_rm.errors import ExitCode
@@ -28,6 +30,36 @@ config_app = typer.Typer(help="Show or check the configuration.\n\nExample: netr
 app.add_typer(config_app, name="config")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+
+
+class StatusFormat(str, Enum):
+    """What `status` prints: tables, JSON, OpenMetrics text, or GitHub Actions annotations."""
+
+    table = "table"
+    json = "json"
+    openmetrics = "openmetrics"
+    github = "github"
+
+
+class LayerFormat(str, Enum):
+    """What `layer` prints: the verdict as tables, JSON, or GitHub Actions annotations."""
+
+    table = "table"
+    json = "json"
+    github = "github"
+
+
+def _report_format(st: AppState, json_flag: bool, chosen: Optional[Enum]) -> str:
+    """--format, where --json (before or after the command) means --format json; both
+    naming different formats is a usage error."""
+    wants_json = json_flag or st.json
+    if chosen is None:
+        return "json" if wants_json else "table"
+    if wants_json and chosen.value != "json":
+        from netra_rm.errors import UsageError
+
+        raise UsageError(f"--json and --format {chosen.value} ask for different output; give one of them.")
+    return str(chosen.value)
 
 
 def _version(value: bool) -> None:
@@ -52,6 +84,7 @@ def main_callback(
                                           help="Print the version and exit.")] = False,
     status_flag: Annotated[bool, typer.Option("--status", help="Same as `netra-rm status`.")] = False,
     layer_flag: Annotated[Optional[str], typer.Option("--layer", metavar="NAME",
+                                                      autocompletion=complete.complete_layer,
                                                       help="Same as `netra-rm layer NAME`.")] = None,
     monitor_flag: Annotated[bool, typer.Option("--monitor", help="Same as `netra-rm monitor`.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, hidden=True)] = 0.0,
@@ -86,16 +119,29 @@ def status(
     ctx: typer.Context,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any service is not healthy.")] = False,
     json_: JsonOpt = False,
+    format_: Annotated[Optional[StatusFormat], typer.Option(
+        "--format", help="table (default); json (the same as --json); openmetrics (Prometheus text); github "
+                         "(::error lines, and a Markdown summary to $GITHUB_STEP_SUMMARY when set).")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", metavar="FILE", help="With --format json or openmetrics: write the report to FILE, "
+                                         "replaced atomically (for node_exporter's textfile collector), "
+                                         "instead of stdout.")] = None,
 ) -> None:
     """Services, pools, allocations and the machine.
 
     Exits 0 whenever it could report; gate a test run with `netra-rm layer` (or --strict).
+    --format openmetrics --output FILE keeps a metrics file fresh for node_exporter.
 
-    Example: netra-rm status --json | jq '.services.healthy_services'
+    Example: netra-rm status --format openmetrics --output /var/lib/node_exporter/netra-rm.prom
     """
     st = state(ctx)
-    out = st.output(json_)
+    out = st.output(json_ or format_ is StatusFormat.json)
     with guard(out):
+        fmt = _report_format(st, json_, format_)
+        if output is not None and fmt not in ("json", "openmetrics"):
+            from netra_rm.errors import UsageError
+
+            raise UsageError(f"--output works with --format json or openmetrics, not {fmt}.")
         from netra_rm.agent import service_summary
         from netra_rm.core.conflicts import find_conflicts
         from netra_rm.core.readiness import check_service_results
@@ -109,14 +155,46 @@ def status(
         resources = engine.resource_status(system_metrics=sample.to_dict())
         conflicts = find_conflicts(engine, sample=sample)
         resources["conflicts"] = conflicts
-        if out.json:
+        if output is not None:
+            import dataclasses
+            import io
+
+            out = dataclasses.replace(out, stdout=io.StringIO())
+        if fmt == "json":
             out.emit_json({"schema_version": 1, "resources": resources, "services": services})
+        elif fmt == "openmetrics":
+            from netra_rm.render.openmetrics import render_openmetrics
+
+            out.stdout.write(render_openmetrics(resources, services, now=time.time(), version=__version__))
+        elif fmt == "github":
+            from netra_rm.render import github
+
+            for line in github.status_annotations(resources, services):
+                out.line(line)
+            summary = envmod.github_step_summary()
+            if summary:
+                github.append_summary(summary, github.status_summary(resources, services))
         else:
             from netra_rm.render.human import render_status
 
             render_status(out.console(), resources, services, conflicts, time.time())
+        if output is not None:
+            _write_output(output, out.stdout.getvalue())
         unhealthy = services["healthy_services"] < services["total_services"]
         finish(ExitCode.UNAVAILABLE if strict and unhealthy else ExitCode.OK)
+
+
+def _write_output(path: str, text: str) -> None:
+    """--output: replace ``path`` atomically; a path we cannot write is bad input (exit 2)."""
+    from netra_rm.render.openmetrics import write_atomically
+
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        from netra_rm.errors import UsageError
+
+        raise UsageError(f"cannot write --output {path}: {exc.strerror or exc}.",
+                         remediation=["Check that the directory exists and that you may write to it."]) from None
 
 
 # -- layer -------------------------------------------------------------------------------
@@ -124,11 +202,15 @@ def status(
 @app.command()
 def layer(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The layer, e.g. core_integration.")],
+    name: Annotated[str, typer.Argument(help="The layer, e.g. core_integration.",
+                                        autocompletion=complete.complete_layer)],
     timeout: Annotated[float, typer.Option("--timeout", min=0, metavar="S",
                                            help="Wait up to S seconds, with backoff, for the layer to be "
                                                 "ready.")] = 0.0,
     json_: JsonOpt = False,
+    format_: Annotated[Optional[LayerFormat], typer.Option(
+        "--format", help="table (default); json (the same as --json); github (::error lines for what is "
+                         "missing, and a Markdown summary to $GITHUB_STEP_SUMMARY when set).")] = None,
 ) -> None:
     """Are the layer's services (with their dependencies) healthy, and does its pool have room?
 
@@ -137,8 +219,9 @@ def layer(
     Example: netra-rm layer service_integration --timeout 120 || exit 1
     """
     st = state(ctx)
-    out = st.output(json_)
+    out = st.output(json_ or format_ is LayerFormat.json)
     with guard(out):
+        fmt = _report_format(st, json_, format_)
         from netra_rm.core.conflicts import find_conflicts
         from netra_rm.core.readiness import check_layer, missing_details
 
@@ -148,15 +231,137 @@ def layer(
         data = verdict.to_dict()
         if out.json:
             out.emit_json({"schema_version": 1, **data})
+        elif fmt == "github":
+            from netra_rm.render import github
+
+            for line in github.layer_annotations(data):
+                out.line(line)
+            summary = envmod.github_step_summary()
+            if summary:
+                github.append_summary(summary, github.layer_summary(data))
         elif not out.quiet:
             from netra_rm.render.human import render_layer
 
             render_layer(out.console(), data)
-        if not verdict.ready and not out.json:
+        if not verdict.ready and fmt == "table":
             from netra_rm.render.human import render_missing
 
             render_missing(out.stderr, missing_details(verdict))
         finish(ExitCode.OK if verdict.ready else ExitCode.UNAVAILABLE)
+
+
+# -- up / down --------------------------------------------------------------------------
+
+class DiscoverSource(str, Enum):
+    """Where `up`/`down` may find the services' addresses besides the configuration."""
+
+    compose = "compose"
+    none = "none"
+
+
+def _complete_target(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    return complete.complete_layer(ctx, incomplete) + complete.complete_service(ctx, incomplete)
+
+
+TargetsArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="[LAYER|SERVICE]...", autocompletion=_complete_target,
+    help="Layers or services (with what they depend on); all services when none is given.")]
+DiscoverOpt = Annotated[Optional[DiscoverSource], typer.Option(
+    "--discover", help="compose: take the services' host ports from Docker Compose (`docker compose ps`, else "
+                       "the compose file); none: only the configuration. Default: the configuration's "
+                       "`discovery` section.")]
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    targets: TargetsArg = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, metavar="S",
+                                                     help="One deadline for the whole run (default 60).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the services and print the plan; start "
+                                                            "nothing.")] = False,
+    discover: DiscoverOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Start what the layers or services need and is down, in dependency order.
+
+    Healthy services are left alone. The others are started with their
+    configured `start` commands level by level (a level in parallel), each
+    level once the one before is healthy, all under one deadline.
+
+    Exits 0 when everything is healthy; 1 naming the service that failed (its
+    command, exit code and last output) or that is down with no start command.
+    --dry-run exits the same way.
+
+    Example: netra-rm up core_integration --timeout 120 && pytest tests/integration
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.core.startup import DEFAULT_UP_TIMEOUT, bring_up
+
+        result = bring_up(st.engine(), targets or [], timeout=DEFAULT_UP_TIMEOUT if timeout is None else timeout,
+                          dry_run=dry_run, discover=discover.value if discover else None,
+                          progress=lambda text: out.info(f"netra-rm: {text}"))
+        data = result.to_dict()
+        if out.json:
+            out.emit_json(data)
+        elif not out.quiet:
+            from netra_rm.render.startup import render_up
+
+            render_up(out.console(), data)
+        failure = result.error()
+        if failure is not None:
+            from netra_rm.render.startup import write_output_tail
+
+            out.error(failure)
+            write_output_tail(out.stderr, failure.service_name, failure.output_tail, failure.log)
+            finish(ExitCode.UNAVAILABLE)
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    targets: TargetsArg = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, metavar="S",
+                                                     help="One deadline for the whole run (default 60).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be stopped; stop nothing.")] = False,
+    discover: DiscoverOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Stop what `netra-rm up` started, dependents first, and check each no longer answers.
+
+    Runs each service's `stop` command; a start command that kept running (a
+    server in the foreground) gets SIGTERM instead. With LAYER or SERVICE, stops
+    those and what netra-rm started on top of them.
+
+    Exits 0 when all stopped; 1 naming the first that could not be stopped.
+
+    Example: netra-rm down core_integration --timeout 30
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.core.startup import DEFAULT_DOWN_TIMEOUT, bring_down
+
+        result = bring_down(st.engine(), targets or [],
+                            timeout=DEFAULT_DOWN_TIMEOUT if timeout is None else timeout, dry_run=dry_run,
+                            discover=discover.value if discover else None,
+                            progress=lambda text: out.info(f"netra-rm: {text}"))
+        data = result.to_dict()
+        if out.json:
+            out.emit_json(data)
+        elif not out.quiet:
+            from netra_rm.render.startup import render_down
+
+            render_down(out.console(), data)
+        failure = result.error()
+        if failure is not None:
+            from netra_rm.render.startup import write_output_tail
+
+            out.error(failure)
+            write_output_tail(out.stderr, failure.service_name, failure.output_tail, failure.log)
+            finish(ExitCode.UNAVAILABLE)
 
 
 # -- allocate / release / cleanup --------------------------------------------------------
@@ -164,7 +369,8 @@ def layer(
 @app.command()
 def allocate(
     ctx: typer.Context,
-    layer_name: Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.")],
+    layer_name: Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.",
+                                            autocompletion=complete.complete_layer)],
     category: Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")],
     memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
                                                      help="Memory in MB (default: the layer's share).")] = None,
@@ -173,6 +379,7 @@ def allocate(
                                                               "layer's share).")] = None,
     dedicated: Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")] = False,
     requires: Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
+                                                          autocompletion=complete.complete_service,
                                                           help="A service the tests need (repeatable).")] = None,
     duration_minutes: Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
                                                               help="Hold time before it expires (default 30).")
@@ -213,7 +420,8 @@ def allocate(
 @app.command()
 def release(
     ctx: typer.Context,
-    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Allocation ids to release.")],
+    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Allocation ids to release.",
+                                             autocompletion=complete.complete_allocation_id)],
     json_: JsonOpt = False,
 ) -> None:
     """Release allocations. Ids not found exit 4; the others are still released.
@@ -257,6 +465,109 @@ def cleanup(
                 out.line(f"released {r.allocation.id} ({r.allocation.layer}/{r.allocation.category}): {r.reason}")
             if not reclaimed:
                 out.info("nothing to release")
+
+
+# -- run / verify / history -------------------------------------------------------------
+
+@app.command("run", context_settings={"allow_interspersed_args": False})
+def run_(
+    ctx: typer.Context,
+    command: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The command to run, without a "
+                                                                                  "shell.")],
+    layer_name: Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.",
+                                            autocompletion=complete.complete_layer)],
+    category: Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")],
+    memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
+                                                     help="Memory in MB (default: the layer's share).")] = None,
+    cpu_percent: Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N",
+                                                         help="CPU in percent of the machine (default: the "
+                                                              "layer's share).")] = None,
+    dedicated: Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")] = False,
+    requires: Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
+                                                          autocompletion=complete.complete_service,
+                                                          help="A service the tests need (repeatable).")] = None,
+    duration_minutes: Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
+                                                              help="Hold time before it expires (default 30).")
+                                ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Queue for room (fairly, first come first served) "
+                                                      "instead of failing.")] = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
+                                                     help="Wait at most S seconds for room (exit 3); implies "
+                                                          "--wait.")] = None,
+) -> None:
+    """Hold an allocation for exactly as long as CMD runs.
+
+    CMD runs without a shell, owns the allocation (it is reclaimed once CMD is gone, even
+    if netra-rm is killed) and finds NETRA_RM_ALLOCATION_ID, NETRA_RM_LAYER,
+    NETRA_RM_CATEGORY, NETRA_RM_SLOT, NETRA_RM_MEMORY_MB, NETRA_RM_CPU_PERCENT and
+    NETRA_RM_FENCING_TOKEN in its environment. SIGINT, SIGTERM and SIGHUP are passed on to
+    CMD. Exits with CMD's code (128+N if signal N ended it); 2 if CMD cannot be run, 3 if
+    there is no room (or --timeout ran out).
+
+    Example: netra-rm run --layer core_integration --category db --wait --timeout 600 -- pytest tests/db
+    """
+    st = state(ctx)
+    out = st.output(False)
+    with guard(out):
+        from netra_rm.core.run import run_command
+
+        engine = st.engine()
+        request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
+                                         dedicated=dedicated, requires=requires or (),
+                                         duration_minutes=duration_minutes)
+        outcome = run_command(engine, request, command, wait=wait or timeout is not None, timeout=timeout)
+        for note in outcome.notes:
+            out.info(f"netra-rm: {note}")
+        finish(outcome.exit_code)
+
+
+@app.command()
+def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """Replay the allocation journal and prove the pools were never over-subscribed.
+
+    Reports any moment a pool or global cap (as configured now) was over-subscribed, any
+    release without a grant, and any ledger allocation the journal does not explain.
+    Exits 0 when clean, 1 with findings.
+
+    Example: netra-rm verify --json | jq '.findings'
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.core.verify import verify_ledger
+
+        report = verify_ledger(st.engine()).to_dict()
+        if out.json:
+            out.emit_json(report)
+        elif not out.quiet or not report["clean"]:
+            from netra_rm.render.journal import render_verify
+
+            render_verify(out.console(), report)
+        finish(ExitCode.OK if report["clean"] else ExitCode.UNAVAILABLE)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=0, help="Show the last N events.")] = 20,
+    json_: JsonOpt = False,
+) -> None:
+    """Recent grants, releases, expiries and reclaims, from the journal (oldest first).
+
+    Example: netra-rm history --limit 50 --json | jq '.events[] | select(.event == "reclaim")'
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.core.verify import ledger_history
+
+        events = ledger_history(st.engine(), limit=limit)
+        if out.json:
+            out.emit_json({"schema_version": 1, "events": events})
+        else:
+            from netra_rm.render.journal import render_history
+
+            render_history(out.console(), events)
 
 
 # -- monitor -----------------------------------------------------------------------------

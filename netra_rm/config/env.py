@@ -92,3 +92,49 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path:
 def limit_overrides(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Raw values of the global cap variables that are set, by variable name."""
     return {name: value for name in LIMIT_VARIABLES if (value := get(name, env)) is not None}
+
+
+def github_step_summary(env: Mapping[str, str] | None = None) -> str | None:
+    """The file GitHub Actions shows as the step's summary (``GITHUB_STEP_SUMMARY``), if set."""
+    return get("GITHUB_STEP_SUMMARY", env)
+
+
+def journal_max_bytes(env: Mapping[str, str] | None = None) -> int | None:
+    """``NETRA_RM_JOURNAL_MAX_BYTES``: rotate the allocation journal past this size."""
+    value = get("NETRA_RM_JOURNAL_MAX_BYTES", env)
+    if value is None:
+        return None
+    try:
+        return max(1, int(value))
+    except ValueError:
+        from netra_rm.errors import UsageError
+
+        raise UsageError(f"NETRA_RM_JOURNAL_MAX_BYTES must be a whole number of bytes, got {value!r}.") from None
+
+
+def journal_sync(env: Mapping[str, str] | None = None) -> bool:
+    """``NETRA_RM_JOURNAL_SYNC=1``: fdatasync each journal append (survives power loss)."""
+    return get("NETRA_RM_JOURNAL_SYNC", env) not in (None, "0", "false", "no")
+
+
+def child_environment(extra: Mapping[str, str], env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a command that ``netra-rm run`` starts: ours plus ``extra``."""
+    return {**environ(env), **extra}
+
+
+def expand_home(path: str, env: Mapping[str, str] | None = None) -> str:
+    """``path`` with a leading ``~`` replaced by ``HOME`` (as the shell would), else unchanged."""
+    if path == "~" or path.startswith("~/"):
+        home = get("HOME", env) or str(Path.home())
+        return home + path[1:]
+    return path
+
+
+def search_path(env: Mapping[str, str] | None = None) -> str | None:
+    """``PATH``, where commands that netra-rm runs (start/stop commands, docker) are found."""
+    return get("PATH", env)
+
+
+def docker_program(env: Mapping[str, str] | None = None) -> str:
+    """The Docker client that Compose discovery runs: ``NETRA_RM_DOCKER``, else ``docker``."""
+    return get("NETRA_RM_DOCKER", env) or "docker"

@@ -7,6 +7,9 @@ and what is wrong, so ``netra-rm`` can exit 2 with one clear sentence.
 from __future__ import annotations
 
 import copy
+import os
+import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,17 +23,24 @@ from netra_rm.services.spec import SERVICE_KINDS, ServiceSpec
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG_NAME = "netra-rm.yaml"
 
-_TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations"}
+_TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations",
+             "discovery"}
 _LAYER_KEYS = {"description", "services", "pool", "default_memory_mb", "default_cpu_percent"}
 _POOL_KEYS = {"memory_mb", "cpu_percent", "instances"}
 _SERVICE_KEYS = {"kind", "url", "url_env", "depends_on", "health_path", "expect_status", "json_field",
-                 "json_value", "connect_timeout", "timeout", "description"}
+                 "json_value", "connect_timeout", "timeout", "description",
+                 "start", "stop", "shell", "workdir", "environment"}
 _LIMIT_KEYS = {"max_memory_mb", "max_cpu_percent", "max_parallel_instances"}
 _MACHINE_KEYS = {"check_memory", "memory_reserve_mb"}
 _CHECK_KEYS = {"connect_timeout", "timeout", "deadline"}
 _THRESHOLD_METRICS = {"memory_percent", "cpu_percent", "load_per_core", "processes"}
 _ALLOCATION_KEYS = {"default_duration_minutes"}
 _MERGED_BY_NAME = ("layers", "services")
+_DISCOVERY_KEYS = {"compose"}
+_COMPOSE_KEYS = {"file", "project", "services"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# what only a shell understands: operators, redirections, variables, command substitution
+_SHELL_SYNTAX = re.compile(r"[|&;<>`$]|\(|\)")
 
 
 def default_config_text() -> str:
@@ -146,6 +156,7 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
 
     services = _build_services(v, raw.get("services", {}), checks, env)
     layers = _build_layers(v, raw.get("layers", {}), services)
+    _check_discovery(v, raw.get("discovery"), services)
 
     cycle = find_cycle({n: s.depends_on for n, s in services.items()})
     if cycle:
@@ -199,6 +210,10 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
         json_field = entry.get("json_field")
         if json_field is not None:
             json_field = v.string(json_field, f"{key}.json_field")
+        shell = v.boolean(entry.get("shell", False), f"{key}.shell")
+        workdir = entry.get("workdir")
+        if workdir is not None:
+            workdir = _workdir(v.string(workdir, f"{key}.workdir"), v.source, env)
         services[str(name)] = ServiceSpec(
             name=str(name), kind=kind, url=url, url_env=url_env, depends_on=depends_on,
             health_path=health_path, expect_status=expect, json_field=json_field,
@@ -206,6 +221,10 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
             connect_timeout=v.positive(entry.get("connect_timeout", checks.connect_timeout),
                                        f"{key}.connect_timeout"),
             timeout=v.positive(entry.get("timeout", checks.timeout), f"{key}.timeout"),
+            start=v.command(entry.get("start"), f"{key}.start", shell=shell, shell_key=f"{key}.shell"),
+            stop=v.command(entry.get("stop"), f"{key}.stop", shell=shell, shell_key=f"{key}.shell"),
+            shell=shell, workdir=workdir,
+            environment=v.environment(entry.get("environment"), f"{key}.environment"),
         )
     for name, spec in services.items():
         for i, dep in enumerate(spec.depends_on):
@@ -213,6 +232,36 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
                 v.fail(f"services.{name}.depends_on[{i}]", f"unknown service {dep!r}; known services: "
                        f"{', '.join(services)}.")
     return services
+
+
+def _workdir(path: str, source: str, env: Mapping[str, str] | None) -> str:
+    """A command's working directory: ``~`` expanded; a relative one is relative to the
+    configuration file it was written in (to the current directory for the built-in one)."""
+    expanded = Path(envmod.expand_home(path, env))
+    if expanded.is_absolute() or source.startswith("<"):
+        return str(expanded)
+    return os.path.normpath(Path(source).absolute().parent / expanded)
+
+
+def _check_discovery(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec]) -> None:
+    """``discovery``: where services' addresses may come from besides the configuration.
+    Only validated here; :mod:`netra_rm.services.compose` reads it when a check needs it."""
+    section = v.mapping(raw, "discovery")
+    v.keys(section, _DISCOVERY_KEYS, "discovery")
+    compose = section.get("compose")
+    if compose is None or isinstance(compose, bool):
+        return
+    compose = v.mapping(compose, "discovery.compose")
+    v.keys(compose, _COMPOSE_KEYS, "discovery.compose")
+    for name in ("file", "project"):
+        if name in compose:
+            v.string(compose[name], f"discovery.compose.{name}")
+    names = v.mapping(compose.get("services"), "discovery.compose.services")
+    for service, compose_name in names.items():
+        if service not in services:
+            v.fail(f"discovery.compose.services.{service}", f"unknown service {service!r}; known services: "
+                   f"{', '.join(services)}.")
+        v.string(compose_name, f"discovery.compose.services.{service}")
 
 
 def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec]) -> dict[str, Layer]:
@@ -341,6 +390,54 @@ class _Validator:
 
     def string_list(self, value: Any, key: str) -> list[str]:
         return [self.string(item, f"{key}[{i}]") for i, item in enumerate(self.list_of(value, key))]
+
+    def command(self, value: Any, key: str, *, shell: bool, shell_key: str) -> tuple[str, ...]:
+        """A start/stop command: a list of arguments, or one string. Without ``shell`` a
+        string is split into words as a shell would, but shell syntax (pipes, ``&&``,
+        redirections, ``$VAR``) is refused rather than passed on literally."""
+        if value is None:
+            return ()
+        if shell:
+            if not isinstance(value, str) or not value.strip():
+                self.fail(key, f"with {shell_key}: true this must be one non-empty string (a /bin/sh "
+                               f"script), got {_type_name(value)}.")
+            return (value,)
+        if isinstance(value, str):
+            found = _SHELL_SYNTAX.search(value)
+            if found:
+                self.fail(key, f"uses shell syntax ({found.group(0)!r}); set {shell_key}: true to run it with "
+                               f"/bin/sh -c, or give the command as a list of arguments.")
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                self.fail(key, f"cannot be split into arguments ({exc}).")
+            if not words:
+                self.fail(key, "must not be empty.")
+            return tuple(words)
+        if not isinstance(value, list) or not value:
+            self.fail(key, f"must be a list of arguments or a string, got {_type_name(value)}.")
+        args: list[str] = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                self.fail(f"{key}[{i}]", f"must be a string, got {_type_name(item)}.")
+            args.append(str(item))
+        if not args[0]:
+            self.fail(f"{key}[0]", "must name the program to run.")
+        return tuple(args)
+
+    def environment(self, value: Any, key: str) -> dict[str, str]:
+        """Extra variables for a service's commands: names to strings (numbers allowed)."""
+        section = self.mapping(value, key)
+        result: dict[str, str] = {}
+        for name, item in section.items():
+            where = f"{key}.{name}"
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                self.fail(where, f"{name!r} is not a valid variable name.")
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                hint = " (quote it: YAML reads yes/no/true/false as booleans)" if isinstance(item, bool) else ""
+                self.fail(where, f"must be a string, got {_type_name(item)}{hint}.")
+            result[name] = str(item)
+        return result
 
     def boolean(self, value: Any, key: str) -> bool:
         if not isinstance(value, bool):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 _MB = 1024 * 1024
@@ -51,8 +52,13 @@ def _int(text: str | None) -> int | None:
     return None if value >= _UNLIMITED else value
 
 
+@lru_cache(maxsize=8)
 def _cgroup_dirs(cgroup_root: Path, proc_self: Path) -> tuple[Path | None, dict[str, Path]]:
-    """This process's cgroup v2 directory (if any) and its v1 directories by controller."""
+    """This process's cgroup v2 directory (if any) and its v1 directories by controller.
+
+    Cached: a process does not move between cgroups in practice, and finding the
+    directories costs a dozen stat calls, on every admission otherwise.
+    """
     v2: Path | None = None
     v1: dict[str, Path] = {}
     text = _read(proc_self / "cgroup") or ""

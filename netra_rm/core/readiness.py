@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,43 @@ def check_service_results(engine: Engine, names: list[str] | None) -> dict[str, 
         return {}
     from netra_rm.services.runner import check_services
 
-    return check_services(engine.config.services, names, deadline=engine.config.checks.deadline)
+    specs, _ = effective_services(engine)
+    return check_services(specs, names, deadline=engine.config.checks.deadline)
+
+
+_DISCOVERY_TTL = 5.0  # seconds a discovery is reused (a `layer --timeout` loop asks often)
+_discoveries: weakref.WeakKeyDictionary[Engine, tuple[float, str, Any]] = weakref.WeakKeyDictionary()
+
+
+def effective_services(engine: Engine, *, discover: str | None = None, announce: bool = True,
+                       refresh: bool = False, timeout: float = 5.0) -> tuple[dict[str, Any], Any]:
+    """The services as the checks should see them, and the :class:`Discovery` used (or None).
+
+    ``discover`` is ``"compose"`` or ``"none"``; None follows the configuration's
+    ``discovery`` section (off unless set, so nothing is run by default). Discovery's
+    notes ("Docker is not installed ...") are logged once per process when ``announce``.
+    """
+    config = engine.config
+    if discover == "none" or (discover is None and not (config.raw.get("discovery") or {}).get("compose")):
+        return dict(config.services), None
+    from netra_rm.services import compose
+
+    now = time.monotonic()
+    cached = _discoveries.get(engine)
+    mode = discover or "config"
+    if cached is not None and not refresh and cached[1] == mode and now - cached[0] < _DISCOVERY_TTL:
+        found = cached[2]
+    else:
+        settings = compose.settings_from_config(config.raw, config.source) or compose.ComposeSettings()
+        found = compose.discover(config.services, settings, timeout=timeout,
+                                 fixed=compose.fixed_by_environment(config.services))
+        _discoveries[engine] = (now, mode, found)
+    if announce:
+        import logging
+
+        for note in compose.say_once(found.notes):
+            logging.getLogger("netra_rm.discovery").warning("netra-rm: %s", note)
+    return found.apply(config.services), found
 
 
 def check_layer_once(engine: Engine, layer: str,

@@ -92,6 +92,12 @@ def blocked_steps(name: str, roots: Sequence[str]) -> list[str]:
 def _start_steps(spec: ServiceSpec, host: str, port: int | str) -> list[str]:
     start = spec.extra.get("start_command") if spec.extra else None
     steps: list[str] = []
+    if spec.start:
+        from .cmdline import shown_command
+
+        steps.append(f"Start {spec.name} with `netra-rm up {spec.name}`, which runs its configured start "
+                     f"command `{shown_command(spec, spec.start)}` (and starts what it depends on first).")
+        return steps
     if start:
         steps.append(f"Start {spec.name}: `{start}`.")
     elif spec.kind == "postgresql":

@@ -28,3 +28,11 @@ class ServiceSpec:
     connect_timeout: float = 1.0  # seconds to establish the connection
     timeout: float = 2.0  # seconds for the whole check
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # How `netra-rm up` starts it and `netra-rm down` stops it (see netra_rm.core.startup).
+    # Each command is an argument list run without a shell; with ``shell`` it is one
+    # string run by ``/bin/sh -c``. Empty means "netra-rm cannot start (stop) it".
+    start: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
+    shell: bool = False
+    workdir: str | None = None  # the commands' working directory (absolute once loaded)
+    environment: dict[str, str] = field(default_factory=dict, hash=False)  # added to ours

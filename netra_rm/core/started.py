@@ -1,0 +1,196 @@
+"""What ``netra-rm up`` started, kept next to the ledger so ``down`` (a later process)
+knows what to stop and ``get_service_status()`` can say ``started_by_netra_rm``.
+
+One small JSON file, ``<ledger>.started.json``, written like the ledger: a temp file in
+the same directory, fsync, ``os.replace``, fsync of the directory. Readers need no lock
+(a rename is atomic); ``up`` and ``down`` hold an exclusive ``flock`` on the sibling
+``<ledger>.started.lock`` (never deleted) for their whole run, so two of them never start
+or stop the same service at once. The file holds no command line and no URL, so no
+secret. Start and stop output goes to ``<ledger>.logs/<service>.log``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from netra_rm.errors import LedgerError, NetraRMError
+
+SCHEMA_VERSION = 1
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class StartLockTimeout(NetraRMError, TimeoutError):
+    """Another ``netra-rm up``/``down`` kept the services busy until the deadline (exit 1)."""
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """One service that ``netra-rm up`` started.
+
+    ``pid``/``pid_start`` identify a start command that kept running (a server in the
+    foreground), which ``down`` stops by signal when there is no stop command;
+    ``restart_count`` counts the starts after the first (the service had gone down).
+    """
+
+    name: str
+    started_at: float
+    host: str
+    restart_count: int = 0
+    pid: int | None = None
+    pid_start: str | None = None
+    log: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StartRecord:
+        return cls(name=str(data["name"]), started_at=float(data["started_at"]), host=str(data["host"]),
+                   restart_count=int(data.get("restart_count", 0)), pid=data.get("pid"),
+                   pid_start=data.get("pid_start"), log=data.get("log"))
+
+
+class StartedServices:
+    """The record of started services for one ledger."""
+
+    def __init__(self, ledger_path: str | Path) -> None:
+        ledger = Path(ledger_path).expanduser().absolute()
+        self.path = ledger.with_name(ledger.name + ".started.json")
+        self.lock_path = ledger.with_name(ledger.name + ".started.lock")
+        self.log_dir = ledger.with_name(ledger.name + ".logs")
+
+    def log_path(self, service: str) -> Path:
+        """Where the output of ``service``'s start and stop commands goes."""
+        return self.log_dir / f"{service}.log"
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self) -> dict[str, StartRecord]:
+        """The started services by name (empty when nothing was started)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise LedgerError(f"cannot read {self.path}: {exc.strerror or exc}.",
+                              remediation=["Check the file's owner and permissions (it should be yours)."]) from None
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
+        try:
+            data = json.loads(raw)
+            version = data["schema_version"]
+            if not isinstance(version, int) or version > SCHEMA_VERSION:
+                raise LedgerError(f"{self.path} was written by a newer netra-rm (schema version {version}).",
+                                  remediation=["Upgrade netra-rm, or use another ledger with --ledger PATH."])
+            return {name: StartRecord.from_dict({**entry, "name": name})
+                    for name, entry in data["services"].items()}
+        except LedgerError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise LedgerError(f"{self.path} is corrupt and cannot be parsed ({exc.__class__.__name__}); it was "
+                              "left untouched.",
+                              remediation=[f"Move it aside (mv {self.path} {self.path}.bad): netra-rm then forgets "
+                                           "what `up` started, and `down` stops nothing until the next `up`."]
+                              ) from None
+
+    # -- writing (only under :meth:`exclusive`) --------------------------------------------
+
+    def write(self, records: Mapping[str, StartRecord]) -> None:
+        """Replace the file atomically with ``records``."""
+        payload = json.dumps({"schema_version": SCHEMA_VERSION,
+                              "services": {name: {k: v for k, v in r.to_dict().items() if k != "name"}
+                                           for name, r in records.items()}},
+                             indent=2, sort_keys=True).encode() + b"\n"
+        directory = self.path.parent
+        tmp = directory / f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o600)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise LedgerError(f"cannot write {self.path}: {exc.strerror or exc}.",
+                              remediation=["Free disk space or fix the directory's permissions."]) from None
+        _fsync_dir(directory)
+
+    def update(self, change: Callable[[dict[str, StartRecord]], None]) -> dict[str, StartRecord]:
+        """Read, apply ``change`` to the records, write back; the records written."""
+        records = self.read()
+        change(records)
+        self.write(records)
+        return records
+
+    # -- the run lock ----------------------------------------------------------------------
+
+    @contextmanager
+    def exclusive(self, *, deadline_at: float, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the run lock; wait for another ``up``/``down`` until ``deadline_at``
+        (``time.monotonic()``), calling ``on_wait`` once when there is a wait."""
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+        except OSError as exc:
+            raise LedgerError(f"cannot open {self.lock_path}: {exc.strerror or exc}.",
+                              remediation=["Check that the directory exists and you may write to it, or use "
+                                           "another ledger with --ledger PATH."]) from None
+        try:
+            pause, told = 0.02, False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                left = deadline_at - time.monotonic()
+                if left <= 0:
+                    raise StartLockTimeout(
+                        "another `netra-rm up` or `netra-rm down` was still starting or stopping services when "
+                        "the deadline ran out.",
+                        remediation=["Wait for it to finish, or give this one a longer --timeout."])
+                if not told and on_wait is not None:
+                    on_wait()
+                    told = True
+                threading.Event().wait(min(pause, left))
+                pause = min(pause * 2, 0.25)
+            yield
+        finally:
+            os.close(fd)  # releases the lock; the lock file stays
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | _CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
