@@ -158,3 +158,13 @@ def test_monitor_prints_ndjson_when_not_a_terminal(cli) -> None:
 def test_monitor_interval_floor(cli) -> None:
     r = cli("monitor", "--interval", "0.1", "--count", "1")
     assert r.code == 2 and "0.5" in r.stderr
+
+
+def test_config_show_masks_secrets_in_start_commands(cli, write_config) -> None:
+    path = write_config("services:\n  redis:\n    kind: redis\n    url: redis://:pw-In-Cmd-1@127.0.0.1:6390/0\n"
+                        "    start: [redis-server, --port, '6390', --requirepass, pw-In-Cmd-1]\n"
+                        "discovery:\n  compose: true\n")
+    for args in (["config", "show"], ["--json", "config", "show"]):
+        r = cli("--config", str(path), *args)
+        assert r.code == 0, r.stderr
+        assert "pw-In-Cmd-1" not in r.stdout and "redis-server" in r.stdout and "discovery" in r.stdout

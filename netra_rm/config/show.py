@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from netra_rm.config.model import Config
-from netra_rm.redact import mask_url
+from netra_rm.redact import mask_text, mask_url
 
 
 def effective_config(config: Config) -> dict[str, Any]:
     """What netra-rm will use, after defaults, the file and the environment."""
+    from netra_rm.services.cmdline import mask_command, secrets_of_all
+
+    secrets = secrets_of_all(config.services.values())
+
+    def masked(text: str) -> str:
+        return mask_command(mask_text(text), secrets)
+
     return {
         "source": config.source,
         "layers": {
@@ -24,7 +31,11 @@ def effective_config(config: Config) -> dict[str, Any]:
                 "kind": s.kind, "url": mask_url(s.url), "url_env": s.url_env, "depends_on": list(s.depends_on),
                 "health_path": s.health_path, "expect_status": list(s.expect_status) or None,
                 "json_field": s.json_field, "json_value": s.json_value,
-                "connect_timeout": s.connect_timeout, "timeout": s.timeout}.items() if v is not None}
+                "connect_timeout": s.connect_timeout, "timeout": s.timeout,
+                "start": [masked(a) for a in s.start] or None, "stop": [masked(a) for a in s.stop] or None,
+                "shell": s.shell or None, "workdir": s.workdir,
+                "environment": {k: masked(v) for k, v in s.environment.items()} or None}.items()
+                if v is not None}
             for name, s in config.services.items()
         },
         "limits": {"max_memory_mb": config.limits.max_memory_mb, "max_cpu_percent": config.limits.max_cpu_percent,
@@ -36,4 +47,5 @@ def effective_config(config: Config) -> dict[str, Any]:
                    "deadline": config.checks.deadline},
         "thresholds": config.thresholds,
         "allocations": {"default_duration_minutes": config.default_duration_minutes},
+        **({"discovery": config.raw["discovery"]} if config.raw.get("discovery") else {}),
     }
