@@ -173,3 +173,9 @@ def test_ledger_option_and_file_url(cli, tmp_path: Path) -> None:
 def test_ledger_file_is_private(cli, ledger_path: Path) -> None:
     cli("allocate", "--layer", "fast_feedback", "--category", "c")
     assert os.stat(ledger_path).st_mode & 0o777 == 0o600
+
+
+def test_a_password_pasted_into_the_category_is_not_stored(cli, ledger_path: Path) -> None:
+    r = cli("--json", "allocate", "--layer", "fast_feedback", "--category", "postgresql://u:pw-cat-9@h/db")
+    assert r.code == 0 and "pw-cat-9" not in r.stdout
+    assert "pw-cat-9" not in ledger_path.read_text()

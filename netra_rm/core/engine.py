@@ -23,6 +23,7 @@ from netra_rm.core.model import Allocation, Owner, Request, ResourceRequirements
 from netra_rm.core.queue import Waiter, blocking_waiter, waiter_view
 from netra_rm.errors import AllocationNotFoundError, NoCapacityError, UsageError
 from netra_rm.ledger import Ledger, LedgerState, open_ledger
+from netra_rm.redact import mask_text
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Engine:
         for name in needed:
             self.config.service(name)
         request = Request(
-            layer=layer, category=category,
+            layer=layer, category=mask_text(category.strip()),  # a URL pasted here keeps no password
             memory_mb=spec.default_memory_mb if memory_mb is None else memory_mb,
             cpu_percent=spec.default_cpu_percent if cpu_percent is None else cpu_percent,
             dedicated=dedicated, requires=needed,
