@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -113,6 +114,10 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"  # glances prints through a block-buffered pipe otherwise
     env.pop("NETRA_RM_DEBUG", None)
+    # Cache bytecode as an installed package has it: with PYTHONDONTWRITEBYTECODE set (as in
+    # some containers) every lazily imported module would be compiled inside the window.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "netra-rm-bench-pycache")
     return env
 
 
