@@ -10,12 +10,12 @@ read-only home, a broken entry) only means parsing the file again.
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from pathlib import Path
 from typing import Any
 
 from netra_rm.config import env as envmod
+from netra_rm.fsutil import write_atomically
 
 MISS = object()
 _VERSION = 1
@@ -43,13 +43,7 @@ def store(source: str, text: str, data: Any) -> None:
         payload = json.dumps({"version": _VERSION, "source": source, "text": text, "data": data})
     except (TypeError, ValueError):
         return  # YAML that JSON cannot hold (dates, odd keys): just parse it every time
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp.write_text(payload)
-        os.replace(tmp, path)
+        write_atomically(path, payload.encode(), fsync=False, make_parents=True)
     except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        pass

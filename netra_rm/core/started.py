@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from netra_rm.errors import LedgerError, NetraRMError
+from netra_rm.fsutil import CLOEXEC, NOFOLLOW, fsync_dir, write_atomically
 
 SCHEMA_VERSION = 1
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class StartLockTimeout(NetraRMError, TimeoutError):
@@ -79,7 +78,7 @@ class StartedServices:
     def read(self) -> dict[str, StartRecord]:
         """The started services by name (empty when nothing was started)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -112,24 +111,12 @@ class StartedServices:
                               "services": {name: {k: v for k, v in r.to_dict().items() if k != "name"}
                                            for name, r in records.items()}},
                              indent=2, sort_keys=True).encode() + b"\n"
-        directory = self.path.parent
-        tmp = directory / f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o600)
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            write_atomically(self.path, payload, make_parents=True)
         except OSError as exc:
-            _unlink_quietly(tmp)
             raise LedgerError(f"cannot write {self.path}: {exc.strerror or exc}.",
                               remediation=["Free disk space or fix the directory's permissions."]) from None
-        _fsync_dir(directory)
+        fsync_dir(self.path.parent)
 
     def update(self, change: Callable[[dict[str, StartRecord]], None]) -> dict[str, StartRecord]:
         """Read, apply ``change`` to the records, write back; the records written."""
@@ -146,7 +133,7 @@ class StartedServices:
         (``time.monotonic()``), calling ``on_wait`` once when there is a wait."""
         try:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o600)
         except OSError as exc:
             raise LedgerError(f"cannot open {self.lock_path}: {exc.strerror or exc}.",
                               remediation=["Check that the directory exists and you may write to it, or use "
@@ -174,23 +161,3 @@ class StartedServices:
             yield
         finally:
             os.close(fd)  # releases the lock; the lock file stays
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | _CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

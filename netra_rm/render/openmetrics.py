@@ -10,7 +10,6 @@ dicts ``status`` already built (``Engine.resource_status`` and the service summa
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,24 +238,7 @@ def render_openmetrics(resources: Mapping[str, Any], services: Mapping[str, Any]
 
 def write_atomically(path: str | Path, text: str) -> Path:
     """Replace ``path`` with ``text`` so that a reader (node_exporter, a CI step) sees the
-    old file or the new one, never half of one: a temp file in the same directory (not
-    ending in ``.prom``, which the textfile collector would read), fsync, ``os.replace``."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            data = memoryview(text.encode("utf-8"))
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return target
+    old file or the new one, never half of one (mode 0644: collectors run as other users)."""
+    from netra_rm.fsutil import write_atomically as write
+
+    return write(path, text.encode("utf-8"), mode=0o644)
