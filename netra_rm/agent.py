@@ -41,6 +41,7 @@ class ResourceManagementAgent:
         self._owned: list[str] = []
         self._lock = threading.Lock()
         self._monitor: Any = None
+        self._keeper: Any = None  # renews the leases of owned allocations on a shared ledger
         self._last_services: dict[str, Any] | None = None
         if enable_monitoring:
             self.start_monitoring(interval=monitor_interval, history=history)
@@ -64,6 +65,9 @@ class ResourceManagementAgent:
     def close(self) -> None:
         """Stop monitoring and release every allocation this agent made."""
         self.stop_monitoring()
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
         with self._lock:
             owned, self._owned = self._owned, []
         if owned:
@@ -131,6 +135,12 @@ class ResourceManagementAgent:
             return None
         with self._lock:
             self._owned.append(allocation.id)
+            if allocation.lease_expires_at is not None:  # a shared ledger: keep the lease alive
+                if self._keeper is None:
+                    from netra_rm.core.lease import LeaseKeeper
+
+                    self._keeper = LeaseKeeper(self.engine)
+                self._keeper.add(allocation.id)
         return allocation.id
 
     def release_resources(self, allocation_id: str) -> bool:
@@ -139,6 +149,8 @@ class ResourceManagementAgent:
         with self._lock:
             if allocation_id in self._owned:
                 self._owned.remove(allocation_id)
+            if self._keeper is not None:
+                self._keeper.discard(allocation_id)
         return bool(result.released)
 
     def get_resource_status(self) -> dict[str, Any]:

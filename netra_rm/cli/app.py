@@ -28,6 +28,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show or check the configuration.\n\nExample: netra-rm config validate my.yaml",
                          no_args_is_help=True)
 app.add_typer(config_app, name="config")
+ledger_app = typer.Typer(help="Work on ledgers themselves: copy allocations between backends (file, Redis, "
+                              "PostgreSQL).\n\nExample: netra-rm ledger migrate --help", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 
@@ -75,8 +78,9 @@ def main_callback(
                                                   help="Configuration file (default: NETRA_RM_CONFIG, "
                                                        "else the built-in one).")] = None,
     ledger: Annotated[Optional[str], typer.Option("--ledger", metavar="PATH|URL",
-                                                  help="Ledger location (default: NETRA_RM_LEDGER, else "
-                                                       "the user's state directory).")] = None,
+                                                  help="Ledger location: a file, redis://... or postgresql://... "
+                                                       "(default: NETRA_RM_LEDGER, else a file in the user's "
+                                                       "state directory).")] = None,
     json_: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only what scripts need.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour (NO_COLOR=1 does the same).")] = False,
@@ -388,7 +392,9 @@ def allocate(
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
                                                      help="With --wait: give up after S seconds (exit 3).")] = None,
     owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID",
-                                                     help="Release automatically when process PID ends.")] = None,
+                                                     help="Release automatically when process PID ends (on a "
+                                                          "shared ledger a detached keeper renews its lease "
+                                                          "meanwhile).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Admit one allocation into the ledger and print its id.
@@ -409,6 +415,10 @@ def allocate(
         owner = engine.owner(owner_pid)
         allocation = allocate_waiting(engine, request, owner, wait=wait or timeout is not None,
                                       timeout=timeout)
+        if allocation.lease_expires_at is not None:  # a shared ledger: a keeper renews it while PID lives
+            from netra_rm.core.lease import keep_for_owner
+
+            keep_for_owner(engine, allocation)
         if out.json:
             from netra_rm.core.engine import allocation_view
 
@@ -687,3 +697,38 @@ def config_validate(
                            "services": len(cfg.services)})
         else:
             out.line(f"{cfg.source}: valid ({len(cfg.layers)} layers, {len(cfg.services)} services)")
+
+
+# -- ledger ------------------------------------------------------------------------------
+
+@ledger_app.command("migrate")
+def ledger_migrate(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option("--from", metavar="PATH|URL", help="The ledger to copy from.")],
+    target: Annotated[str, typer.Option("--to", metavar="PATH|URL", help="The ledger to copy into.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Copy the active allocations of one ledger into another (file, redis:// or postgresql://).
+
+    Both ledgers are held during the copy; allocations the target already holds are
+    left alone and expired ones are not copied; the target's fencing counter is raised
+    to at least the source's. The source is not changed: point --ledger or
+    NETRA_RM_LEDGER at the target afterwards.
+
+    Example: netra-rm ledger migrate --from ~/.local/state/netra-rm/ledger.json --to redis://redis.ci:6379/0
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        from netra_rm.ledger import open_ledger
+        from netra_rm.ledger.migrate import migrate
+
+        result = migrate(open_ledger(source), open_ledger(target))
+        if out.json:
+            out.emit_json(result.to_dict())
+        else:
+            for ident in result.copied:
+                out.line(f"copied {ident}")
+            out.info(f"copied {len(result.copied)} allocation(s) from {result.source} to {result.target} "
+                     f"({len(result.already_there)} already there, {len(result.expired)} expired left behind); "
+                     f"fencing counter now {result.fencing_counter}")

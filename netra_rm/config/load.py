@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netra_rm.config import env as envmod
-from netra_rm.config.model import CheckSettings, Config, Layer, Limits, MachineSettings, Pool
+from netra_rm.config.model import POOL_SCOPES, CheckSettings, Config, Layer, Limits, MachineSettings, Pool, SharedPool
 from netra_rm.errors import ConfigError, UsageError
 from netra_rm.services.graph import find_cycle
 from netra_rm.services.spec import SERVICE_KINDS, ServiceSpec
@@ -23,10 +23,12 @@ from netra_rm.services.spec import SERVICE_KINDS, ServiceSpec
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG_NAME = "netra-rm.yaml"
 
-_TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations",
+_TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations", "pools",
              "discovery"}
-_LAYER_KEYS = {"description", "services", "pool", "default_memory_mb", "default_cpu_percent"}
-_POOL_KEYS = {"memory_mb", "cpu_percent", "instances"}
+_LAYER_KEYS = {"description", "services", "pool", "default_memory_mb", "default_cpu_percent", "uses"}
+_POOL_KEYS = {"memory_mb", "cpu_percent", "instances", "scope"}
+_POOL_REQUIRED = ("cpu_percent", "instances", "memory_mb")
+_SHARED_POOL_KEYS = {"instances", "scope", "memory_mb", "cpu_percent", "description"}
 _SERVICE_KEYS = {"kind", "url", "url_env", "depends_on", "health_path", "expect_status", "json_field",
                  "json_value", "connect_timeout", "timeout", "description",
                  "start", "stop", "shell", "workdir", "environment"}
@@ -34,8 +36,8 @@ _LIMIT_KEYS = {"max_memory_mb", "max_cpu_percent", "max_parallel_instances"}
 _MACHINE_KEYS = {"check_memory", "memory_reserve_mb"}
 _CHECK_KEYS = {"connect_timeout", "timeout", "deadline"}
 _THRESHOLD_METRICS = {"memory_percent", "cpu_percent", "load_per_core", "processes"}
-_ALLOCATION_KEYS = {"default_duration_minutes"}
-_MERGED_BY_NAME = ("layers", "services")
+_ALLOCATION_KEYS = {"default_duration_minutes", "lease_seconds"}
+_MERGED_BY_NAME = ("layers", "services", "pools")
 _DISCOVERY_KEYS = {"compose"}
 _COMPOSE_KEYS = {"file", "project", "services"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -155,7 +157,8 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     )
 
     services = _build_services(v, raw.get("services", {}), checks, env)
-    layers = _build_layers(v, raw.get("layers", {}), services)
+    shared_pools = _build_shared_pools(v, raw.get("pools", {}))
+    layers = _build_layers(v, raw.get("layers", {}), services, shared_pools)
     _check_discovery(v, raw.get("discovery"), services)
 
     cycle = find_cycle({n: s.depends_on for n, s in services.items()})
@@ -177,9 +180,11 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     alloc_raw = v.mapping(raw.get("allocations", {}), "allocations")
     v.keys(alloc_raw, _ALLOCATION_KEYS, "allocations")
     duration = v.positive(alloc_raw.get("default_duration_minutes", 30), "allocations.default_duration_minutes")
+    lease = v.positive(alloc_raw.get("lease_seconds", 30), "allocations.lease_seconds")
 
     return Config(source=source, layers=layers, services=services, limits=limits, machine=machine,
-                  checks=checks, thresholds=thresholds, default_duration_minutes=duration, raw=dict(raw))
+                  checks=checks, thresholds=thresholds, default_duration_minutes=duration, raw=dict(raw),
+                  pools=shared_pools, lease_seconds=lease)
 
 
 def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
@@ -264,7 +269,9 @@ def _check_discovery(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec
         v.string(compose_name, f"discovery.compose.services.{service}")
 
 
-def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec]) -> dict[str, Layer]:
+def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec],
+                  pools: Mapping[str, SharedPool] | None = None) -> dict[str, Layer]:
+    pools = pools or {}
     section = v.mapping(raw, "layers")
     layers: dict[str, Layer] = {}
     for name, entry in section.items():
@@ -278,13 +285,19 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec]) 
                        f"{', '.join(services)}.")
         pool_raw = v.mapping(entry.get("pool"), f"{key}.pool")
         v.keys(pool_raw, _POOL_KEYS, f"{key}.pool")
-        for required in sorted(_POOL_KEYS - set(pool_raw)):
-            v.fail(f"{key}.pool.{required}", "is missing.")
+        for required in _POOL_REQUIRED:
+            if required not in pool_raw:
+                v.fail(f"{key}.pool.{required}", "is missing.")
         pool = Pool(
             memory_mb=v.integer(pool_raw["memory_mb"], f"{key}.pool.memory_mb", minimum=1),
             cpu_percent=v.positive(pool_raw["cpu_percent"], f"{key}.pool.cpu_percent", maximum=100),
             instances=v.integer(pool_raw["instances"], f"{key}.pool.instances", minimum=1),
+            scope=_scope(v, pool_raw.get("scope", "host"), f"{key}.pool.scope"),
         )
+        uses = tuple(v.string_list(entry.get("uses", []), f"{key}.uses"))
+        for i, shared in enumerate(uses):
+            if shared not in pools:
+                v.fail(f"{key}.uses[{i}]", f"unknown pool {shared!r}; pools: {', '.join(pools) or '(none configured)'}.")
         default_memory = v.integer(entry.get("default_memory_mb", max(1, pool.memory_mb // pool.instances)),
                                    f"{key}.default_memory_mb", minimum=0, maximum=pool.memory_mb)
         default_cpu = v.number(entry.get("default_cpu_percent", round(pool.cpu_percent / pool.instances, 2)),
@@ -292,8 +305,37 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec]) 
         description = entry.get("description", "")
         layers[str(name)] = Layer(name=str(name), services=needed, pool=pool, default_memory_mb=default_memory,
                                   default_cpu_percent=default_cpu,
-                                  description=v.string(description, f"{key}.description") if description else "")
+                                  description=v.string(description, f"{key}.description") if description else "",
+                                  uses=tuple(dict.fromkeys(uses)))
     return layers
+
+
+def _scope(v: _Validator, value: Any, key: str) -> str:
+    if value not in POOL_SCOPES:
+        v.fail(key, f"must be one of {', '.join(POOL_SCOPES)}, got {value!r}.")
+    return str(value)
+
+
+def _build_shared_pools(v: _Validator, raw: Any) -> dict[str, SharedPool]:
+    """``pools:``: named pools that layers draw from besides their own (``uses:``)."""
+    section = v.mapping(raw, "pools")
+    pools: dict[str, SharedPool] = {}
+    for name, entry in section.items():
+        key = f"pools.{name}"
+        entry = v.mapping(entry, key)
+        v.keys(entry, _SHARED_POOL_KEYS, key)
+        if "instances" not in entry:
+            v.fail(f"{key}.instances", "is missing.")
+        memory = entry.get("memory_mb")
+        cpu = entry.get("cpu_percent")
+        description = entry.get("description", "")
+        pools[str(name)] = SharedPool(
+            name=str(name), instances=v.integer(entry["instances"], f"{key}.instances", minimum=1),
+            scope=_scope(v, entry.get("scope", "host"), f"{key}.scope"),
+            memory_mb=None if memory is None else v.integer(memory, f"{key}.memory_mb", minimum=1),
+            cpu_percent=None if cpu is None else v.positive(cpu, f"{key}.cpu_percent"),
+            description=v.string(description, f"{key}.description") if description else "")
+    return pools
 
 
 def _build_limits(v: _Validator, raw: Any, env: Mapping[str, str] | None) -> Limits:

@@ -8,13 +8,38 @@ from typing import Any
 from netra_rm.services.spec import ServiceSpec
 
 
+#: Pool scopes: ``host`` pools count the allocations of one machine (keyed by host);
+#: ``global`` pools count every allocation in a shared ledger, across the fleet.
+POOL_SCOPES = ("host", "global")
+
+
 @dataclass(frozen=True)
 class Pool:
-    """A layer's capacity: memory in MB, CPU in percent of the machine, parallel instances."""
+    """A layer's capacity: memory in MB, CPU in percent of the machine, parallel instances.
+
+    ``scope`` says whose allocations count against it: this host's (``host``, the
+    default) or every host's sharing the ledger (``global``).
+    """
 
     memory_mb: int
     cpu_percent: float
     instances: int
+    scope: str = "host"
+
+
+@dataclass(frozen=True)
+class SharedPool:
+    """A named pool that layers draw from besides their own (configuration ``pools:``):
+    e.g. two slots on a staging database, five licences, one hardware rig, counted on
+    this host or, with ``scope: global``, across the fleet. An allocation takes one
+    instance of it, and its memory and CPU when the pool limits them."""
+
+    name: str
+    instances: int
+    scope: str = "host"
+    memory_mb: int | None = None
+    cpu_percent: float | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -27,6 +52,8 @@ class Layer:
     default_memory_mb: int
     default_cpu_percent: float
     description: str = ""
+    #: shared pools (configuration ``pools:``) each allocation also takes an instance of
+    uses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,9 @@ class Config:
     thresholds: dict[str, Any]
     default_duration_minutes: float
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    pools: dict[str, SharedPool] = field(default_factory=dict)
+    #: on a shared ledger, how long an owned allocation lives without a heartbeat
+    lease_seconds: float = 30.0
 
     def layer(self, name: str) -> Layer:
         """The layer called ``name``, or a usage error listing the valid layers."""

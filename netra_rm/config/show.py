@@ -22,10 +22,15 @@ def effective_config(config: Config) -> dict[str, Any]:
         "layers": {
             name: {"description": layer.description, "services": list(layer.services),
                    "pool": {"memory_mb": layer.pool.memory_mb, "cpu_percent": layer.pool.cpu_percent,
-                            "instances": layer.pool.instances},
-                   "default_memory_mb": layer.default_memory_mb, "default_cpu_percent": layer.default_cpu_percent}
+                            "instances": layer.pool.instances, "scope": layer.pool.scope},
+                   "default_memory_mb": layer.default_memory_mb, "default_cpu_percent": layer.default_cpu_percent,
+                   **({"uses": list(layer.uses)} if layer.uses else {})}
             for name, layer in config.layers.items()
         },
+        **({"pools": {name: {k: v for k, v in {
+            "instances": pool.instances, "scope": pool.scope, "memory_mb": pool.memory_mb,
+            "cpu_percent": pool.cpu_percent, "description": pool.description or None}.items() if v is not None}
+            for name, pool in config.pools.items()}} if config.pools else {}),
         "services": {
             name: {k: v for k, v in {
                 "kind": s.kind, "url": mask_url(s.url), "url_env": s.url_env, "depends_on": list(s.depends_on),
@@ -46,6 +51,7 @@ def effective_config(config: Config) -> dict[str, Any]:
         "checks": {"connect_timeout": config.checks.connect_timeout, "timeout": config.checks.timeout,
                    "deadline": config.checks.deadline},
         "thresholds": config.thresholds,
-        "allocations": {"default_duration_minutes": config.default_duration_minutes},
+        "allocations": {"default_duration_minutes": config.default_duration_minutes,
+                        "lease_seconds": config.lease_seconds},
         **({"discovery": config.raw["discovery"]} if config.raw.get("discovery") else {}),
     }

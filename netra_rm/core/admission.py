@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from netra_rm.config.model import Limits, Pool
+from netra_rm.config.model import Limits, Pool, SharedPool
 from netra_rm.core.model import Allocation, Request
 from netra_rm.errors import RequestTooLargeError, UsageError
 
@@ -111,6 +111,33 @@ def admit(request: Request, *, pool: Pool, limits: Limits, layer_allocations: It
     if reasons:
         return Decision(admitted=False, reasons=tuple(reasons))
     return Decision(admitted=True, slot=lowest_free_slot(in_layer, pool.instances))
+
+
+def admit_shared(request: Request, *, pools: Mapping[str, SharedPool],
+                 holders: Mapping[str, Iterable[Allocation]]) -> tuple[str, ...]:
+    """The reasons ``request`` does not fit the shared pools it draws from (none: it fits).
+
+    :param pools: the configuration's shared pools, by name.
+    :param holders: per pool name, the active allocations that count against it (for a
+        host-scoped pool, those of the requesting host only).
+    """
+    reasons: list[str] = []
+    for name in request.pools:
+        pool = pools.get(name)
+        if pool is None:
+            reasons.append(f"pool {name}: not in the configuration.")
+            continue
+        used = Usage.of(holders.get(name, ()))
+        where = f"pool {name} ({pool.scope})"
+        if used.instances + 1 > pool.instances:
+            reasons.append(f"{where}: all {pool.instances} in use.")
+        if pool.memory_mb is not None and used.memory_mb + request.memory_mb > pool.memory_mb:
+            reasons.append(f"{where} memory: {used.memory_mb} of {pool.memory_mb} MB in use, "
+                           f"{request.memory_mb} MB requested.")
+        if pool.cpu_percent is not None and used.cpu_percent + request.cpu_percent > pool.cpu_percent + 1e-9:
+            reasons.append(f"{where} CPU: {used.cpu_percent:g}% of {pool.cpu_percent:g}% in use, "
+                           f"{request.cpu_percent:g}% requested.")
+    return tuple(reasons)
 
 
 def lowest_free_slot(allocations: Iterable[Allocation], instances: int) -> int:

@@ -1,12 +1,19 @@
 """The engine: admission, release and reclaiming over one ledger, for one configuration.
 
 Everything a command or the Python API does to allocations is a method here. Each
-method is one ledger transaction that first drops expired allocations and those whose
-owner process on this host is gone.
+method is one ledger transaction that first drops expired allocations, those whose
+owner process on this host is gone and, on a ledger shared by several hosts (Redis,
+PostgreSQL), those whose lease lapsed (see :mod:`netra_rm.core.lease`).
+
+Pool scopes. On a shared ledger a ``host`` pool (the default) and the global caps count
+the allocations of this host only, a ``global`` pool every host's; a layer may also
+draw from shared pools (``uses:``), all or nothing, in the same transaction. On the file
+ledger every allocation is on this machine, so every pool counts them all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -15,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from netra_rm.config import env as envmod
-from netra_rm.config.model import Config
+from netra_rm.config.model import Config, SharedPool
 from netra_rm.core import liveness
-from netra_rm.core.admission import Decision, Usage, admit, usage_by_layer, validate_request
+from netra_rm.core.admission import Decision, Usage, admit, admit_shared, usage_by_layer, validate_request
 from netra_rm.core.capacity import MachineCapacity, read_capacity
 from netra_rm.core.model import Allocation, Owner, Request, ResourceRequirements
 from netra_rm.core.queue import Waiter, blocking_waiter, waiter_view
-from netra_rm.errors import AllocationNotFoundError, NoCapacityError, UsageError
+from netra_rm.errors import AllocationNotFoundError, NoCapacityError, RequestTooLargeError, UsageError
 from netra_rm.ledger import Ledger, LedgerState, open_ledger
 from netra_rm.redact import mask_text
 
@@ -56,6 +63,9 @@ class Engine:
         self.user = envmod.user_name(env)
         self.clock = clock
         self.capacity_reader = capacity_reader
+        self._owners = liveness.ProcessWatch()
+        #: a ledger other hosts share: leases apply and host pools count this host only
+        self.shared = bool(getattr(ledger, "shared", False))
 
     @classmethod
     def from_options(cls, *, config: Config | None = None, config_path: str | None = None,
@@ -85,8 +95,18 @@ class Engine:
             cpu_percent=spec.default_cpu_percent if cpu_percent is None else cpu_percent,
             dedicated=dedicated, requires=needed,
             duration_minutes=self.config.default_duration_minutes if duration_minutes is None else duration_minutes,
+            pools=spec.uses,
         )
         validate_request(request, spec.pool, self.config.limits)
+        for name in request.pools:
+            shared = self.config.pools[name]
+            for dimension, wanted, maximum, unit in (("memory", request.memory_mb, shared.memory_mb, "MB"),
+                                                     ("CPU", request.cpu_percent, shared.cpu_percent, "%")):
+                if maximum is not None and wanted > maximum:
+                    raise RequestTooLargeError(
+                        f"the request for {wanted:g}{unit} of {dimension} can never fit: pool {name} holds at most "
+                        f"{maximum:g}{unit}.", remediation=[f"Ask for at most {maximum:g}{unit}, or raise the "
+                                                            "limit in the configuration."])
         return request
 
     def request_from_requirements(self, layer: str, category: str, requirements: ResourceRequirements | None,
@@ -112,15 +132,18 @@ class Engine:
     # -- transactions --------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self, *, releasing: Collection[str] = ()) -> Iterator[tuple[LedgerState, list[Reclaimed]]]:
+    def transaction(self, *, releasing: Collection[str] = (),
+                    reset: bool = False) -> Iterator[tuple[LedgerState, list[Reclaimed]]]:
         """One ledger transaction, with expired and orphaned allocations already dropped
         (except ``releasing``: those the caller is about to release, and journal as such).
 
         When it frees capacity or shortens the queue while others wait, the waiters are
-        woken once it has committed (see :mod:`netra_rm.ledger.wake`).
+        woken once it has committed (see :mod:`netra_rm.ledger.wake`). ``reset`` lets a
+        shared ledger that lost its state start afresh (``cleanup --force``).
         """
         wake: list[str] = []
-        with self.ledger.transaction() as state:
+        opened = self.ledger.transaction(reset=True) if reset and self.shared else self.ledger.transaction()  # type: ignore[call-arg]
+        with opened as state:
             queued = len(state.waiters)
             reclaimed = self._reclaim(state, keep=releasing)
             yield state, reclaimed
@@ -136,6 +159,7 @@ class Engine:
         now = self.clock()
         gone: list[Reclaimed] = []
         alive_cache: dict[tuple[int, str | None], bool] = {}
+        self._owners.refresh()
         for a in state.allocations:
             if keep and a.id in keep:
                 continue
@@ -147,13 +171,20 @@ class Engine:
                 key = (owner.pid, owner.start)
                 alive = alive_cache.get(key)
                 if alive is None:
-                    alive = alive_cache[key] = liveness.is_alive(owner.pid, owner.start)
+                    alive = alive_cache[key] = self._owners.alive(owner.pid, owner.start)
                 if not alive:
                     gone.append(Reclaimed(a, "owner gone"))
+                # a live owner on this host keeps its allocation even if its lease lapsed:
+                # this host can see it run (other hosts cannot, and reclaim it then)
+            elif a.lease_expires_at is not None and a.lease_expires_at <= now:
+                gone.append(Reclaimed(a, "lease lapsed"))
         if gone:
             state.remove({r.allocation.id for r in gone})
             for r in gone:
-                state.events.append(_event("expire" if r.reason == "expired" else "reclaim", r.allocation, now))
+                if r.reason == "expired":
+                    state.events.append(_event("expire", r.allocation, now))
+                else:
+                    state.events.append(_event("reclaim", r.allocation, now, reason=r.reason))
         if state.waiters:
             self._drop_dead_waiters(state, alive_cache)
         return gone
@@ -161,15 +192,21 @@ class Engine:
     def _drop_dead_waiters(self, state: LedgerState, alive_cache: dict[tuple[int, str | None], bool]) -> None:
         """Waiters whose waiting process on this host is gone leave the queue."""
         dead: list[str] = []
+        now = self.clock()
         for w in state.waiters:
             owner = w.get("owner") or {}
             pid = owner.get("pid")
-            if pid is None or owner.get("host") != self.host:
+            if owner.get("host") != self.host:
+                lease = w.get("lease_expires_at")
+                if lease is not None and lease <= now:
+                    dead.append(w["id"])  # a waiter on another host that stopped checking in
+                continue
+            if pid is None:
                 continue
             key = (pid, owner.get("start"))
             alive = alive_cache.get(key)
             if alive is None:
-                alive = alive_cache[key] = liveness.is_alive(pid, owner.get("start"))
+                alive = alive_cache[key] = self._owners.alive(pid, owner.get("start"))
             if not alive:
                 dead.append(w["id"])
         if dead:
@@ -181,18 +218,24 @@ class Engine:
 
     # -- admission -----------------------------------------------------------------------
 
-    def decide(self, state: LedgerState, request: Request, *, waiter_id: str | None = None) -> Decision:
+    def decide(self, state: LedgerState, request: Request, *, waiter_id: str | None = None,
+               capacity: MachineCapacity | None = None) -> Decision:
         """Would ``request`` be admitted into ``state`` now?
 
         It must fit, and delay none of the waiters queued ahead of it (all of them for a
         newcomer; those before ``waiter_id`` for a queued request): see
         :mod:`netra_rm.core.queue`.
         """
-        by_layer = usage_by_layer(state.allocations)
         layer = self.config.layer(request.layer)
-        decision = admit(request, pool=layer.pool, limits=self.config.limits,
-                         layer_allocations=by_layer.get(request.layer, ()),
-                         all_usage=Usage.of(state.allocations), machine_free_mb=self._machine_free_mb(state))
+        local = self._local(state.allocations)
+        in_layer = [a for a in (local if layer.pool.scope == "host" else state.allocations) if a.layer == request.layer]
+        decision = admit(request, pool=layer.pool, limits=self.config.limits, layer_allocations=in_layer,
+                         all_usage=Usage.of(local), machine_free_mb=self._machine_free_mb(state, capacity))
+        if request.pools:
+            shared_reasons = admit_shared(request, pools=self.config.pools,
+                                          holders=self._shared_holders(state.allocations, request.pools, local))
+            if shared_reasons:  # all or nothing: the layer's pool and every shared pool, or none
+                decision = Decision(admitted=False, reasons=(*decision.reasons, *shared_reasons))
         if not decision.admitted or not state.waiters:
             return decision
         ahead = []
@@ -204,7 +247,8 @@ class Engine:
             return decision
         pools = {name: spec.pool for name, spec in self.config.layers.items()}
         blocker = blocking_waiter(request, ahead, allocations=state.allocations, pools=pools,
-                                  limits=self.config.limits)
+                                  limits=self.config.limits, shared_pools=self.config.pools,
+                                  candidate_host=self.host if self.shared else None)
         if blocker is None:
             return decision
         place = ahead.index(blocker) + 1
@@ -213,11 +257,42 @@ class Engine:
             f"{len(ahead)} request(s) queued ahead; admitting this one would delay number {place}, "
             f"{blocker.request.category} in layer {blocker.request.layer}, waiting for {waited:.0f}s.",))
 
-    def _machine_free_mb(self, state: LedgerState) -> float | None:
+    def _capacity(self) -> MachineCapacity | None:
+        """The machine's capacity, read before a transaction rather than while it holds the
+        ledger (it does not depend on the ledger); None when the check is off."""
+        return self.capacity_reader() if self.config.machine.check_memory else None
+
+    def _local(self, allocations: list[Allocation]) -> list[Allocation]:
+        """The allocations that count against this host's host-scoped pools and caps: on a
+        shared ledger this host's, on the file ledger all of them (all are on this machine)."""
+        if not self.shared:
+            return allocations
+        return [a for a in allocations if a.owner.host == self.host]
+
+    def _shared_holders(self, allocations: list[Allocation], names: Iterable[str],
+                        local: list[Allocation]) -> dict[str, list[Allocation]]:
+        """Per shared pool, the allocations that count against it (this host's for a
+        host-scoped pool, everyone's for a global one)."""
+        holders: dict[str, list[Allocation]] = {}
+        for name in names:
+            pool = self.config.pools.get(name)
+            source = local if pool is not None and pool.scope == "host" else allocations
+            holders[name] = [a for a in source if name in a.pools]
+        return holders
+
+    def _lease(self, owner: Owner, now: float) -> float | None:
+        """When a new allocation or queue entry of ``owner`` lapses without a heartbeat:
+        on a shared ledger, for an owner that is a process; else never."""
+        if not self.shared or owner.pid is None:
+            return None
+        return round(now + self.config.lease_seconds, 3)
+
+    def _machine_free_mb(self, state: LedgerState, capacity: MachineCapacity | None = None) -> float | None:
         settings = self.config.machine
         if not settings.check_memory:
             return None
-        capacity = self.capacity_reader()
+        if capacity is None:
+            capacity = self.capacity_reader()
         return capacity.memory_available_mb - settings.memory_reserve_mb - self._reserved_unused_mb(state)
 
     def _reserved_unused_mb(self, state: LedgerState) -> float:
@@ -240,8 +315,9 @@ class Engine:
 
     def try_allocate(self, request: Request, owner: Owner) -> tuple[Allocation | None, Decision]:
         """Admit ``request`` if it fits now and delays nobody queued; never waits."""
+        capacity = self._capacity()
         with self.transaction() as (state, _):
-            decision = self.decide(state, request)
+            decision = self.decide(state, request, capacity=capacity)
             if not decision.admitted:
                 return None, decision
             return self._grant(state, request, owner, decision), decision
@@ -254,6 +330,7 @@ class Engine:
             cpu_percent=request.cpu_percent, dedicated=request.dedicated, requires=request.requires,
             created_at=round(now, 3), expires_at=round(now + request.duration_minutes * 60, 3),
             slot=decision.slot or 0, owner=owner, fencing_token=state.next_fencing_token(),
+            pools=request.pools, lease_expires_at=self._lease(owner, now),
         )
         state.add(allocation)
         state.events.append(_event("grant", allocation, now, **extra))
@@ -267,13 +344,14 @@ class Engine:
 
         ``owner`` will own the allocation; ``waiter_owner`` is the process that waits.
         """
+        capacity = self._capacity()
         with self.transaction() as (state, _):
-            decision = self.decide(state, request)
+            decision = self.decide(state, request, capacity=capacity)
             if decision.admitted:
                 return self._grant(state, request, owner, decision), None, decision
             waiter = Waiter(id=waiter_id, request=request, owner=waiter_owner, since=round(self.clock(), 3),
                             fence=state.fencing_counter)
-            state.waiters.append(waiter.to_dict())
+            state.waiters.append(self._queue_entry(waiter))
             state.changed = True
             return None, waiter, decision
 
@@ -282,16 +360,31 @@ class Engine:
 
         A waiter missing from the queue (a ledger reset, say) joins again at the tail.
         """
+        capacity = self._capacity()
         with self.transaction() as (state, _):
-            if not any(w["id"] == waiter.id for w in state.waiters):
-                state.waiters.append(waiter.to_dict())
+            entry = next((w for w in state.waiters if w["id"] == waiter.id), None)
+            if entry is None:
+                state.waiters.append(self._queue_entry(waiter))
                 state.changed = True
-            decision = self.decide(state, waiter.request, waiter_id=waiter.id)
+            elif self.shared and entry.get("lease_expires_at") is not None:
+                # check in: other hosts drop a waiter whose lease lapsed (it died unseen)
+                now = self.clock()
+                if entry["lease_expires_at"] - now < self.config.lease_seconds * 2 / 3:
+                    entry["lease_expires_at"] = self._lease(waiter.owner, now)
+                    state.changed = True
+            decision = self.decide(state, waiter.request, waiter_id=waiter.id, capacity=capacity)
             if not decision.admitted:
                 return None, decision
             state.waiters = [w for w in state.waiters if w["id"] != waiter.id]
             waited = round(max(0.0, self.clock() - waiter.since), 3)
             return self._grant(state, waiter.request, owner, decision, waited_seconds=waited), decision
+
+    def _queue_entry(self, waiter: Waiter) -> dict[str, Any]:
+        entry = waiter.to_dict()
+        lease = self._lease(waiter.owner, self.clock())
+        if lease is not None:
+            entry["lease_expires_at"] = lease
+        return entry
 
     def leave_queue(self, waiter_id: str) -> bool:
         """Take ``waiter_id`` out of the queue (it gave up); True if it was there."""
@@ -324,6 +417,11 @@ class Engine:
     def release(self, ids: Iterable[str]) -> ReleaseResult:
         """Release these allocations; the ids not found are reported, the others released."""
         wanted = list(dict.fromkeys(ids))
+        release_now = getattr(self.ledger, "release_now", None)
+        if release_now is not None and wanted:  # Redis: one round trip, without the lock
+            outcome = release_now(wanted, now=self.clock())
+            if outcome is not None:
+                return ReleaseResult(released=outcome[0], missing=outcome[1])
         with self.transaction(releasing=set(wanted)) as (state, _):
             released = state.remove(set(wanted))
             now = self.clock()
@@ -331,6 +429,26 @@ class Engine:
                 state.events.append(_event("release", a, now))
         found = {a.id for a in released}
         return ReleaseResult(released=released, missing=[i for i in wanted if i not in found])
+
+    def renew(self, ids: Iterable[str]) -> list[str]:
+        """Renew the leases of these allocations (a holder's heartbeat, see
+        :mod:`netra_rm.core.lease`); the ids the ledger no longer holds."""
+        wanted = set(ids)
+        with self.transaction() as (state, _):
+            now = self.clock()
+            found: set[str] = set()
+            renewed = []
+            for a in state.allocations:
+                if a.id in wanted:
+                    found.add(a.id)
+                    lease = self._lease(a.owner, now)
+                    if lease is not None and lease != a.lease_expires_at:
+                        a = dataclasses.replace(a, lease_expires_at=lease)
+                        state.changed = True
+                renewed.append(a)
+            if state.changed:
+                state.allocations = renewed
+        return sorted(wanted - found)
 
     def release_or_raise(self, ids: Iterable[str]) -> list[Allocation]:
         result = self.release(ids)
@@ -341,8 +459,10 @@ class Engine:
         return result.released
 
     def cleanup(self, *, force: bool = False) -> list[Reclaimed]:
-        """Drop expired and orphaned allocations; with ``force``, every allocation."""
-        with self.transaction() as (state, reclaimed):
+        """Drop expired and orphaned allocations; with ``force``, every allocation (and,
+        on a server ledger that lost its state, start it afresh: see
+        :mod:`netra_rm.ledger.remote`)."""
+        with self.transaction(reset=force) as (state, reclaimed):
             if force and state.allocations:
                 now = self.clock()
                 dropped = state.remove({a.id for a in state.allocations})
@@ -366,10 +486,14 @@ class Engine:
             queued = [Waiter.from_dict(w) for w in state.waiters]
         now = self.clock()
         waiters = [waiter_view(w, i, now) for i, w in enumerate(queued, 1)]
+        local = self._local(allocations)
         by_layer = usage_by_layer(allocations)
-        pools = {name: pool_status(layer.pool, by_layer.get(name, ())) for name, layer in self.config.layers.items()}
-        total = Usage.of(allocations)
+        local_by_layer = usage_by_layer(local)
+        pools = {name: pool_status(layer.pool, (local_by_layer if layer.pool.scope == "host" else by_layer).get(name, ()))
+                 for name, layer in self.config.layers.items()}
+        total = Usage.of(local)
         limits = self.config.limits
+        holders = self._shared_holders(allocations, self.config.pools, local)
         capacity = self.capacity_reader()
         metrics: dict[str, Any] = dict(system_metrics or {})
         metrics.setdefault("capacity", capacity.to_dict())
@@ -386,13 +510,17 @@ class Engine:
             "system_metrics": metrics,
             "waiters": waiters,
             "ledger": self.ledger.location,
+            "host": self.host,
+            "shared_pools": {name: shared_pool_status(pool, holders.get(name, ()))
+                             for name, pool in self.config.pools.items()},
         }
 
     def pool_status(self, layer: str) -> dict[str, Any]:
         """One layer's pool with its usage now."""
         spec = self.config.layer(layer)
         with self.transaction() as (state, _):
-            in_layer = [a for a in state.allocations if a.layer == layer]
+            source = self._local(state.allocations) if spec.pool.scope == "host" else state.allocations
+            in_layer = [a for a in source if a.layer == layer]
         return pool_status(spec.pool, in_layer)
 
 
@@ -407,7 +535,18 @@ def pool_status(pool: Any, allocations: Iterable[Allocation]) -> dict[str, Any]:
         "max_parallel_instances": pool.instances, "active_instances": used.instances,
         "available_instances": max(0, pool.instances - used.instances) if not used.dedicated else 0,
         "dedicated": used.dedicated,
+        "scope": getattr(pool, "scope", "host"),
     }
+
+
+def shared_pool_status(pool: SharedPool, allocations: Iterable[Allocation]) -> dict[str, Any]:
+    """A shared pool (configuration ``pools:``) with its usage: instances, and memory and
+    CPU where it limits them."""
+    used = Usage.of(allocations)
+    return {"scope": pool.scope, "max_parallel_instances": pool.instances, "active_instances": used.instances,
+            "available_instances": max(0, pool.instances - used.instances),
+            "max_memory_mb": pool.memory_mb, "allocated_memory_mb": used.memory_mb,
+            "max_cpu_percent": pool.cpu_percent, "allocated_cpu_percent": used.cpu_percent}
 
 
 def allocation_view(allocation: Allocation, now: float) -> dict[str, Any]:
@@ -437,5 +576,7 @@ def _event(kind: str, allocation: Allocation, now: float, **extra: Any) -> dict[
              "cpu_percent": allocation.cpu_percent, "dedicated": allocation.dedicated,
              "slot": allocation.slot, "fencing_token": allocation.fencing_token,
              "owner": allocation.owner.to_dict()}
+    if allocation.pools:
+        event["pools"] = list(allocation.pools)
     event.update(extra)
     return event

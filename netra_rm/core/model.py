@@ -50,6 +50,8 @@ class Request:
     dedicated: bool = False
     requires: tuple[str, ...] = ()
     duration_minutes: float = 30.0
+    #: the shared pools (configuration ``pools:``) the request also draws one instance from
+    pools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,12 @@ class Owner:
 
 @dataclass(frozen=True)
 class Allocation:
-    """A grant in the ledger. Times are Unix seconds."""
+    """A grant in the ledger. Times are Unix seconds.
+
+    ``pools`` names the shared pools it also holds an instance of. ``lease_expires_at``
+    is set on a shared (server) ledger when a process owns it: the holder renews it, and
+    anyone reclaims the allocation once it lapses (see :mod:`netra_rm.core.lease`).
+    """
 
     id: str
     layer: str
@@ -87,6 +94,8 @@ class Allocation:
     owner: Owner
     fencing_token: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    pools: tuple[str, ...] = ()
+    lease_expires_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -95,6 +104,10 @@ class Allocation:
             "created_at": self.created_at, "expires_at": self.expires_at, "slot": self.slot,
             "fencing_token": self.fencing_token, "owner": self.owner.to_dict(),
         }
+        if self.pools:
+            data["pools"] = list(self.pools)
+        if self.lease_expires_at is not None:
+            data["lease_expires_at"] = self.lease_expires_at
         if self.extra:
             data["extra"] = self.extra
         return data
@@ -112,4 +125,5 @@ class Allocation:
             requires=tuple(data.get("requires", ())), created_at=data["created_at"],
             expires_at=data["expires_at"], slot=data.get("slot", 0), owner=Owner.from_dict(data["owner"]),
             fencing_token=data.get("fencing_token", 0), extra=data.get("extra") or {},
+            pools=tuple(data.get("pools", ())), lease_expires_at=data.get("lease_expires_at"),
         )

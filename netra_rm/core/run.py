@@ -208,6 +208,14 @@ def _supervise(engine: Engine, child: BlockedChild, allocation: Allocation) -> R
     has_sigwait = hasattr(signal, "sigwaitinfo")
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited) if has_sigwait else None
     previous = None if has_sigwait else _forward_with_handlers(child.pid)
+    keeper = None
+    if allocation.lease_expires_at is not None:
+        # a shared ledger: renew the lease while CMD runs (the thread inherits the
+        # blocked signals, so they still reach sigwaitinfo below)
+        from netra_rm.core.lease import LeaseKeeper
+
+        keeper = LeaseKeeper(engine, [allocation.id])
+        keeper.start()
     try:
         error = child.start(envmod.child_environment(allocation_environment(allocation)))
         if error is not None:
@@ -217,8 +225,15 @@ def _supervise(engine: Engine, child: BlockedChild, allocation: Allocation) -> R
             raise CommandNotFoundError(f"cannot run {child.argv[0]}: {reason}.",
                                        remediation=list(notes) or ["Check the command's name and path."])
         status = _wait_forwarding(child.pid) if has_sigwait else _reap(child.pid)
+        if keeper is not None:
+            keeper.stop()
         notes = _release(engine, allocation)
+        if keeper is not None and keeper.lost:
+            notes = (f"allocation {allocation.id} was reclaimed while the command ran: its lease lapsed (the "
+                     "ledger could not be reached to renew it).", *notes)
     finally:
+        if keeper is not None:
+            keeper.stop()
         if old_mask is not None:
             _discard_pending(waited)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

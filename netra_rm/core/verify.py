@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from netra_rm.config.model import Limits, Pool
+from netra_rm.config.model import Limits, Pool, SharedPool
 from netra_rm.errors import UsageError
 from netra_rm.ledger.journal import allocation_record
 
@@ -157,9 +157,12 @@ def committed_history(records: Sequence[dict[str, Any]], committed_seq: int, *, 
 class _Replay:
     """The running state of a replay: what is held, per layer and in total."""
 
-    def __init__(self, pools: Mapping[str, Pool], limits: Limits) -> None:
+    def __init__(self, pools: Mapping[str, Pool], limits: Limits, *, per_host: bool = False,
+                 shared_pools: Mapping[str, SharedPool] | None = None) -> None:
         self.pools = pools
         self.limits = limits
+        self.per_host = per_host
+        self.shared_pools = shared_pools or {}
         self.held: dict[str, dict[str, Any]] = {}
         self.findings: list[Finding] = []
         self.dropped_findings = 0
@@ -179,11 +182,11 @@ class _Replay:
 
     def apply(self, event: Mapping[str, Any]) -> None:
         kind, ident = event["event"], event.get("id", "")
-        if kind == "grant":
+        if kind in ("grant", "migrate"):  # migrate: copied from another ledger with its own token
             if ident in self.held:
                 self.find("double grant", f"{ident} was granted while already held.", event)
             token = int(event.get("fencing_token") or 0)
-            if token <= self.last_token:
+            if kind == "grant" and token <= self.last_token:
                 self.find("fencing", f"{ident} got fencing token {token}, not above the previous "
                                      f"{self.last_token}.", event)
             self.last_token = max(self.last_token, token)
@@ -195,9 +198,29 @@ class _Replay:
 
     def check_after_grant(self, event: Mapping[str, Any]) -> None:
         layer = event["layer"]
-        in_layer = [a for a in self.held.values() if a["layer"] == layer]
         pool = self.pools.get(layer)
+        held = list(self.held.values())
+        local = held
+        if self.per_host:  # a shared ledger: host pools and the caps count the grant's host only
+            host = (event.get("owner") or {}).get("host")
+            local = [a for a in held if (a.get("owner") or {}).get("host") == host]
+        scope = getattr(pool, "scope", "host")
+        in_layer = [a for a in (local if scope == "host" else held) if a["layer"] == layer]
         when = f"after granting {event.get('id')}"
+        for name in event.get("pools") or ():
+            shared = self.shared_pools.get(name)
+            if shared is None:
+                continue
+            holders = [a for a in (local if shared.scope == "host" else held) if name in (a.get("pools") or ())]
+            if len(holders) > shared.instances:
+                self.find("over-subscribed", f"pool {name}: {len(holders)} of {shared.instances} instances held "
+                                             f"{when}.", event)
+            if shared.memory_mb is not None and sum(a["memory_mb"] for a in holders) > shared.memory_mb:
+                self.find("over-subscribed", f"pool {name} memory: more than {shared.memory_mb} MB held {when}.",
+                          event)
+            if shared.cpu_percent is not None and sum(a["cpu_percent"] for a in holders) > shared.cpu_percent + 1e-6:
+                self.find("over-subscribed", f"pool {name} CPU: more than {shared.cpu_percent:g}% held {when}.",
+                          event)
         if pool is None:
             self.unknown_layers.add(layer)
         else:
@@ -218,8 +241,8 @@ class _Replay:
         slots = [a.get("slot") for a in in_layer]
         if len(set(slots)) != len(slots):
             self.find("slot", f"layer {layer}: slot {event.get('slot')} held twice at once {when}.", event)
-        total_memory = sum(a["memory_mb"] for a in self.held.values())
-        total_cpu = sum(a["cpu_percent"] for a in self.held.values())
+        total_memory = sum(a["memory_mb"] for a in local)
+        total_cpu = sum(a["cpu_percent"] for a in local)
         limits = self.limits
         if total_memory > limits.max_memory_mb:
             self.find("over-subscribed", f"global memory cap: {total_memory} of {limits.max_memory_mb} MB held "
@@ -227,21 +250,24 @@ class _Replay:
         if total_cpu > limits.max_cpu_percent + 1e-6:
             self.find("over-subscribed", f"global CPU cap: {total_cpu:g} of {limits.max_cpu_percent:g}% held "
                                          f"{when}.", event)
-        if len(self.held) > limits.max_parallel_instances:
-            self.find("over-subscribed", f"global instance cap: {len(self.held)} of "
+        if len(local) > limits.max_parallel_instances:
+            self.find("over-subscribed", f"global instance cap: {len(local)} of "
                                          f"{limits.max_parallel_instances} held {when}.", event)
 
 
 def verify(lines: Iterable[bytes], *, ledger_allocations: Sequence[Mapping[str, Any]], committed_seq: int,
-           pools: Mapping[str, Pool], limits: Limits, files: Sequence[str] = (), ledger: str = "") -> Report:
+           pools: Mapping[str, Pool], limits: Limits, files: Sequence[str] = (), ledger: str = "",
+           per_host: bool = False, shared_pools: Mapping[str, SharedPool] | None = None) -> Report:
     """Replay the journal ``lines`` and check every invariant against the ledger as committed.
 
     :param ledger_allocations: the ledger's allocations (as dicts), read with the journal.
     :param committed_seq: the ledger's ``journal_seq``.
+    :param per_host: a ledger shared by several hosts: host-scoped pools and the global
+        caps are checked per host.
     """
     records, torn = parse_lines(lines)
     history = committed_history(records, committed_seq, torn=torn)
-    replay = _Replay(pools, limits)
+    replay = _Replay(pools, limits, per_host=per_host, shared_pools=shared_pools)
     notes: list[str] = []
     events = 0
     first_time = last_time = None
@@ -324,7 +350,7 @@ def verify_ledger(engine: Engine) -> Report:
     pools = {name: layer.pool for name, layer in engine.config.layers.items()}
     return verify(lines, ledger_allocations=[a.to_dict() for a in state.allocations],
                   committed_seq=state.journal_seq, pools=pools, limits=engine.config.limits, files=files,
-                  ledger=engine.ledger.location)
+                  ledger=engine.ledger.location, per_host=engine.shared, shared_pools=engine.config.pools)
 
 
 def ledger_history(engine: Engine, *, limit: int | None = None) -> list[dict[str, Any]]:

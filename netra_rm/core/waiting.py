@@ -53,6 +53,8 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
     channel = open_channel(waiter_id) if open_channel is not None else None
     if channel is None:
         max_pause = min(max_pause, MAX_PAUSE_WITHOUT_WAKEUPS)
+    if engine.shared:  # each check renews the queue entry's lease: check in often enough
+        max_pause = min(max_pause, engine.config.lease_seconds / 3)
     waiter: Waiter | None = None
     admitted = False
     try:

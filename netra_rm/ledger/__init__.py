@@ -10,9 +10,11 @@ from netra_rm.config import env as envmod
 from netra_rm.errors import UsageError
 from netra_rm.ledger.base import SCHEMA_VERSION, Ledger, LedgerState
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "LedgerState", "default_ledger_path", "open_ledger"]
+__all__ = ["SCHEMA_VERSION", "Ledger", "LedgerState", "default_ledger_path", "is_server_location", "open_ledger"]
 
 LEDGER_FILE_NAME = "ledger.json"
+REDIS_SCHEMES = ("redis", "rediss")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def default_ledger_path(env: Mapping[str, str] | None = None) -> Path:
@@ -21,7 +23,12 @@ def default_ledger_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Ledger:
-    """The ledger at ``location`` (a path or ``file://`` URL), ``NETRA_RM_LEDGER``, or the default."""
+    """The ledger at ``location``, ``NETRA_RM_LEDGER``, or the default file.
+
+    ``location`` is a path or ``file://`` URL (the JSON file), ``redis://`` / ``rediss://``
+    (Redis) or ``postgresql://`` / ``postgres://`` (PostgreSQL); the server drivers are
+    imported only here, when such a ledger is opened.
+    """
     from netra_rm.ledger.file import FileLedger
 
     location = location or envmod.ledger_location(env)
@@ -36,6 +43,21 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
         scheme, _, rest = text.partition("://")
         if scheme == "file":
             return FileLedger(rest, **options)
-        raise UsageError(f"the ledger location {scheme}://... is not supported; give a file path or a file:// "
-                         "URL.", remediation=["Use --ledger PATH or NETRA_RM_LEDGER=PATH."])
+        if scheme in REDIS_SCHEMES:
+            from netra_rm.ledger.redis import RedisLedger
+
+            return RedisLedger(text, state_dir=envmod.state_dir(env))
+        if scheme in POSTGRES_SCHEMES:
+            from netra_rm.ledger.postgres import PostgresLedger
+
+            return PostgresLedger(text, state_dir=envmod.state_dir(env))
+        raise UsageError(f"the ledger location {scheme}://... is not supported; give a file path, or a file://, "
+                         "redis:// or postgresql:// URL.",
+                         remediation=["Use --ledger PATH|URL or NETRA_RM_LEDGER=PATH|URL."])
     return FileLedger(text, **options)
+
+
+def is_server_location(location: str | Path | None) -> bool:
+    """Does ``location`` name a server ledger (Redis, PostgreSQL) rather than a file?"""
+    scheme = str(location or "").partition("://")[0] if "://" in str(location or "") else ""
+    return scheme in REDIS_SCHEMES or scheme in POSTGRES_SCHEMES

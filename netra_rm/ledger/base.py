@@ -99,3 +99,7 @@ class Ledger(Protocol):
     #   read_with_journal() -> (state, journal lines, journal files)   for verify and history
     #   waiter_channel(waiter_id) -> a wake-up channel, or None         for waiting
     #   notify(waiter_ids), forget_waiters(waiter_ids)                  wake, or clean up after, waiters
+    # Server ledgers (netra_rm.ledger.remote) also have:
+    #   shared = True                         other hosts use it: leases apply, host pools count this host
+    #   transaction(reset=True)               accept (and start afresh) a ledger that lost its state
+    #   release_now(ids, now=) -> (released, missing) | None   Redis: release without the lock

@@ -58,10 +58,13 @@ class JournalMark:
 
 def allocation_record(data: dict[str, Any]) -> dict[str, Any]:
     """The fields of an allocation that the journal keeps (the same as its events)."""
-    return {"id": data["id"], "layer": data["layer"], "category": data.get("category", ""),
-            "memory_mb": data["memory_mb"], "cpu_percent": data["cpu_percent"],
-            "dedicated": data.get("dedicated", False), "slot": data.get("slot", 0),
-            "fencing_token": data.get("fencing_token", 0), "owner": data.get("owner")}
+    record = {"id": data["id"], "layer": data["layer"], "category": data.get("category", ""),
+              "memory_mb": data["memory_mb"], "cpu_percent": data["cpu_percent"],
+              "dedicated": data.get("dedicated", False), "slot": data.get("slot", 0),
+              "fencing_token": data.get("fencing_token", 0), "owner": data.get("owner")}
+    if data.get("pools"):
+        record["pools"] = list(data["pools"])
+    return record
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -70,6 +73,26 @@ def encode_line(record: dict[str, Any]) -> bytes:
     if "://" in text or "password=" in text.lower():
         text = mask_text(text)
     return text.encode() + b"\n"
+
+
+def numbered_lines(committed: LedgerState, state: LedgerState) -> list[bytes]:
+    """``state.events`` as journal lines numbered after ``committed.journal_seq``; sets
+    ``state.journal_seq`` to the last number. Every backend numbers its lines this way."""
+    seq = committed.journal_seq
+    lines: list[bytes] = []
+    for event in state.events:
+        seq += 1
+        lines.append(encode_line({"seq": seq, **event}))
+    state.journal_seq = seq
+    return lines
+
+
+def checkpoint_record(committed: LedgerState, reason: str) -> dict[str, Any]:
+    """The line that begins a journal file (or list, or generation): the allocations
+    committed at that point, so a replay can start there."""
+    return {"event": "checkpoint", "after": committed.journal_seq, "time": round(time.time(), 3),
+            "reason": reason, "fencing_counter": committed.fencing_counter,
+            "allocations": [allocation_record(a.to_dict()) for a in committed.allocations]}
 
 
 class Journal:
@@ -89,12 +112,7 @@ class Journal:
         ``committed`` is the ledger as it was read at the start of the transaction; a new
         file starts with its checkpoint. Sets ``state.journal_seq`` to the last number.
         """
-        seq = committed.journal_seq
-        lines: list[bytes] = []
-        for event in state.events:
-            seq += 1
-            lines.append(encode_line({"seq": seq, **event}))
-        state.journal_seq = seq
+        lines = numbered_lines(committed, state)
         try:
             fd, size, fresh = self._open_for_append(committed)
         except OSError as exc:
@@ -148,9 +166,7 @@ class Journal:
         return fd, 0, reason
 
     def _checkpoint(self, committed: LedgerState, reason: str) -> dict[str, Any]:
-        return {"event": "checkpoint", "after": committed.journal_seq, "time": round(time.time(), 3),
-                "reason": reason, "fencing_counter": committed.fencing_counter,
-                "allocations": [allocation_record(a.to_dict()) for a in committed.allocations]}
+        return checkpoint_record(committed, reason)
 
     def _error(self, exc: OSError) -> LedgerError:
         return LedgerError(f"cannot append to the journal {self.path}: {exc.strerror or exc}; the ledger is "

@@ -2,22 +2,75 @@
 every grant (just after it) and every release (just before it) with the system-wide
 monotonic clock, so the logged intervals lie inside the real ones.
 
-usage: alloc_worker.py CONFIG LEDGER LOG ITERATIONS [--no-lock]
+usage: alloc_worker.py CONFIG LEDGER LOG ITERATIONS [--no-lock] [--host-id ID]
+
+LEDGER is a file path or a redis:// / postgresql:// URL. ``--host-id`` makes the worker
+pretend to run on another host (NETRA_RM_HOST_ID). ``--no-lock`` removes the ledger's
+exclusion, the fault the test must catch: for the file ledger the flock, for Redis the
+lock and the version check of the commit, for PostgreSQL the row lock.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 
-def main() -> None:
-    config, ledger, log, iterations = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    if "--no-lock" in sys.argv:
+def remove_the_lock(ledger: str) -> None:
+    if ledger.startswith("redis"):
+        from netra_rm.ledger import redis as backend
+
+        unlocked = {
+            # take nothing, read the document
+            "acquire": b"""
+local meta = redis.call('HMGET', KEYS[1], 'version', 'id', 'origin')
+local v = meta[1] or '0'
+return {1, v, meta[2], meta[3], redis.call('LLEN', KEYS[5]), redis.call('HGET', KEYS[1], 'doc')}
+""",
+            # write whatever we computed, whatever happened meanwhile
+            "commit": b"""
+local v = redis.call('HGET', KEYS[1], 'version') or '0'
+local nv = tostring(tonumber(v) + 1)
+redis.call('HSET', KEYS[1], 'doc', ARGV[4], 'version', nv, 'id', ARGV[5], 'origin', ARGV[6])
+return {1, nv}
+""",
+            "release": b"return 1",
+        }
+        import hashlib
+
+        for name, body in unlocked.items():
+            backend._SCRIPTS[name] = (body, hashlib.sha1(body).hexdigest())
+        commit = backend.RedisLedger._commit
+
+        def slow_commit(self, *args):  # type: ignore[no-untyped-def]
+            time.sleep(0.002)  # widen the read-modify-write window, as for the file
+            return commit(self, *args)
+
+        backend.RedisLedger._commit = slow_commit  # type: ignore[method-assign]
+        begin = backend.RedisLedger._begin
+
+        def begin_without_waiting(self, cached_version):  # type: ignore[no-untyped-def]
+            self._token_known = False  # there is no lock token to wait for
+            return begin(self, cached_version)
+
+        backend.RedisLedger._begin = begin_without_waiting  # type: ignore[method-assign]
+    elif ledger.startswith("postgres"):
+        from netra_rm.ledger import postgres as backend
+
+        backend._SELECT_FOR_UPDATE = backend._SELECT_FOR_UPDATE.replace(" FOR UPDATE", "")
+        commit = backend.PostgresLedger._commit
+
+        def slow_commit(self, *args):  # type: ignore[no-untyped-def]
+            time.sleep(0.002)
+            return commit(self, *args)
+
+        backend.PostgresLedger._commit = slow_commit  # type: ignore[method-assign]
+    else:
         import fcntl
 
-        fcntl.flock = lambda fd, op: None  # the fault the test must catch
+        fcntl.flock = lambda fd, op: None
 
         # widen the read-modify-write window a little, so the missing lock shows even on
         # a busy machine where the workers would otherwise rarely overlap
@@ -31,9 +84,20 @@ def main() -> None:
 
         FileLedger._write_unlocked = slow_write  # type: ignore[method-assign]
 
-    from netra_rm.core.engine import Engine
 
-    engine = Engine.from_options(config_path=config, ledger=ledger, env={})
+def main() -> None:
+    config, ledger, log, iterations = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    no_lock = "--no-lock" in sys.argv
+    env = {"XDG_STATE_HOME": os.environ.get("XDG_STATE_HOME", "")}
+    if "--host-id" in sys.argv:
+        env["NETRA_RM_HOST_ID"] = sys.argv[sys.argv.index("--host-id") + 1]
+    if no_lock:
+        remove_the_lock(ledger)
+
+    from netra_rm.core.engine import Engine
+    from netra_rm.errors import LedgerError
+
+    engine = Engine.from_options(config_path=config, ledger=ledger, env=env)
     owner = engine.current_process_owner()
     request = engine.resolve_request("tiny", "worker", memory_mb=100, cpu_percent=10)
     sys.stdout.write("ready\n")
@@ -42,9 +106,15 @@ def main() -> None:
     events = []
     granted = refused = 0
     # without the lock, ghost allocations can fill the pool for good: give up eventually
-    patience = 3000 if "--no-lock" in sys.argv else None
+    patience = (3000 if "://" not in ledger else 300) if no_lock else None
     while granted < iterations:
-        allocation, _ = engine.try_allocate(request, owner)
+        try:
+            allocation, _ = engine.try_allocate(request, owner)
+        except LedgerError:
+            if not no_lock:
+                raise
+            events.append(("stuck", "-", time.monotonic_ns(), 0))
+            break
         if allocation is None:
             refused += 1
             if patience is not None and refused > patience:
