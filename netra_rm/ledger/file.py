@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from netra_rm.errors import LedgerError
+from netra_rm.fsutil import CLOEXEC, NOFOLLOW, fsync_dir, unlink_quietly
 from netra_rm.ledger import wake
 from netra_rm.ledger.base import SCHEMA_VERSION, LedgerState
 from netra_rm.ledger.journal import DEFAULT_MAX_BYTES, Journal
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def _recovery(path: Path) -> list[str]:
@@ -63,7 +62,7 @@ class FileLedger:
     def _open_lock(self) -> int:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise LedgerError(f"the ledger lock {self.lock_path} is a symbolic link; netra-rm refuses to "
@@ -85,7 +84,7 @@ class FileLedger:
 
     def _read_unlocked(self) -> LedgerState:
         try:
-            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
         except FileNotFoundError:
             self._committed = LedgerState()
             return LedgerState()
@@ -149,7 +148,7 @@ class FileLedger:
             self._sweep_temp_files()
         tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o600)
             try:
                 view = memoryview(payload)
                 while view:
@@ -164,18 +163,18 @@ class FileLedger:
             os.replace(tmp, self.path)
             self._cache = (payload, state.copy())
         except OSError as exc:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise LedgerError(f"cannot write the ledger {self.path}: {_os_reason(exc)}; the previous ledger "
                               "is unchanged.", remediation=["Free disk space or fix the directory's "
                                                             "permissions, then try again."]) from None
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
         # The rename itself is atomic for every process on this host. Only the first one is
         # made durable with a directory fsync: after a power loss every owner process is
         # gone anyway, so an older (still valid) ledger loses nothing that still runs.
         if created:
-            _fsync_dir(directory)
+            fsync_dir(directory)
 
     def _sweep_temp_files(self) -> None:
         """Remove temp files that writers killed before their replace left behind (once
@@ -192,7 +191,7 @@ class FileLedger:
                 try:
                     os.kill(int(pid), 0)
                 except ProcessLookupError:
-                    _unlink_quietly(self.path.parent / name)
+                    unlink_quietly(self.path.parent / name)
                 except OSError:
                     pass
 
@@ -249,23 +248,3 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """Bring an older ledger up to :data:`SCHEMA_VERSION`, one version at a time."""
     # version 1 is the first; future upgrades go here as `if version == N: ...; version = N + 1`
     return data
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | _CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from netra_rm.errors import LedgerError
+from netra_rm.fsutil import CLOEXEC, NOFOLLOW, fsync_dir
 from netra_rm.ledger.base import LedgerState
 from netra_rm.redact import mask_text
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ class Journal:
     def undo(self, mark: JournalMark) -> None:
         """Cut the journal back to ``mark`` (the ledger write after it failed)."""
         try:
-            fd = os.open(mark.path, os.O_WRONLY | _NOFOLLOW | _CLOEXEC)
+            fd = os.open(mark.path, os.O_WRONLY | NOFOLLOW | CLOEXEC)
         except OSError:
             return
         try:
@@ -146,7 +145,7 @@ class Journal:
     def _open_for_append(self, committed: LedgerState) -> tuple[int, int, str]:
         """An fd to append to, the size before our lines, and why a checkpoint is needed
         ("" when none: the file continues)."""
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC  # read: the torn-line check
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW | CLOEXEC  # read: the torn-line check
         fd = os.open(self.path, flags, 0o600)
         size = os.fstat(fd).st_size
         if size == 0:
@@ -162,7 +161,7 @@ class Journal:
         os.replace(self.path, self.rotated)
         fd = os.open(self.path, flags | os.O_TRUNC, 0o600)
         if self.sync:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         return fd, 0, reason
 
     def _checkpoint(self, committed: LedgerState, reason: str) -> dict[str, Any]:
@@ -181,7 +180,7 @@ class Journal:
         files: list[str] = []
         for path in (self.rotated, self.path):
             try:
-                fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+                fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -203,16 +202,3 @@ def _truncate_quietly(fd: int, size: int) -> None:
         os.ftruncate(fd, size)
     except OSError:
         pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | _CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
