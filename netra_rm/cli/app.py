@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from enum import Enum
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -14,6 +14,9 @@ from netra_rm import completion as complete
 from netra_rm.cli.context import AppState, finish, guard, state
 from netra_rm.config import env as envmod
 from netra_rm.errors import ExitCode
+
+if TYPE_CHECKING:
+    from netra_rm.render import Output
 
 app = typer.Typer(
     name="netra-rm",
@@ -307,20 +310,7 @@ def up(
         result = bring_up(st.engine(), targets or [], timeout=DEFAULT_UP_TIMEOUT if timeout is None else timeout,
                           dry_run=dry_run, discover=discover.value if discover else None,
                           progress=lambda text: out.info(f"netra-rm: {text}"))
-        data = result.to_dict()
-        if out.json:
-            out.emit_json(data)
-        elif not out.quiet:
-            from netra_rm.render.startup import render_up
-
-            render_up(out.console(), data)
-        failure = result.error()
-        if failure is not None:
-            from netra_rm.render.startup import write_output_tail
-
-            out.error(failure)
-            write_output_tail(out.stderr, failure.service_name, failure.output_tail, failure.log)
-            finish(ExitCode.UNAVAILABLE)
+        _report_startup(out, result, "up")
 
 
 @app.command()
@@ -352,20 +342,23 @@ def down(
                             timeout=DEFAULT_DOWN_TIMEOUT if timeout is None else timeout, dry_run=dry_run,
                             discover=discover.value if discover else None,
                             progress=lambda text: out.info(f"netra-rm: {text}"))
-        data = result.to_dict()
-        if out.json:
-            out.emit_json(data)
-        elif not out.quiet:
-            from netra_rm.render.startup import render_down
+        _report_startup(out, result, "down")
 
-            render_down(out.console(), data)
-        failure = result.error()
-        if failure is not None:
-            from netra_rm.render.startup import write_output_tail
 
-            out.error(failure)
-            write_output_tail(out.stderr, failure.service_name, failure.output_tail, failure.log)
-            finish(ExitCode.UNAVAILABLE)
+def _report_startup(out: Output, result: Any, verb: str) -> None:
+    """Print an `up`/`down` result; a failure exits 1 with the command's last output."""
+    from netra_rm.render import startup as render
+
+    data = result.to_dict()
+    if out.json:
+        out.emit_json(data)
+    elif not out.quiet:
+        (render.render_up if verb == "up" else render.render_down)(out.console(), data)
+    failure = result.error()
+    if failure is not None:
+        out.error(failure)
+        render.write_output_tail(out.stderr, failure.service_name, failure.output_tail, failure.log)
+        finish(ExitCode.UNAVAILABLE)
 
 
 # -- allocate / release / cleanup --------------------------------------------------------
