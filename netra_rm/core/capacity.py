@@ -37,8 +37,9 @@ class MachineCapacity:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text().strip()
-    except OSError:
+        with open(path, "rb") as f:  # plain open: Path.read_text costs more than the read
+            return f.read().decode().strip()
+    except (OSError, UnicodeDecodeError):
         return None
 
 
@@ -83,16 +84,51 @@ def _cgroup_dirs(cgroup_root: Path, proc_self: Path) -> tuple[Path | None, dict[
 def _host_memory() -> tuple[float, float]:
     """(total, available) bytes: /proc/meminfo on Linux (cheap), psutil elsewhere."""
     try:
+        found: dict[bytes, int] = {}
         with open("/proc/meminfo", "rb") as f:
-            fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
-        total = int(fields[b"MemTotal"].split()[0]) * 1024
-        available = int(fields[b"MemAvailable"].split()[0]) * 1024
-        return float(total), float(available)
-    except (OSError, KeyError, ValueError, IndexError):
-        import psutil
+            for line in f:  # MemTotal and MemAvailable are among the first lines
+                key, _, rest = line.partition(b":")
+                if key in (b"MemTotal", b"MemAvailable"):
+                    found[key] = int(rest.split()[0]) * 1024
+                    if len(found) == 2:
+                        return float(found[b"MemTotal"]), float(found[b"MemAvailable"])
+    except (OSError, ValueError, IndexError):
+        pass
+    import psutil
 
-        vm = psutil.virtual_memory()
-        return float(vm.total), float(vm.available)
+    vm = psutil.virtual_memory()
+    return float(vm.total), float(vm.available)
+
+
+@lru_cache(maxsize=8)
+def _cpu_figures(root: Path, proc: Path, host_cpus: int | None, affinity: int | None) -> tuple[float, str]:
+    """CPUs and their source: the host's count, the affinity mask or the cgroup quota,
+    whichever is smallest. Cached per process: only the report uses it, and a job's CPU
+    limits do not change under it, while memory is read afresh for every admission."""
+    cpus: float = float(host_cpus or os.cpu_count() or 1)
+    source = "host"
+    if affinity is None and hasattr(os, "sched_getaffinity"):
+        affinity = len(os.sched_getaffinity(0))
+    if affinity and affinity < cpus:
+        cpus, source = float(affinity), "affinity"
+    v2, v1 = _cgroup_dirs(root, proc)
+    quota = None
+    label = None
+    if v2 is not None:
+        cpu_max = (_read(v2 / "cpu.max") or "max").split()
+        if len(cpu_max) == 2 and cpu_max[0] != "max":
+            quota = int(cpu_max[0]) / int(cpu_max[1])
+        label = "cgroup v2"
+    elif v1:
+        cpu_dir = v1.get("cpu") or v1.get("cpuacct")
+        if cpu_dir is not None:
+            q, period = _int(_read(cpu_dir / "cpu.cfs_quota_us")), _int(_read(cpu_dir / "cpu.cfs_period_us"))
+            if q and q > 0 and period:
+                quota = q / period
+        label = "cgroup v1"
+    if quota is not None and quota < cpus:
+        cpus, source = quota, label or "cgroup"
+    return cpus, source
 
 
 def read_capacity(*, cgroup_root: str | Path = "/sys/fs/cgroup", proc_self: str | Path = "/proc/self",
@@ -107,42 +143,26 @@ def read_capacity(*, cgroup_root: str | Path = "/sys/fs/cgroup", proc_self: str 
     total, available = host_memory[0] / _MB, host_memory[1] / _MB
     memory_source = "host"
 
-    cpus: float = float(host_cpus or os.cpu_count() or 1)
-    cpu_source = "host"
-    if affinity is None and hasattr(os, "sched_getaffinity"):
-        affinity = len(os.sched_getaffinity(0))
-    if affinity and affinity < cpus:
-        cpus, cpu_source = float(affinity), "affinity"
-
     root, proc = Path(cgroup_root), Path(proc_self)
     v2, v1 = _cgroup_dirs(root, proc)
     limit = usage = None
-    quota = None
     label = None
     if v2 is not None:
-        limit, usage = _int(_read(v2 / "memory.max")), _int(_read(v2 / "memory.current"))
-        cpu_max = (_read(v2 / "cpu.max") or "max").split()
-        if cpu_max and cpu_max[0] != "max" and len(cpu_max) == 2:
-            quota = int(cpu_max[0]) / int(cpu_max[1])
+        limit = _int(_read(v2 / "memory.max"))
+        usage = _int(_read(v2 / "memory.current")) if limit is not None else None
         label = "cgroup v2"
     elif v1:
         mem_dir = v1.get("memory")
         if mem_dir is not None:
             limit = _int(_read(mem_dir / "memory.limit_in_bytes"))
-            usage = _int(_read(mem_dir / "memory.usage_in_bytes"))
-        cpu_dir = v1.get("cpu") or v1.get("cpuacct")
-        if cpu_dir is not None:
-            q, period = _int(_read(cpu_dir / "cpu.cfs_quota_us")), _int(_read(cpu_dir / "cpu.cfs_period_us"))
-            if q and q > 0 and period:
-                quota = q / period
+            usage = _int(_read(mem_dir / "memory.usage_in_bytes")) if limit is not None else None
         label = "cgroup v1"
+    cpus, cpu_source = _cpu_figures(root, proc, host_cpus, affinity)
 
     if limit is not None and limit / _MB < total:
         total = limit / _MB
         cg_available = max(0.0, (limit - (usage or 0)) / _MB)
         available = min(available, cg_available)
         memory_source = label or "cgroup"
-    if quota is not None and quota < cpus:
-        cpus, cpu_source = quota, label or "cgroup"
     return MachineCapacity(memory_total_mb=total, memory_available_mb=available, memory_source=memory_source,
                            cpu_count=cpus, cpu_source=cpu_source)

@@ -60,9 +60,13 @@ class FileLedger:
     # -- locking -------------------------------------------------------------------------
 
     def _open_lock(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o600)
+            try:
+                return os.open(self.lock_path, flags, 0o600)
+            except FileNotFoundError:  # the first use: make the directory
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                return os.open(self.lock_path, flags, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise LedgerError(f"the ledger lock {self.lock_path} is a symbolic link; netra-rm refuses to "
