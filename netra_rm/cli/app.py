@@ -37,6 +37,21 @@ app.add_typer(ledger_app, name="ledger")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 
+# The request options `allocate` and `run` share, defined once.
+LayerOpt = Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.",
+                                       autocompletion=complete.complete_layer)]
+CategoryOpt = Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")]
+MemoryOpt = Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
+                                                  help="Memory in MB (default: the layer's share).")]
+CpuOpt = Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N",
+                                                 help="CPU in percent of the machine (default: the layer's share).")]
+DedicatedOpt = Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")]
+RequiresOpt = Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
+                                                          autocompletion=complete.complete_service,
+                                                          help="A service the tests need (repeatable).")]
+DurationOpt = Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
+                                                      help="Hold time before it expires (default 30).")]
+
 
 class StatusFormat(str, Enum):
     """What `status` prints: tables, JSON, OpenMetrics text, or GitHub Actions annotations."""
@@ -366,21 +381,13 @@ def _report_startup(out: Output, result: Any, verb: str) -> None:
 @app.command()
 def allocate(
     ctx: typer.Context,
-    layer_name: Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.",
-                                            autocompletion=complete.complete_layer)],
-    category: Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")],
-    memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
-                                                     help="Memory in MB (default: the layer's share).")] = None,
-    cpu_percent: Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N",
-                                                         help="CPU in percent of the machine (default: the "
-                                                              "layer's share).")] = None,
-    dedicated: Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")] = False,
-    requires: Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
-                                                          autocompletion=complete.complete_service,
-                                                          help="A service the tests need (repeatable).")] = None,
-    duration_minutes: Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
-                                                              help="Hold time before it expires (default 30).")
-                                ] = None,
+    layer_name: LayerOpt,
+    category: CategoryOpt,
+    memory_mb: MemoryOpt = None,
+    cpu_percent: CpuOpt = None,
+    dedicated: DedicatedOpt = False,
+    requires: RequiresOpt = None,
+    duration_minutes: DurationOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
                                                      help="With --wait: give up after S seconds (exit 3).")] = None,
@@ -477,21 +484,13 @@ def run_(
     ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The command to run, without a "
                                                                                   "shell.")],
-    layer_name: Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.",
-                                            autocompletion=complete.complete_layer)],
-    category: Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")],
-    memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
-                                                     help="Memory in MB (default: the layer's share).")] = None,
-    cpu_percent: Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N",
-                                                         help="CPU in percent of the machine (default: the "
-                                                              "layer's share).")] = None,
-    dedicated: Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")] = False,
-    requires: Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
-                                                          autocompletion=complete.complete_service,
-                                                          help="A service the tests need (repeatable).")] = None,
-    duration_minutes: Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
-                                                              help="Hold time before it expires (default 30).")
-                                ] = None,
+    layer_name: LayerOpt,
+    category: CategoryOpt,
+    memory_mb: MemoryOpt = None,
+    cpu_percent: CpuOpt = None,
+    dedicated: DedicatedOpt = False,
+    requires: RequiresOpt = None,
+    duration_minutes: DurationOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Queue for room (fairly, first come first served) "
                                                       "instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
