@@ -392,13 +392,7 @@ class RemoteLedger:
             raise self.error(f"the ledger document cannot be parsed ({exc})", corrupt=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("allocations", []), list):
             raise self.error("the ledger document is not a netra-rm ledger", corrupt=True)
-        version = data.get("schema_version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise self.error("the ledger document has no schema version", corrupt=True)
-        if version > SCHEMA_VERSION:
-            raise LedgerError(f"the {self.backend} ledger at {self.location} was written by a newer netra-rm "
-                              f"(schema version {version}, this one reads up to {SCHEMA_VERSION}).",
-                              remediation=["Upgrade netra-rm on this host."])
+        self._check_version(data.get("schema_version"))
         cache = self._allocations
         fresh: dict[tuple[str, int, float | None], Allocation] = {}
         allocations = []
@@ -418,6 +412,15 @@ class RemoteLedger:
         self._allocations = fresh
         return state
 
+    def _check_version(self, version: Any) -> None:
+        """Refuse a document without a schema version, or from a newer netra-rm."""
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise self.error("the ledger document has no schema version", corrupt=True)
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"the {self.backend} ledger at {self.location} was written by a newer netra-rm "
+                              f"(schema version {version}, this one reads up to {SCHEMA_VERSION}).",
+                              remediation=["Upgrade netra-rm on this host."])
+
     def _encode_lines(self, state: LedgerState) -> bytes:
         """The document as lines: a marker, the head (counters and waiters) as JSON, then
         one allocation per line. Decoding it reuses each known allocation by its line,
@@ -430,13 +433,7 @@ class RemoteLedger:
         lines = raw.split(b"\n")
         try:
             head: Any = json.loads(lines[1])
-            version = head.get("schema_version")
-            if not isinstance(version, int) or isinstance(version, bool):
-                raise self.error("the ledger document has no schema version", corrupt=True)
-            if version > SCHEMA_VERSION:
-                raise LedgerError(f"the {self.backend} ledger at {self.location} was written by a newer netra-rm "
-                                  f"(schema version {version}, this one reads up to {SCHEMA_VERSION}).",
-                                  remediation=["Upgrade netra-rm on this host."])
+            self._check_version(head.get("schema_version"))
             cache = self._line_cache
             fresh: dict[bytes, Allocation] = {}
             allocations = []
