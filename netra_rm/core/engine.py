@@ -163,21 +163,9 @@ class Engine:
         for a in state.allocations:
             if keep and a.id in keep:
                 continue
-            if a.expires_at <= now:
-                gone.append(Reclaimed(a, "expired"))
-                continue
-            owner = a.owner
-            if owner.pid is not None and owner.host == self.host:
-                key = (owner.pid, owner.start)
-                alive = alive_cache.get(key)
-                if alive is None:
-                    alive = alive_cache[key] = self._owners.alive(owner.pid, owner.start)
-                if not alive:
-                    gone.append(Reclaimed(a, "owner gone"))
-                # a live owner on this host keeps its allocation even if its lease lapsed:
-                # this host can see it run (other hosts cannot, and reclaim it then)
-            elif a.lease_expires_at is not None and a.lease_expires_at <= now:
-                gone.append(Reclaimed(a, "lease lapsed"))
+            reason = self._reclaim_reason(a, now, alive_cache)
+            if reason is not None:
+                gone.append(Reclaimed(a, reason))
         if gone:
             state.remove({r.allocation.id for r in gone})
             for r in gone:
@@ -188,6 +176,25 @@ class Engine:
         if state.waiters:
             self._drop_dead_waiters(state, alive_cache)
         return gone
+
+    def _reclaim_reason(self, a: Allocation, now: float,
+                        alive_cache: dict[tuple[int, str | None], bool]) -> str | None:
+        """Why ``a`` is to be reclaimed now (``"expired"``, ``"owner gone"``, ``"lease
+        lapsed"``), or None while it holds."""
+        if a.expires_at <= now:
+            return "expired"
+        owner = a.owner
+        if owner.pid is not None and owner.host == self.host:
+            key = (owner.pid, owner.start)
+            alive = alive_cache.get(key)
+            if alive is None:
+                alive = alive_cache[key] = self._owners.alive(owner.pid, owner.start)
+            # a live owner on this host keeps its allocation even if its lease lapsed:
+            # this host can see it run (other hosts cannot, and reclaim it then)
+            return None if alive else "owner gone"
+        if a.lease_expires_at is not None and a.lease_expires_at <= now:
+            return "lease lapsed"
+        return None
 
     def _drop_dead_waiters(self, state: LedgerState, alive_cache: dict[tuple[int, str | None], bool]) -> None:
         """Waiters whose waiting process on this host is gone leave the queue."""
@@ -487,10 +494,7 @@ class Engine:
         now = self.clock()
         waiters = [waiter_view(w, i, now) for i, w in enumerate(queued, 1)]
         local = self._local(allocations)
-        by_layer = usage_by_layer(allocations)
-        local_by_layer = usage_by_layer(local)
-        pools = {name: pool_status(layer.pool, (local_by_layer if layer.pool.scope == "host" else by_layer).get(name, ()))
-                 for name, layer in self.config.layers.items()}
+        pools = self._pools(allocations, local)
         total = Usage.of(local)
         limits = self.config.limits
         holders = self._shared_holders(allocations, self.config.pools, local)
@@ -514,6 +518,32 @@ class Engine:
             "shared_pools": {name: shared_pool_status(pool, holders.get(name, ()))
                              for name, pool in self.config.pools.items()},
         }
+
+    def pool_usage(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """The layers' pools and the active allocations, for a view that asks every second.
+
+        A read, not a transaction: it takes no write lock and writes nothing, unless it
+        sees an allocation to reclaim (expired, owner gone, lease lapsed), which it then
+        reclaims in a transaction as :meth:`resource_status` would. Unlike that, it leaves
+        out the machine's capacity, the queue and the shared pools.
+        """
+        allocations = self.ledger.read().allocations
+        now = self.clock()
+        alive_cache: dict[tuple[int, str | None], bool] = {}
+        self._owners.refresh()
+        if any(self._reclaim_reason(a, now, alive_cache) is not None for a in allocations):
+            with self.transaction() as (state, _):
+                allocations = list(state.allocations)
+            now = self.clock()
+        return self._pools(allocations, self._local(allocations)), [allocation_view(a, now) for a in allocations]
+
+    def _pools(self, allocations: list[Allocation], local: list[Allocation]) -> dict[str, dict[str, Any]]:
+        """Each layer's pool with its usage: this host's allocations for a host-scoped
+        pool, everyone's for a global one."""
+        by_layer = usage_by_layer(allocations)
+        local_by_layer = usage_by_layer(local)
+        return {name: pool_status(layer.pool, (local_by_layer if layer.pool.scope == "host" else by_layer).get(name, ()))
+                for name, layer in self.config.layers.items()}
 
     def pool_status(self, layer: str) -> dict[str, Any]:
         """One layer's pool with its usage now."""

@@ -101,10 +101,14 @@ class FileLedger:
                               remediation=["Check the file's owner and permissions (it should be yours, "
                                            "mode 0600)."]) from None
         try:
-            with os.fdopen(fd, "rb") as f:
-                raw = f.read()
+            chunks = [os.read(fd, 1 << 16)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 20))
         except OSError as exc:
             raise LedgerError(f"cannot read the ledger {self.path}: {_os_reason(exc)}.") from None
+        finally:
+            os.close(fd)
+        raw = b"".join(chunks)
         cached = self._cache
         if cached is not None and cached[0] == raw:
             self._committed = cached[1]
@@ -140,8 +144,9 @@ class FileLedger:
                               remediation=_recovery(self.path)) from None
 
     def read(self) -> LedgerState:
-        with self._locked(fcntl.LOCK_SH):
-            return self._read_unlocked()
+        """The ledger as last committed. No lock is needed: a writer replaces the file in
+        one rename, so a reader sees the old ledger or the new one, whole."""
+        return self._read_unlocked()
 
     # -- writing -------------------------------------------------------------------------
 
