@@ -595,21 +595,23 @@ def monitor(
     with guard(out):
         import sys
 
+        from netra_rm.core.readiness import check_service_results
         from netra_rm.monitor.loop import run_monitor
         from netra_rm.monitor.snapshot import SnapshotSource
         from netra_rm.monitor.thresholds import Thresholds
+        from netra_rm.services.runner import ServiceRounds
 
         engine = st.engine()
 
         def ledger_state() -> tuple[list[dict], list[dict]]:
-            resources = engine.resource_status()
-            pools = [{"layer": name, **pool} for name, pool in resources["resource_pools"].items()]
-            return pools, resources["active_allocations"]
+            pools, allocations = engine.pool_usage()
+            return [{"layer": name, **pool} for name, pool in pools.items()], allocations
+
+        rounds = ServiceRounds(deadline=engine.config.checks.deadline)  # down services: a knock a round
 
         def services() -> list[dict]:
-            from netra_rm.core.readiness import check_service_results
-
-            return [{"name": name, **r.to_dict()} for name, r in check_service_results(engine, None).items()]
+            results = check_service_results(engine, None, rounds=rounds)
+            return [{"name": name, **r.to_dict()} for name, r in results.items()]
 
         source = SnapshotSource(thresholds=Thresholds.from_mapping(engine.config.thresholds),
                                 ledger_state=ledger_state)

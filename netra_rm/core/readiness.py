@@ -44,14 +44,21 @@ def layer_services(engine: Engine, layer: str) -> list[str]:
     return transitive_dependencies(engine.config.dependencies, spec.services)
 
 
-def check_service_results(engine: Engine, names: list[str] | None) -> dict[str, Any]:
-    """Run the checks for ``names`` (all services when None) under the configured deadline."""
+def check_service_results(engine: Engine, names: list[str] | None, *, rounds: Any = None) -> dict[str, Any]:
+    """Run the checks for ``names`` (all services when None) under the configured deadline.
+
+    ``rounds``, a :class:`~netra_rm.services.runner.ServiceRounds`, carries what one round
+    learnt into the next (a caller that checks again and again, like the monitor).
+    """
     if names == []:
         return {}
-    from netra_rm.services.runner import check_services
+    from netra_rm.services.runner import ServiceRounds
 
     specs, _ = effective_services(engine)
-    return check_services(specs, names, deadline=engine.config.checks.deadline)
+    if rounds is None:
+        rounds = ServiceRounds(deadline=engine.config.checks.deadline)
+    result: dict[str, Any] = rounds.check(specs, names)
+    return result
 
 
 _DISCOVERY_TTL = 5.0  # seconds a discovery is reused (a `layer --timeout` loop asks often)

@@ -7,7 +7,11 @@ with one silent cost about one timeout, not seven.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import ipaddress
+import select
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +20,7 @@ from dataclasses import replace
 from ..errors import ServiceCheckError, UnknownNameError
 from ..redact import mask_url
 from . import graph
-from ._check import failed_result
+from ._check import failed_result, parse_address
 from .remediation import blocked_steps, remediation_for
 from .result import ServiceResult
 from .spec import SERVICE_KINDS, ServiceSpec
@@ -110,33 +114,139 @@ def check_services(specs: Mapping[str, ServiceSpec], names: Iterable[str] | None
 
     Raises :class:`~netra_rm.errors.UnknownNameError` for a name not in ``specs``.
     """
-    deps = {name: tuple(spec.depends_on) for name, spec in specs.items()}
-    if names is None:
-        wanted = [name for level in graph.startup_levels(deps) for name in level]
-    else:
-        requested = list(names)
-        unknown = [name for name in requested if name not in specs]
-        if unknown:
-            known = ", ".join(sorted(specs)) or "none"
-            raise UnknownNameError(f"unknown service {unknown[0]!r} (known: {known})")
-        wanted = graph.transitive_dependencies(deps, requested)
-    wanted = [name for name in wanted if name in specs]
+    return ServiceRounds(deadline=deadline).check(specs, names)
 
-    _import_checkers({specs[name].kind for name in wanted})
-    started = time.monotonic()
-    deadline_at = started + max(0.0, deadline)
-    slots: dict[str, _Slot] = {}
-    for name in wanted:
-        spec = specs[name]
-        slot = _Slot(spec, min(started + max(0.0, spec.timeout), deadline_at))
-        slots[name] = slot
-        threading.Thread(target=slot.run, name=f"netra-rm-check-{name}", daemon=True).start()
 
-    checked: dict[str, ServiceResult] = {}
-    for name, slot in slots.items():
-        slot.done.wait(max(0.0, slot.limit - time.monotonic()))
-        checked[name] = slot.outcome(started, deadline_at)
-    return apply_dependencies(checked, {name: deps[name] for name in wanted})
+class ServiceRounds:
+    """The same services checked round after round, as the monitor checks them.
+
+    Each :meth:`check` is a :func:`check_services`, with one economy: a service on this
+    machine (``localhost`` or an IP address) whose own check found its port closed last
+    round (``refused``) is first knocked on with a bare TCP connect, all of them at once,
+    and keeps that result while its port still refuses. A stack that is down then costs a
+    socket per service and round instead of a thread and a driver's connect; the round
+    after a port opens checks the service properly. Not thread-safe: one caller.
+    """
+
+    def __init__(self, *, deadline: float = DEFAULT_DEADLINE) -> None:
+        self.deadline = deadline
+        self._refused: dict[str, ServiceResult] = {}  # own results of the last round
+
+    def check(self, specs: Mapping[str, ServiceSpec],
+              names: Iterable[str] | None = None) -> dict[str, ServiceResult]:
+        """One round; see :func:`check_services`."""
+        deps = {name: tuple(spec.depends_on) for name, spec in specs.items()}
+        if names is None:
+            wanted = [name for level in graph.startup_levels(deps) for name in level]
+        else:
+            requested = list(names)
+            unknown = [name for name in requested if name not in specs]
+            if unknown:
+                known = ", ".join(sorted(specs)) or "none"
+                raise UnknownNameError(f"unknown service {unknown[0]!r} (known: {known})")
+            wanted = graph.transitive_dependencies(deps, requested)
+        wanted = [name for name in wanted if name in specs]
+
+        _import_checkers({specs[name].kind for name in wanted})
+        started = time.monotonic()
+        deadline_at = started + max(0.0, self.deadline)
+        checked = self._still_refused(specs, wanted)
+        slots: dict[str, _Slot] = {}
+        for name in wanted:
+            if name in checked:
+                continue
+            spec = specs[name]
+            slot = _Slot(spec, min(started + max(0.0, spec.timeout), deadline_at))
+            slots[name] = slot
+            threading.Thread(target=slot.run, name=f"netra-rm-check-{name}", daemon=True).start()
+
+        for name, slot in slots.items():
+            slot.done.wait(max(0.0, slot.limit - time.monotonic()))
+            checked[name] = slot.outcome(started, deadline_at)
+        checked = {name: checked[name] for name in wanted}  # startup order
+        self._refused = {name: result for name, result in checked.items() if result.reason == "refused"}
+        return apply_dependencies(checked, {name: deps[name] for name in wanted})
+
+    def _still_refused(self, specs: Mapping[str, ServiceSpec], wanted: Sequence[str]) -> dict[str, ServiceResult]:
+        """Last round's results of the services on this machine whose port still refuses."""
+        targets: dict[str, tuple[str, int]] = {}
+        for name in wanted:
+            last = self._refused.get(name)
+            if last is not None and last.url == mask_url(specs[name].url):  # not moved since
+                address = _local_address(specs[name])
+                if address is not None:
+                    targets[name] = address
+        if not targets:
+            return {}
+        started = time.perf_counter()
+        refused = knock(targets, timeout=min(_KNOCK_TIMEOUT, self.deadline))
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return {name: replace(self._refused[name], latency_ms=latency_ms) for name in refused}
+
+
+_KNOCK_TIMEOUT = 0.25  # seconds a knock on this machine waits for its answer
+
+
+def _local_address(spec: ServiceSpec) -> tuple[str, int] | None:
+    """``(host, port)`` of a service on this machine (``localhost`` or an IP address),
+    where a knock needs no DNS and a closed port answers at once; None otherwise."""
+    try:
+        address = parse_address(spec, importlib.import_module(f"{__package__}.{spec.kind}").SCHEMES)
+    except (ImportError, AttributeError, ServiceCheckError):
+        return None
+    if address.host.lower() != "localhost":
+        try:
+            ipaddress.ip_address(address.host)
+        except ValueError:
+            return None
+    return address.host, address.port
+
+
+def knock(targets: Mapping[str, tuple[str, int]], *, timeout: float) -> set[str]:
+    """The names in ``targets`` whose every address refuses a TCP connection.
+
+    All connects start at once, non-blocking, and are awaited together for at most
+    ``timeout`` seconds; an address that accepts, or has not answered by then, means
+    "not refused". Hosts should be ``localhost`` or IP addresses (no DNS is awaited).
+    """
+    if not hasattr(select, "poll"):
+        return set()
+    refused = dict.fromkeys(targets, True)
+    pending: dict[int, tuple[str, socket.socket]] = {}
+    sockets: list[socket.socket] = []
+    try:
+        for name, (host, port) in targets.items():
+            flags = 0 if host.lower() == "localhost" else socket.AI_NUMERICHOST
+            try:
+                addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags)
+            except OSError:
+                refused[name] = False
+                continue
+            for family, kind, proto, _, sockaddr in addresses:
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setblocking(False)
+                error = sock.connect_ex(sockaddr)
+                if error == errno.EINPROGRESS:
+                    pending[sock.fileno()] = (name, sock)
+                elif error != errno.ECONNREFUSED:
+                    refused[name] = False
+        poller = select.poll()
+        for fd in pending:
+            poller.register(fd, select.POLLOUT)
+        give_up = time.monotonic() + timeout
+        while pending and (left := give_up - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000.0):
+                name, sock = pending.pop(fd)
+                poller.unregister(fd)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != errno.ECONNREFUSED:
+                    refused[name] = False
+        for name, _ in pending.values():
+            refused[name] = False
+    finally:
+        for sock in sockets:
+            sock.close()
+    return {name for name, still in refused.items() if still}
 
 
 def apply_dependencies(results: Mapping[str, ServiceResult],
