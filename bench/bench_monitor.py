@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     used = [end - begin for begin, end in zip(start_cpu, end_cpu)]
     glances_used = used[1] if len(used) > 1 else None
     print()
-    print(f"window {wall:.1f} s, interval {args.interval:g} s, {psutil.cpu_count()} cores")
+    tick = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+    print(f"window {wall:.1f} s, interval {args.interval:g} s, {psutil.cpu_count()} cores; "
+          f"CPU time is counted in {tick:g} s ticks")
     header = f"{'tool':<20} {'CPU seconds':>12} {'% of one core':>14} {'ratio':>7} {'lines':>6}"
     print(header)
     print("-" * len(header))
