@@ -165,6 +165,28 @@ def test_signal_to_wrapper_is_forwarded_and_allocation_released(env: dict[str, s
     assert ledger_allocations(ledger_path) == []
 
 
+def test_allocation_is_held_past_its_hold_time_while_cmd_runs(env: dict[str, str], child: Path, tmp_path: Path,
+                                                              ledger_path: Path, cli) -> None:
+    out = tmp_path / "out"
+    proc = start(env, "run", *TINY, "--duration-minutes", "0.02", "--", sys.executable, str(child), str(out))
+    seen = wait_for(lambda: read_env(out), what="CMD started")
+    [granted] = ledger_allocations(ledger_path)
+    first_expiry = granted["expires_at"]
+    assert first_expiry - granted["created_at"] == pytest.approx(1.2, abs=0.01)
+    wait_for(lambda: time.time() > first_expiry + 1.0, what="the first expiry to pass")
+    cli("cleanup")  # a transaction: it would reclaim an expired allocation
+    [held] = ledger_allocations(ledger_path)
+    assert held["id"] == seen["NETRA_RM_ALLOCATION_ID"]
+    assert held["expires_at"] > time.time(), "run keeps pushing the expiry ahead"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 100 + signal.SIGTERM and stderr == ""
+    assert ledger_allocations(ledger_path) == []
+    events = [e["event"] for e in cli("history", "--json").json()["events"]]
+    assert events == ["grant", "release"], "never expired, released when CMD ended"
+    assert cli("verify").code == 0
+
+
 def test_cmd_killed_by_signal_gives_128_plus_n(cli, small_config: Path, ledger_path: Path) -> None:
     result = cli("--config", str(small_config), "run", *TINY, "--", sys.executable, "-c",
                  "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")

@@ -437,9 +437,10 @@ class Engine:
         found = {a.id for a in released}
         return ReleaseResult(released=released, missing=[i for i in wanted if i not in found])
 
-    def renew(self, ids: Iterable[str]) -> list[str]:
+    def renew(self, ids: Iterable[str], *, hold_seconds: float | None = None) -> list[str]:
         """Renew the leases of these allocations (a holder's heartbeat, see
-        :mod:`netra_rm.core.lease`); the ids the ledger no longer holds."""
+        :mod:`netra_rm.core.lease`) and, with ``hold_seconds``, keep each from expiring
+        for at least that long from now; the ids the ledger no longer holds."""
         wanted = set(ids)
         with self.transaction() as (state, _):
             now = self.clock()
@@ -448,9 +449,14 @@ class Engine:
             for a in state.allocations:
                 if a.id in wanted:
                     found.add(a.id)
+                    changes: dict[str, float] = {}
                     lease = self._lease(a.owner, now)
                     if lease is not None and lease != a.lease_expires_at:
-                        a = dataclasses.replace(a, lease_expires_at=lease)
+                        changes["lease_expires_at"] = lease
+                    if hold_seconds is not None and now + hold_seconds > a.expires_at:
+                        changes["expires_at"] = now + hold_seconds
+                    if changes:
+                        a = dataclasses.replace(a, **changes)
                         state.changed = True
                 renewed.append(a)
             if state.changed:

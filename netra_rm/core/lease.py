@@ -10,7 +10,9 @@ across the fleet, so a holder that lost its allocation this way can still be tol
 
 Who beats:
 
-* ``netra-rm run``: the wrapper, in a thread, while CMD runs (:class:`LeaseKeeper`);
+* ``netra-rm run``: the wrapper, in a thread, while CMD runs (:class:`LeaseKeeper`),
+  which also pushes the allocation's expiry ahead, on every ledger, so that it is held
+  exactly as long as CMD runs;
 * the Python agent (``create_resource_manager``), in a thread, for the allocations it
   made;
 * ``netra-rm allocate --owner-pid PID``: a small detached process started by
@@ -23,7 +25,6 @@ Run this module as ``python -m netra_rm.core.lease --id ID --pid PID --start TOK
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -50,9 +51,11 @@ class LeaseKeeper:
     """
 
     def __init__(self, engine: Engine, ids: Iterable[str] = (), *, interval: float | None = None,
+                 hold_seconds: float | None = None,
                  on_lost: Callable[[list[str]], None] | None = None) -> None:
         self.engine = engine
         self.interval = interval if interval is not None else heartbeat_interval(engine.config.lease_seconds)
+        self.hold_seconds = hold_seconds  # each beat also keeps them from expiring for this long
         self.on_lost = on_lost
         self.lost: list[str] = []
         self.failures = 0
@@ -93,7 +96,7 @@ class LeaseKeeper:
             ids = sorted(self._ids)
         if not ids:
             return []
-        missing = self.engine.renew(ids)
+        missing = self.engine.renew(ids, hold_seconds=self.hold_seconds)
         if missing:
             with self._guard:
                 self._ids.difference_update(missing)
@@ -132,6 +135,8 @@ def keep_for_owner(engine: Engine, allocation: Allocation) -> int | None:
     url = getattr(engine.ledger, "url", None)
     if allocation.lease_expires_at is None or owner.pid is None or url is None:
         return None
+    import subprocess
+
     from netra_rm.config import env as envmod
 
     argv = [sys.executable, "-m", "netra_rm.core.lease", "--id", allocation.id, "--pid", str(owner.pid),

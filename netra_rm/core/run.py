@@ -32,11 +32,15 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from netra_rm.config import env as envmod
 from netra_rm.core.engine import Engine
 from netra_rm.core.model import Allocation, Request
 from netra_rm.errors import LedgerError, NetraRMError, UsageError
+
+if TYPE_CHECKING:
+    from netra_rm.core.lease import LeaseKeeper
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _SI_KERNEL = 0x80  # Linux: sent by the kernel, e.g. the terminal's ^C to its foreground group
@@ -208,14 +212,7 @@ def _supervise(engine: Engine, child: BlockedChild, allocation: Allocation) -> R
     has_sigwait = hasattr(signal, "sigwaitinfo")
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited) if has_sigwait else None
     previous = None if has_sigwait else _forward_with_handlers(child.pid)
-    keeper = None
-    if allocation.lease_expires_at is not None:
-        # a shared ledger: renew the lease while CMD runs (the thread inherits the
-        # blocked signals, so they still reach sigwaitinfo below)
-        from netra_rm.core.lease import LeaseKeeper
-
-        keeper = LeaseKeeper(engine, [allocation.id])
-        keeper.start()
+    keeper = _hold_while_running(engine, allocation)
     try:
         error = child.start(envmod.child_environment(allocation_environment(allocation)))
         if error is not None:
@@ -225,15 +222,14 @@ def _supervise(engine: Engine, child: BlockedChild, allocation: Allocation) -> R
             raise CommandNotFoundError(f"cannot run {child.argv[0]}: {reason}.",
                                        remediation=list(notes) or ["Check the command's name and path."])
         status = _wait_forwarding(child.pid) if has_sigwait else _reap(child.pid)
-        if keeper is not None:
-            keeper.stop()
+        keeper.stop()
         notes = _release(engine, allocation)
-        if keeper is not None and keeper.lost:
-            notes = (f"allocation {allocation.id} was reclaimed while the command ran: its lease lapsed (the "
-                     "ledger could not be reached to renew it).", *notes)
+        if keeper.lost:
+            how = ("its lease lapsed while the ledger could not be reached to renew it, or it was released by hand"
+                   if allocation.lease_expires_at is not None else "it was released by hand or with cleanup --force")
+            notes = (f"allocation {allocation.id} was taken away while the command ran: {how}.", *notes)
     finally:
-        if keeper is not None:
-            keeper.stop()
+        keeper.stop()
         if old_mask is not None:
             _discard_pending(waited)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -308,6 +304,25 @@ def _reap(pid: int) -> int:
             return os.waitpid(pid, 0)[1]
         except ChildProcessError:
             return 0
+
+
+def _hold_while_running(engine: Engine, allocation: Allocation) -> LeaseKeeper:
+    """A thread that keeps ``allocation`` while CMD runs: its expiry stays at least its
+    hold time (``--duration-minutes``) ahead, and on a shared ledger its lease is renewed.
+
+    The thread inherits the blocked signals, so they still reach ``sigwaitinfo``. Should
+    the wrapper itself be killed, the allocation expires after its hold time (or, once
+    CMD is gone too, the next transaction reclaims it).
+    """
+    from netra_rm.core.lease import LeaseKeeper, heartbeat_interval
+
+    hold = max(1.0, allocation.expires_at - allocation.created_at)
+    interval = hold / 3
+    if allocation.lease_expires_at is not None:
+        interval = min(interval, heartbeat_interval(engine.config.lease_seconds))
+    keeper = LeaseKeeper(engine, [allocation.id], interval=interval, hold_seconds=hold)
+    keeper.start()
+    return keeper
 
 
 def _release(engine: Engine, allocation: Allocation) -> tuple[str, ...]:
