@@ -4,7 +4,9 @@
 (failing it with the remediation steps, or waiting up to ``--netra-timeout`` seconds),
 holds one allocation from the layer's pool for the session — one per worker under
 pytest-xdist, all taken by the controller before any worker starts — and releases it at
-the end. Tests see it through the ``netra_allocation`` fixture (id, slot, fencing token).
+the end. Under ``netra-rm run`` for the same layer it uses ``run``'s allocation instead
+(for the first xdist worker) and leaves its release to ``run``. Tests see it through the
+``netra_allocation`` fixture (id, slot, fencing token).
 ``@pytest.mark.netra_services("postgresql", "redis")`` skips a test (or fails it, with
 ``--netra-missing fail``) when those services are down, naming why.
 
@@ -113,6 +115,8 @@ class _SessionState:
         self.held: dict[str, NetraAllocation] = {}  # by worker id ("main" without xdist)
         self.pending: list[NetraAllocation] = []  # taken for xdist workers not yet started
         self.mine: NetraAllocation | None = None  # what the netra_allocation fixture returns
+        self.inherited: NetraAllocation | None = None  # from `netra-rm run`, not yet handed out
+        self.borrowed: str | None = None  # its id once handed out: `run` releases it, not us
         self.service_results: dict[str, ServiceResult] = {}
         self.waited = 0.0  # seconds the layer gate already spent of --netra-timeout
 
@@ -215,6 +219,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state.layer = layer
     try:
         state.waited = _check_layer(config, layer)
+        state.inherited = _inherited(config, layer)
         if not _is_xdist_controller(config):
             state.mine = _allocate(config, ["main"])[0]
     except _netra_errors() as exc:
@@ -247,12 +252,42 @@ def _check_layer(config: pytest.Config, layer: str) -> float:
     return verdict.waited_seconds
 
 
+def _inherited(config: pytest.Config, layer: str) -> NetraAllocation | None:
+    """The allocation ``netra-rm run`` holds for this very process tree, when it is in
+    ``layer`` and the ledger still has it: the session uses it instead of taking another."""
+    from netra_rm.config import env as envmod
+
+    given = envmod.run_allocation()
+    if given is None or given[1] != layer:
+        return None
+    for a in _engine(config).ledger.read().allocations:
+        if a.id == given[0]:
+            return NetraAllocation(id=a.id, layer=a.layer, category=a.category, slot=a.slot,
+                                   fencing_token=a.fencing_token, memory_mb=a.memory_mb,
+                                   cpu_percent=a.cpu_percent, expires_at=a.expires_at, worker="main")
+    return None
+
+
 def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation]:
-    """One allocation per worker, all or none: on failure the ones taken are released."""
+    """One allocation per worker, all or none: on failure the ones taken are released.
+
+    The first worker gets the allocation of the ``netra-rm run`` this session runs
+    under, when there is one for the layer (see :func:`_inherited`).
+    """
     from netra_rm.core.waiting import allocate_waiting
 
     engine = _engine(config)
     state = config.stash[_STATE]
+    if state.inherited is not None and workers:
+        held = NetraAllocation(**{**state.inherited.to_dict(), "worker": workers[0]})
+        state.inherited, state.borrowed = None, held.id
+        state.held[held.worker] = held
+        try:
+            return [held, *_allocate(config, workers[1:])]
+        except BaseException:
+            state.held.pop(held.worker, None)
+            state.inherited, state.borrowed = held, None
+            raise
     layer = state.layer
     assert layer is not None
     category = str(_option(config, "netra_category") or DEFAULT_CATEGORY)
@@ -284,6 +319,7 @@ def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation
 def _release(config: pytest.Config, workers: list[str]) -> None:
     state = config.stash[_STATE]
     ids = [state.held.pop(worker).id for worker in workers if worker in state.held]
+    ids = [ident for ident in ids if ident != state.borrowed]  # `netra-rm run` releases its own
     if ids and state.engine is not None:
         state.engine.release(ids)
 
@@ -349,7 +385,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     if state.mine is not None:
         a = state.mine
-        return [f"netra-rm: layer {a.layer} ready; holding allocation {a.id} (slot {a.slot}, fencing token "
+        whose = " of netra-rm run" if a.id == state.borrowed else ""
+        return [f"netra-rm: layer {a.layer} ready; holding allocation {a.id}{whose} (slot {a.slot}, fencing token "
                 f"{a.fencing_token})"]
     return [f"netra-rm: layer {state.layer} ready; one allocation per xdist worker"]
 

@@ -238,6 +238,84 @@ def test_xdist_with_more_workers_than_room_stops_before_any_runs(pytester: pytes
     assert ledger_ids(ledger_path) == []  # the two it could take were given back
 
 
+UNDER_RUN = """
+import json, os
+from pathlib import Path
+from netra_rm.ledger import open_ledger
+
+def test_uses_the_allocation_of_run(netra_allocation):
+    held = [a.id for a in open_ledger(os.environ["NETRA_RM_LEDGER"]).read().allocations]
+    record = Path(os.environ["ALLOCATIONS_DIR"]) / (netra_allocation.worker + ".json")
+    record.write_text(json.dumps({"mine": netra_allocation.id, "run": os.environ.get("NETRA_RM_ALLOCATION_ID"),
+                                  "ledger": held}))
+"""
+
+
+def run_pytest_under_run(pytester: pytest.Pytester, stack: Path, layer: str, *pytest_args: str) -> subprocess.CompletedProcess[str]:
+    from conftest import _entry_point
+
+    return subprocess.run([*_entry_point(), "run", "--layer", layer, "--category", "suite", "--",
+                           sys.executable, "-m", "pytest", "--netra-layer", layer, "-p", "no:cacheprovider",
+                           *pytest_args], capture_output=True, text=True, cwd=pytester.path, timeout=120,
+                          env=os.environ.copy())
+
+
+def test_under_netra_rm_run_the_session_uses_runs_allocation(pytester: pytest.Pytester, stack: Path, cli,
+                                                             tmp_path: Path, ledger_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "allocations"
+    out.mkdir()
+    monkeypatch.setenv("ALLOCATIONS_DIR", str(out))
+    pytester.makepyfile(UNDER_RUN)
+
+    proc = run_pytest_under_run(pytester, stack, "webonly")
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "holding allocation" in proc.stdout and "of netra-rm run" in proc.stdout
+    seen = json.loads((out / "main.json").read_text())
+    assert seen["mine"] == seen["run"] and seen["ledger"] == [seen["run"]], "one allocation, not two"
+    assert ledger_ids(ledger_path) == []
+    events = cli("history", "--json").json()["events"]
+    assert [e["event"] for e in events] == ["grant", "release"]
+
+
+def test_under_netra_rm_run_xdist_workers_take_one_allocation_fewer(pytester: pytest.Pytester, stack: Path,
+                                                                   tmp_path: Path, ledger_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xdist")
+    out = tmp_path / "allocations"
+    out.mkdir()
+    monkeypatch.setenv("ALLOCATIONS_DIR", str(out))
+    pytester.makepyfile(UNDER_RUN)
+
+    # webonly has two instances: run's allocation and one more, for two workers
+    proc = run_pytest_under_run(pytester, stack, "webonly", "-n", "2", "-s")
+
+    assert proc.returncode in (0, 5), proc.stdout + proc.stderr  # 5: a worker may get no test
+    seen = [json.loads(p.read_text()) for p in sorted(out.iterdir())]
+    assert seen, proc.stdout
+    run_id = seen[0]["run"]
+    assert all(len(s["ledger"]) == 2 and run_id in s["ledger"] for s in seen)
+    assert ledger_ids(ledger_path) == []
+
+
+def test_an_allocation_of_another_layer_or_gone_is_not_used(pytester: pytest.Pytester, stack: Path,
+                                                            ledger_path: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "allocations"
+    out.mkdir()
+    monkeypatch.setenv("ALLOCATIONS_DIR", str(out))
+    pytester.makepyfile(UNDER_RUN)
+    for ident, layer in (("aaaaaaaaaaaa", "webonly"), ("bbbbbbbbbbbb", "tiny")):
+        monkeypatch.setenv("NETRA_RM_ALLOCATION_ID", ident)
+        monkeypatch.setenv("NETRA_RM_LAYER", layer)
+        result = pytester.runpytest_subprocess("--netra-layer", "webonly", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=1)
+        seen = json.loads((out / "main.json").read_text())
+        assert seen["mine"] != ident and seen["ledger"] == [seen["mine"]]
+    assert ledger_ids(ledger_path) == []
+
+
 # -- the marker --------------------------------------------------------------------------
 
 MARKED = """

@@ -94,6 +94,12 @@ def limit_overrides(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {name: value for name in LIMIT_VARIABLES if (value := get(name, env)) is not None}
 
 
+def run_allocation(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(allocation id, layer)`` that ``netra-rm run`` gave this process tree, if any."""
+    ident, layer = get("NETRA_RM_ALLOCATION_ID", env), get("NETRA_RM_LAYER", env)
+    return (ident, layer) if ident and layer else None
+
+
 def github_step_summary(env: Mapping[str, str] | None = None) -> str | None:
     """The file GitHub Actions shows as the step's summary (``GITHUB_STEP_SUMMARY``), if set."""
     return get("GITHUB_STEP_SUMMARY", env)
