@@ -111,14 +111,7 @@ class ResourceManagementAgent:
     def get_service_status(self) -> dict[str, Any]:
         """Every configured service's health, with ``healthy_services`` and ``total_services``;
         per service also ``started_by_netra_rm`` and ``restart_count`` (see ``netra-rm up``)."""
-        from netra_rm.core.readiness import check_service_results
-        from netra_rm.core.startup import start_info
-
-        results = check_service_results(self.engine, None)
-        started = start_info(self.engine)
-        services = {name: {**r.to_dict(), **started.get(name, {"started_by_netra_rm": False, "restart_count": 0})}
-                    for name, r in results.items()}
-        status = service_summary(services)
+        status = service_status(self.engine)
         self._last_services = status
         return status
 
@@ -174,6 +167,19 @@ def service_summary(services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     """The contract's service-status dict from per-service results."""
     healthy = sum(1 for s in services.values() if s.get("status") == "healthy")
     return {"services": dict(services), "healthy_services": healthy, "total_services": len(services)}
+
+
+def service_status(engine: Engine) -> dict[str, Any]:
+    """Check every configured service: the contract's service-status dict, each service
+    also with ``started_by_netra_rm`` and ``restart_count`` (``get_service_status()`` and
+    ``netra-rm status --json`` alike)."""
+    from netra_rm.core.readiness import check_service_results
+    from netra_rm.core.started import start_info
+
+    results = check_service_results(engine, None)
+    started = start_info(engine)
+    not_started = {"started_by_netra_rm": False, "restart_count": 0}
+    return service_summary({name: {**r.to_dict(), **started.get(name, not_started)} for name, r in results.items()})
 
 
 def create_resource_manager(enable_monitoring: bool = True, **options: Any) -> ResourceManagementAgent:

@@ -91,8 +91,11 @@ def test_up_starts_the_layer_in_order_then_leaves_it_alone_and_down_stops_it(
     assert "starting postgresql" in first.stderr and "starting redis" in first.stderr
     assert_no_secret(first.stdout, first.stderr)
 
-    # the layer's own check agrees
+    # the layer's own check agrees, and status says who started what
     assert cli("--config", str(config), "layer", "core_integration").code == 0
+    services = cli("--config", str(config), "status", "--json").json()["services"]["services"]
+    assert services["postgresql"]["started_by_netra_rm"] is True and services["redis"]["restart_count"] == 0
+    assert services["clickhouse"]["started_by_netra_rm"] is False
 
     # a second `up` starts nothing
     again = cli("--config", str(config), "up", "core_integration", "--json")

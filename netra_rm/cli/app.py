@@ -164,15 +164,13 @@ def status(
             from netra_rm.errors import UsageError
 
             raise UsageError(f"--output works with --format json or openmetrics, not {fmt}.")
-        from netra_rm.agent import service_summary
+        from netra_rm.agent import service_status
         from netra_rm.core.conflicts import find_conflicts
-        from netra_rm.core.readiness import check_service_results
         from netra_rm.monitor.sampler import Sampler
 
         engine = st.engine()
         sampler = Sampler()
-        results = check_service_results(engine, None)  # takes a moment: the CPU sample spans it
-        services = service_summary({name: r.to_dict() for name, r in results.items()})
+        services = service_status(engine)  # takes a moment: the CPU sample spans it
         sample = sampler.sample()
         resources = engine.resource_status(system_metrics=sample.to_dict())
         conflicts = find_conflicts(engine, sample=sample)

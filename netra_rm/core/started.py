@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netra_rm.errors import LedgerError, NetraRMError
 from netra_rm.fsutil import CLOEXEC, NOFOLLOW, fsync_dir, write_atomically
+
+if TYPE_CHECKING:
+    from netra_rm.core.engine import Engine
 
 SCHEMA_VERSION = 1
 
@@ -161,3 +164,21 @@ class StartedServices:
             yield
         finally:
             os.close(fd)  # releases the lock; the lock file stays
+
+
+def started_services(engine: Engine) -> StartedServices:
+    """The record of started services that belongs to ``engine``'s ledger."""
+    path = getattr(engine.ledger, "path", None)
+    if path is None:
+        from netra_rm.ledger import default_ledger_path
+
+        path = default_ledger_path()
+    return StartedServices(path)
+
+
+def start_info(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Per configured service: ``started_by_netra_rm`` and ``restart_count``."""
+    records = started_services(engine).read()
+    return {name: {"started_by_netra_rm": name in records,
+                   "restart_count": records[name].restart_count if name in records else 0}
+            for name in engine.config.services}

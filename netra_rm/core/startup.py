@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from netra_rm.config import env as envmod
 from netra_rm.core import liveness
-from netra_rm.core.started import StartedServices, StartRecord
+from netra_rm.core.started import StartedServices, StartRecord, started_services
 from netra_rm.errors import ServiceUnavailableError, UnknownNameError
 from netra_rm.redact import mask_url
 from netra_rm.services import graph
@@ -236,24 +236,6 @@ def resolve_targets(config: Any, targets: Iterable[str]) -> list[str]:
     if not given:
         roots = list(config.services)
     return graph.transitive_dependencies(deps, roots)
-
-
-def started_services(engine: Engine) -> StartedServices:
-    """The record of started services that belongs to ``engine``'s ledger."""
-    path = getattr(engine.ledger, "path", None)
-    if path is None:
-        from netra_rm.ledger import default_ledger_path
-
-        path = default_ledger_path()
-    return StartedServices(path)
-
-
-def start_info(engine: Engine) -> dict[str, dict[str, Any]]:
-    """Per configured service: ``started_by_netra_rm`` and ``restart_count``."""
-    records = started_services(engine).read()
-    return {name: {"started_by_netra_rm": name in records,
-                   "restart_count": records[name].restart_count if name in records else 0}
-            for name in engine.config.services}
 
 
 # -- checks ----------------------------------------------------------------------------------
