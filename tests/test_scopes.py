@@ -137,3 +137,15 @@ def test_a_waiter_on_another_host_is_not_delayed_by_this_hosts_use_of_a_host_poo
         newcomer = Request(layer=layer, category="t", memory_mb=10, cpu_percent=1)
         assert would_delay(newcomer, waiting, allocations=[], pools=pools, limits=limits,
                            candidate_host="a") is delayed
+
+
+def test_status_shows_shared_pools_in_its_tables(cli, config: Path, ledger_path: Path) -> None:
+    granted = cli("--config", str(config), "allocate", "--layer", "e2e", "--category", "t", "--memory-mb", "10")
+    assert granted.code == 0, granted.stderr
+    shown = cli("--config", str(config), "status")
+    assert shown.code == 0, shown.stderr
+    text = shown.stdout
+    assert "Shared pools" in text
+    row = next(line for line in text.splitlines() if "staging_db" in line)
+    assert "global" in row and "1/2" in row and "no limit" in row
+    assert "gpu" in text and "0/1" in next(line for line in text.splitlines() if "gpu" in line)

@@ -83,6 +83,23 @@ def pools_table(pools: Mapping[str, Mapping[str, Any]]) -> Table:
     return table
 
 
+def shared_pools_table(pools: Mapping[str, Mapping[str, Any]]) -> Table:
+    """The configuration's ``pools:`` that layers draw from as well (``uses:``); memory
+    and CPU show only where the pool limits them."""
+    table = Table(title="Shared pools", title_justify="left")
+    for column in ("pool", "scope", "instances", "memory", "cpu"):
+        table.add_column(column, no_wrap=column != "pool")
+    for name, p in pools.items():
+        memory, cpu = p.get("max_memory_mb"), p.get("max_cpu_percent")
+        table.add_row(
+            name, str(p.get("scope", "host")),
+            usage_cell(p["active_instances"], p["max_parallel_instances"], ""),
+            usage_cell(p["allocated_memory_mb"], memory, " MB") if memory is not None else Text("no limit", style="dim"),
+            usage_cell(p["allocated_cpu_percent"], cpu, "%") if cpu is not None else Text("no limit", style="dim"),
+        )
+    return table
+
+
 def allocations_table(allocations: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title=f"Allocations ({len(allocations)})", title_justify="left")
     for column in ("id", "layer", "category", "slot", "memory", "cpu", "age", "expires in", "owner"):
@@ -145,6 +162,8 @@ def render_status(console: Console, resources: Mapping[str, Any], services: Mapp
     console.print(f"{services.get('healthy_services', 0)} of {services.get('total_services', 0)} services healthy")
     console.print()
     console.print(pools_table(resources["resource_pools"]))
+    if resources.get("shared_pools"):
+        console.print(shared_pools_table(resources["shared_pools"]))
     console.print(allocations_table(resources["active_allocations"]))
     if resources.get("waiters"):
         console.print(waiters_table(resources["waiters"], now))
