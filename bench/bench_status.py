@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from netra_rm.services import ServiceSpec, check_services
+
 from servers import (
     CLICKHOUSE_PASSWORD,
     CLICKHOUSE_USER,
@@ -43,8 +45,6 @@ from servers import (
     ServerStack,
     live_specs,
 )
-
-from netra_rm.services import ServiceSpec, check_services
 
 Specs = dict[str, ServiceSpec]
 

@@ -16,8 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py and helpers
 
-from servers import *  # noqa: E402,F403 - the real-server fixtures (pg_server, live_servers, ...)
 from backends import backend, server_backend  # noqa: E402,F401 - a ledger per backend, as a fixture
+from servers import *  # noqa: E402,F403 - the real-server fixtures (pg_server, live_servers, ...)
 
 _SCRUBBED = ("DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL", "FRONTEND_URL",
              "WEBSOCKET_URL", "MAX_MEMORY_ALLOCATION_MB", "MAX_CPU_ALLOCATION_PERCENT", "MAX_PARALLEL_INSTANCES",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from servers import (
     HOST,
     PG_PASSWORD,
@@ -150,7 +151,8 @@ class RedisCommands:
         if self.cli and self.running():
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 subprocess.run([self.cli, "-h", HOST, "-p", str(self.port), "-a", self.password,
-                                "--no-auth-warning", "shutdown", "nosave"], capture_output=True, timeout=20, check=False)
+                                "--no-auth-warning", "shutdown", "nosave"],
+                               capture_output=True, timeout=20, check=False)
 
     def close(self) -> None:
         self.stop_quietly()

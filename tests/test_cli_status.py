@@ -28,7 +28,7 @@ def test_status_json_has_the_contract_shape(cli) -> None:
         assert key in pool
     assert (pool["max_memory_mb"], pool["max_cpu_percent"], pool["max_parallel_instances"]) == (512, 50, 8)
     assert services["total_services"] == 7 and services["healthy_services"] == 0
-    for name, s in services["services"].items():
+    for s in services["services"].values():
         assert s["status"] in ("healthy", "unhealthy", "blocked", "unknown")
         assert set(s) >= {"status", "url", "latency_ms", "error", "depends_on", "blocked_by"}
     assert services["services"]["backend"]["status"] == "blocked"

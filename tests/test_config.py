@@ -19,7 +19,8 @@ def test_repo_config_is_the_shipped_file() -> None:
 
 def test_defaults_match_the_seed() -> None:
     cfg = load_config(env={})
-    pools = {n: (l.pool.memory_mb, l.pool.cpu_percent, l.pool.instances) for n, l in cfg.layers.items()}
+    pools = {n: (layer.pool.memory_mb, layer.pool.cpu_percent, layer.pool.instances)
+             for n, layer in cfg.layers.items()}
     assert pools == {"fast_feedback": (512, 50, 8), "core_integration": (1024, 70, 6),
                      "service_integration": (2048, 80, 4), "e2e_background": (4096, 90, 2)}
     assert cfg.layers["service_integration"].services == ("postgresql", "redis", "backend", "auth")

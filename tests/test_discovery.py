@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import PASSWORDS, REDIS_PASSWORD, free_port
-from start_commands import config_text
 
 from netra_rm.services.compose import (
     ComposeError,
@@ -27,6 +25,9 @@ from netra_rm.services.compose import (
     rewrite_url,
 )
 from netra_rm.services.spec import ServiceSpec
+
+from servers import PASSWORDS, REDIS_PASSWORD, free_port
+from start_commands import config_text
 
 NO_DOCKER = {"NETRA_RM_DOCKER": "netra-rm-test-no-such-docker"}
 

@@ -217,8 +217,8 @@ def test_a_torn_last_line_does_not_swallow_the_next_one(engine_for, ledger_path:
 
 def test_a_journal_write_failure_leaves_ledger_and_journal_unchanged(engine_for, ledger_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from netra_rm.errors import LedgerError
     import netra_rm.ledger.journal as journal_mod
+    from netra_rm.errors import LedgerError
 
     engine = engine_for()
     me = engine.owner(None)

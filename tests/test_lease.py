@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from backends import Backend
 
 from netra_rm.config import load_config
 from netra_rm.core.engine import Engine
+
+from backends import Backend
 
 LEASE = 0.6
 CONFIG = f"""

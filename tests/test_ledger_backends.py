@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from backends import Backend, ledger_name
-from conftest import SMALL_CONFIG
-from servers import PASSWORDS, RedisServer, ServerUnavailable, closed_port
 
 from netra_rm.config import load_config
 from netra_rm.core.engine import Engine
 from netra_rm.errors import LedgerError
+
+from backends import Backend, ledger_name
+from conftest import SMALL_CONFIG
+from servers import PASSWORDS, RedisServer, ServerUnavailable, closed_port
 
 WORKER = Path(__file__).with_name("workers") / "outage_worker.py"
 GLOBAL_CONFIG = SMALL_CONFIG.replace("pool: {memory_mb: 300, cpu_percent: 30, instances: 3}",

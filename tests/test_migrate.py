@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from backends import BACKENDS, Backend, make_backend
 from servers import PASSWORDS
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -163,11 +162,14 @@ def test_disk_and_network_missing_are_none(tmp_path: Path) -> None:
 
 
 def test_network_sums_every_interface(tmp_path: Path) -> None:
-    netdev = (
+    netdev = (  # as the kernel writes it, columns padded
         "Inter-|   Receive                                                |  Transmit\n"
-        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
-        "    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0\n"
-        "  eth0:  500000     400    0    0    0     0          0         0    70000     300    0    0    0     0       0          0\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls "
+        "carrier compressed\n"
+        "    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0 "
+        "      0          0\n"
+        "  eth0:  500000     400    0    0    0     0          0         0    70000     300    0    0    0     0 "
+        "      0          0\n"
     )
     reading = write_proc(tmp_path, meminfo=MEMINFO, netdev=netdev).read()
     assert reading.net == (71_000, 501_000)

@@ -77,7 +77,7 @@ def test_session_holds_one_allocation_and_releases_it(pytester: pytest.Pytester,
 
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["netra-rm: layer webonly ready; holding allocation * (slot 0, fencing token 1)"])
-    line = next(l for l in result.stdout.lines if "ALLOCATION " in l)
+    line = next(text for text in result.stdout.lines if "ALLOCATION " in text)
     allocation = json.loads(line.split("ALLOCATION ", 1)[1])
     assert allocation["layer"] == "webonly" and allocation["category"] == "api_tests"
     assert allocation["slot"] == 0 and allocation["fencing_token"] == 1 and allocation["worker"] == "main"
@@ -251,7 +251,8 @@ def test_uses_the_allocation_of_run(netra_allocation):
 """
 
 
-def run_pytest_under_run(pytester: pytest.Pytester, stack: Path, layer: str, *pytest_args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest_under_run(pytester: pytest.Pytester, stack: Path, layer: str,
+                         *pytest_args: str) -> subprocess.CompletedProcess[str]:
     from conftest import _entry_point
 
     return subprocess.run([*_entry_point(), "run", "--layer", layer, "--category", "suite", "--",

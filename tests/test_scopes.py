@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from backends import Backend
 
 from netra_rm.config import load_config
 from netra_rm.config.model import Limits, Pool, SharedPool
@@ -15,6 +14,8 @@ from netra_rm.core.engine import Engine
 from netra_rm.core.model import Allocation, Owner, Request
 from netra_rm.core.queue import Waiter, would_delay
 from netra_rm.ledger import open_ledger
+
+from backends import Backend
 
 FLEET = """
 pools:

@@ -8,11 +8,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from servers import Server, closed_port
 
-from netra_rm.services import ServiceSpec
-from netra_rm.services import runner
+from netra_rm.services import ServiceSpec, runner
 from netra_rm.services.runner import ServiceRounds, knock
+
+from servers import Server, closed_port
 
 pytestmark = pytest.mark.services
 

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import PASSWORDS, Server, StubServer, closed_port
 
 from netra_rm.services import ServiceResult, ServiceSpec, check_services
 from netra_rm.services.runner import check_one
+
+from servers import PASSWORDS, Server, StubServer, closed_port
 
 pytestmark = pytest.mark.services
 

@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import pytest
-from servers import DEFAULT_DEPENDS_ON, PASSWORDS, Server, closed_port
 
 from netra_rm.errors import UnknownNameError
 from netra_rm.services import ServiceSpec, check_services
@@ -17,6 +16,8 @@ from netra_rm.services.graph import (
     startup_levels,
     transitive_dependencies,
 )
+
+from servers import DEFAULT_DEPENDS_ON, PASSWORDS, Server, closed_port
 
 # --------------------------------------------------------------------------- pure graph
 

@@ -13,15 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import (
-    PASSWORDS,
-    REDIS_PASSWORD,
-    ServerUnavailable,
-    _unavailable,
-    free_port,
-    wait_until,
-)
-from start_commands import PgCluster, RedisCommands, config_text
 
 from netra_rm import (
     ServiceUnavailableError,
@@ -32,6 +23,16 @@ from netra_rm.config import load_config
 from netra_rm.errors import ConfigError
 from netra_rm.services.cmdline import mask_command, secrets_of, shown_command
 from netra_rm.services.runner import check_services
+
+from servers import (
+    PASSWORDS,
+    REDIS_PASSWORD,
+    ServerUnavailable,
+    _unavailable,
+    free_port,
+    wait_until,
+)
+from start_commands import PgCluster, RedisCommands, config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_run import wait_for
 
 from conftest import _entry_point
-from test_run import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

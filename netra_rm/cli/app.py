@@ -175,11 +175,13 @@ def status(
         resources = engine.resource_status(system_metrics=sample.to_dict())
         conflicts = find_conflicts(engine, sample=sample)
         resources["conflicts"] = conflicts
+        captured = None
         if output is not None:
             import dataclasses
             import io
 
-            out = dataclasses.replace(out, stdout=io.StringIO())
+            captured = io.StringIO()
+            out = dataclasses.replace(out, stdout=captured)
         if fmt == "json":
             out.emit_json({"schema_version": 1, "resources": resources, "services": services})
         elif fmt == "openmetrics":
@@ -198,8 +200,8 @@ def status(
             from netra_rm.render.human import render_status
 
             render_status(out.console(), resources, services, conflicts, time.time())
-        if output is not None:
-            _write_output(output, out.stdout.getvalue())
+        if output is not None and captured is not None:
+            _write_output(output, captured.getvalue())
         unhealthy = services["healthy_services"] < services["total_services"]
         finish(ExitCode.UNAVAILABLE if strict and unhealthy else ExitCode.OK)
 

@@ -198,6 +198,7 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
         kind = entry.get("kind")
         if kind not in SERVICE_KINDS:
             v.fail(f"{key}.kind", f"must be one of {', '.join(SERVICE_KINDS)}, got {kind!r}.")
+        kind = str(kind)
         url = v.string(entry.get("url"), f"{key}.url")
         url_env = entry.get("url_env")
         if url_env is not None:
@@ -297,7 +298,8 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec],
         uses = tuple(v.string_list(entry.get("uses", []), f"{key}.uses"))
         for i, shared in enumerate(uses):
             if shared not in pools:
-                v.fail(f"{key}.uses[{i}]", f"unknown pool {shared!r}; pools: {', '.join(pools) or '(none configured)'}.")
+                known = ", ".join(pools) or "(none configured)"
+                v.fail(f"{key}.uses[{i}]", f"unknown pool {shared!r}; pools: {known}.")
         default_memory = v.integer(entry.get("default_memory_mb", max(1, pool.memory_mb // pool.instances)),
                                    f"{key}.default_memory_mb", minimum=0, maximum=pool.memory_mb)
         default_cpu = v.number(entry.get("default_cpu_percent", round(pool.cpu_percent / pool.instances, 2)),

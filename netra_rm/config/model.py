@@ -7,7 +7,6 @@ from typing import Any
 
 from netra_rm.services.spec import ServiceSpec
 
-
 #: Pool scopes: ``host`` pools count the allocations of one machine (keyed by host);
 #: ``global`` pools count every allocation in a shared ledger, across the fleet.
 POOL_SCOPES = ("host", "global")

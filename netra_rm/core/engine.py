@@ -449,7 +449,7 @@ class Engine:
             for a in state.allocations:
                 if a.id in wanted:
                     found.add(a.id)
-                    changes: dict[str, float] = {}
+                    changes: dict[str, Any] = {}
                     lease = self._lease(a.owner, now)
                     if lease is not None and lease != a.lease_expires_at:
                         changes["lease_expires_at"] = lease
@@ -548,7 +548,8 @@ class Engine:
         pool, everyone's for a global one."""
         by_layer = usage_by_layer(allocations)
         local_by_layer = usage_by_layer(local)
-        return {name: pool_status(layer.pool, (local_by_layer if layer.pool.scope == "host" else by_layer).get(name, ()))
+        return {name: pool_status(layer.pool, (local_by_layer if layer.pool.scope == "host" else by_layer)
+                                  .get(name, ()))
                 for name, layer in self.config.layers.items()}
 
     def pool_status(self, layer: str) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from netra_rm.ledger.base import SCHEMA_VERSION, LedgerState
 from netra_rm.ledger.journal import DEFAULT_MAX_BYTES, Journal
 
 
-
 def _recovery(path: Path) -> list[str]:
     return [f"Move the file aside (mv {path} {path}.bad) and run `netra-rm cleanup --force` to start an "
             "empty ledger; active allocations recorded in it are forgotten.",

@@ -109,7 +109,10 @@ def services_markdown(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for name, s in services.items():
         status = str(s.get("status", "unknown"))
         latency = s.get("latency_ms")
-        detail = ("blocked by " + ", ".join(s.get("blocked_by") or [])) if status == "blocked" else (s.get("error") or "")
+        if status == "blocked":
+            detail = "blocked by " + ", ".join(s.get("blocked_by") or [])
+        else:
+            detail = s.get("error") or ""
         rows.append((f"`{name}`", _status_cell(status), "-" if latency is None else f"{latency:.0f} ms", detail))
     return _table(("service", "status", "latency", "detail"), rows)
 

@@ -91,11 +91,12 @@ def shared_pools_table(pools: Mapping[str, Mapping[str, Any]]) -> Table:
         table.add_column(column, no_wrap=column != "pool")
     for name, p in pools.items():
         memory, cpu = p.get("max_memory_mb"), p.get("max_cpu_percent")
+        unlimited = Text("no limit", style="dim")
         table.add_row(
             name, str(p.get("scope", "host")),
             usage_cell(p["active_instances"], p["max_parallel_instances"], ""),
-            usage_cell(p["allocated_memory_mb"], memory, " MB") if memory is not None else Text("no limit", style="dim"),
-            usage_cell(p["allocated_cpu_percent"], cpu, "%") if cpu is not None else Text("no limit", style="dim"),
+            usage_cell(p["allocated_memory_mb"], memory, " MB") if memory is not None else unlimited,
+            usage_cell(p["allocated_cpu_percent"], cpu, "%") if cpu is not None else unlimited,
         )
     return table
 
