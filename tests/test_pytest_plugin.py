@@ -46,6 +46,15 @@ def stack(home: Path, ledger_path: Path, tmp_path: Path, web_server: StubServer,
     return config
 
 
+@pytest.fixture
+def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the inner sessions record their allocations (ALLOCATIONS_DIR)."""
+    path = tmp_path / "allocations"
+    path.mkdir()
+    monkeypatch.setenv("ALLOCATIONS_DIR", str(path))
+    return path
+
+
 def ledger_ids(ledger_path: Path) -> list[str]:
     """The allocations in the ledger now (read as the CLI would, reclaiming nothing)."""
     from netra_rm.ledger import open_ledger
@@ -194,12 +203,9 @@ def test_many(n, netra_allocation):
 """
 
 
-def test_xdist_gives_each_worker_its_own_allocation(pytester: pytest.Pytester, stack: Path, tmp_path: Path,
-                                                    ledger_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_xdist_gives_each_worker_its_own_allocation(pytester: pytest.Pytester, stack: Path, out: Path,
+                                                    ledger_path: Path) -> None:
     pytest.importorskip("xdist")
-    out = tmp_path / "allocations"
-    out.mkdir()
-    monkeypatch.setenv("ALLOCATIONS_DIR", str(out))
     pytester.makepyfile(WRITES_PER_WORKER)
 
     result = pytester.runpytest_subprocess("-n", "2", "--netra-layer", "api", "--netra-config", str(stack),
@@ -251,8 +257,7 @@ def test_uses_the_allocation_of_run(netra_allocation):
 """
 
 
-def run_pytest_under_run(pytester: pytest.Pytester, stack: Path, layer: str,
-                         *pytest_args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest_under_run(pytester: pytest.Pytester, layer: str, *pytest_args: str) -> subprocess.CompletedProcess[str]:
     from conftest import _entry_point
 
     return subprocess.run([*_entry_point(), "run", "--layer", layer, "--category", "suite", "--",
@@ -262,14 +267,10 @@ def run_pytest_under_run(pytester: pytest.Pytester, stack: Path, layer: str,
 
 
 def test_under_netra_rm_run_the_session_uses_runs_allocation(pytester: pytest.Pytester, stack: Path, cli,
-                                                             tmp_path: Path, ledger_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "allocations"
-    out.mkdir()
-    monkeypatch.setenv("ALLOCATIONS_DIR", str(out))
+                                                             out: Path, ledger_path: Path) -> None:
     pytester.makepyfile(UNDER_RUN)
 
-    proc = run_pytest_under_run(pytester, stack, "webonly")
+    proc = run_pytest_under_run(pytester, "webonly")
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "holding allocation" in proc.stdout and "of netra-rm run" in proc.stdout
@@ -281,16 +282,12 @@ def test_under_netra_rm_run_the_session_uses_runs_allocation(pytester: pytest.Py
 
 
 def test_under_netra_rm_run_xdist_workers_take_one_allocation_fewer(pytester: pytest.Pytester, stack: Path, cli,
-                                                                   tmp_path: Path, ledger_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   out: Path, ledger_path: Path) -> None:
     pytest.importorskip("xdist")
-    out = tmp_path / "allocations"
-    out.mkdir()
-    monkeypatch.setenv("ALLOCATIONS_DIR", str(out))
     pytester.makepyfile(WRITES_PER_WORKER)
 
     # webonly has two instances: run's allocation and one more, for two workers
-    proc = run_pytest_under_run(pytester, stack, "webonly", "-n", "2")
+    proc = run_pytest_under_run(pytester, "webonly", "-n", "2")
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     held = {p.stem: json.loads(p.read_text()) for p in out.iterdir()}
@@ -302,11 +299,8 @@ def test_under_netra_rm_run_xdist_workers_take_one_allocation_fewer(pytester: py
 
 
 def test_an_allocation_of_another_layer_or_gone_is_not_used(pytester: pytest.Pytester, stack: Path,
-                                                            ledger_path: Path, tmp_path: Path,
+                                                            ledger_path: Path, out: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "allocations"
-    out.mkdir()
-    monkeypatch.setenv("ALLOCATIONS_DIR", str(out))
     pytester.makepyfile(UNDER_RUN)
     for ident, layer in (("aaaaaaaaaaaa", "webonly"), ("bbbbbbbbbbbb", "tiny")):
         monkeypatch.setenv("NETRA_RM_ALLOCATION_ID", ident)
