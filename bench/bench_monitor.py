@@ -8,6 +8,13 @@ and at most a fifth of glances.
     python bench/bench_monitor.py                 # 60 s
     python bench/bench_monitor.py --seconds 10    # a quick run
     python bench/bench_monitor.py --check         # exit 1 when a goal is missed
+    python bench/bench_monitor.py --services live # the seven services up and healthy
+
+By default the services are those of the built-in configuration, on localhost ports
+where (on a bench machine) nothing listens: the monitor finds them down and knocks on
+their ports each round. ``--services live`` starts real servers for all seven first
+(PostgreSQL, Redis, ClickHouse, HTTP and WebSocket stubs, from tests/servers.py) and
+points the monitor at them, so each round really checks seven healthy services.
 
 Until ``netra-rm monitor`` exists the "library" command runs ``run_monitor`` over a
 sampler-only snapshot; ``--ours auto`` (the default) takes the CLI once
@@ -17,7 +24,9 @@ sampler-only snapshot; ``--ours auto`` (the default) takes the CLI once
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -152,9 +161,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-glances", action="store_true", help="measure netra-rm alone")
     parser.add_argument("--no-install", action="store_true", help="do not pip install glances when missing")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--services", choices=("default", "live"), default="default",
+                        help="the configured services as they are (default), or real servers for all seven")
     args = parser.parse_args(argv)
 
-    env = child_env()
+    with contextlib.ExitStack() as stack:
+        env = child_env()
+        if args.services == "live":
+            env.update(live_service_environment(stack))
+        return measure(args, env)
+
+
+def live_service_environment(stack: contextlib.ExitStack) -> dict[str, str]:
+    """Start the seven services for real (stopped when ``stack`` closes); the variables
+    that point the built-in configuration at them."""
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]
+    from servers import ServerStack, live_specs
+
+    print("starting PostgreSQL, Redis, ClickHouse and the HTTP/WebSocket stubs ...", file=sys.stderr)
+    servers = stack.enter_context(ServerStack())
+    return {spec.url_env: spec.url for spec in live_specs(servers.servers).values() if spec.url_env}
+
+
+def measure(args: argparse.Namespace, env: dict[str, str]) -> int:
     ours_kind = args.ours
     if ours_kind == "auto":
         ours_kind = "cli" if cli_has_monitor(env) else "library"
@@ -193,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     glances_used = used[1] if len(used) > 1 else None
     print()
     tick = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
-    print(f"window {wall:.1f} s, interval {args.interval:g} s, {psutil.cpu_count()} cores; "
+    print(f"window {wall:.1f} s, interval {args.interval:g} s, {psutil.cpu_count()} cores, services "
+          f"{'live (seven healthy)' if args.services == 'live' else 'as configured'}; "
           f"CPU time is counted in {tick:g} s ticks")
     header = f"{'tool':<20} {'CPU seconds':>12} {'% of one core':>14} {'ratio':>7} {'lines':>6}"
     print(header)
@@ -202,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{cpu / glances_used:.3f}" if glances_used else "-"
         print(f"{runner.name:<20} {cpu:>12.3f} {cpu / wall * 100:>13.2f}% {ratio:>7} {lines1 - lines0:>6}")
     print()
+    print(services_seen(runners[0].last_line))
     ours_percent = used[0] / wall * 100
     goals = [(f"netra-rm under 1% of one core ({ours_percent:.2f}%)", ours_percent < 1.0)]
     if glances_used:
@@ -211,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     for text, ok in goals:
         print(f"{'met   ' if ok else 'MISSED'}  {text}")
     return 1 if args.check and not all(ok for _, ok in goals) else 0
+
+
+def services_seen(line: str) -> str:
+    """What our last NDJSON line says of the services, so the table says what was measured."""
+    try:
+        services = json.loads(line).get("services") or []
+    except ValueError:
+        return "netra-rm's last line is not JSON"
+    healthy = sum(1 for s in services if s.get("status") == "healthy")
+    return f"netra-rm's last sample: {healthy} of {len(services)} services healthy"
 
 
 def stop_all(runners: list[Runner]) -> int | None:
