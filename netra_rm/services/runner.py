@@ -150,15 +150,22 @@ class ServiceRounds:
         _import_checkers({specs[name].kind for name in wanted})
         started = time.monotonic()
         deadline_at = started + max(0.0, self.deadline)
-        checked = self._still_refused(specs, wanted)
         slots: dict[str, _Slot] = {}
-        for name in wanted:
-            if name in checked:
-                continue
+
+        def start(name: str) -> None:
             spec = specs[name]
             slot = _Slot(spec, min(started + max(0.0, spec.timeout), deadline_at))
             slots[name] = slot
             threading.Thread(target=slot.run, name=f"netra-rm-check-{name}", daemon=True).start()
+
+        knockable = self._knockable(specs, wanted)
+        for name in wanted:
+            if name not in knockable:
+                start(name)
+        checked = self._still_refused(knockable)
+        for name in knockable:
+            if name not in checked:
+                start(name)
 
         for name, slot in slots.items():
             slot.done.wait(max(0.0, slot.limit - time.monotonic()))
@@ -167,8 +174,8 @@ class ServiceRounds:
         self._refused = {name: result for name, result in checked.items() if result.reason == "refused"}
         return apply_dependencies(checked, {name: deps[name] for name in wanted})
 
-    def _still_refused(self, specs: Mapping[str, ServiceSpec], wanted: Sequence[str]) -> dict[str, ServiceResult]:
-        """Last round's results of the services on this machine whose port still refuses."""
+    def _knockable(self, specs: Mapping[str, ServiceSpec], wanted: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """The services on this machine whose port refused last round, at the same address."""
         targets: dict[str, tuple[str, int]] = {}
         for name in wanted:
             last = self._refused.get(name)
@@ -176,6 +183,10 @@ class ServiceRounds:
                 address = _local_address(specs[name])
                 if address is not None:
                     targets[name] = address
+        return targets
+
+    def _still_refused(self, targets: Mapping[str, tuple[str, int]]) -> dict[str, ServiceResult]:
+        """Last round's results of ``targets`` whose port still refuses, timed anew."""
         if not targets:
             return {}
         started = time.perf_counter()
@@ -223,7 +234,11 @@ def knock(targets: Mapping[str, tuple[str, int]], *, timeout: float) -> set[str]
                 refused[name] = False
                 continue
             for family, kind, proto, _, sockaddr in addresses:
-                sock = socket.socket(family, kind, proto)
+                try:
+                    sock = socket.socket(family, kind, proto)
+                except OSError:  # no IPv6 here, out of descriptors: check it properly instead
+                    refused[name] = False
+                    continue
                 sockets.append(sock)
                 sock.setblocking(False)
                 error = sock.connect_ex(sockaddr)
