@@ -6,8 +6,8 @@ per line of ``/proc/diskstats`` to tell whole disks from partitions. At one samp
 second that is most of what a monitor costs. :class:`ProcfsReader` reads each file once
 per sample and remembers which device names are whole disks, with psutil's definitions:
 
-- CPU: per-core ``(busy, total)`` from the ``cpuN`` lines of ``/proc/stat``, guest time
-  counted once (it is already inside user time), idle including iowait;
+- CPU: per-core ``(busy, total)`` seconds from the ``cpuN`` lines of ``/proc/stat``, guest
+  time counted once (it is already inside user time), idle including iowait;
 - memory: ``MemTotal``, ``MemAvailable`` (or free + buffers + cached on kernels that
   lack it), used = total - available; swap from ``SwapTotal``/``SwapFree``;
 - disk: sectors read and written (512 bytes each) summed over the devices that have a
@@ -33,7 +33,7 @@ _SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the devi
 class Reading:
     """One read of the machine: cumulative counters (CPU, disk, network) and gauges."""
 
-    cpu: tuple[tuple[float, float], ...]  # (busy, total) per core, in any one unit
+    cpu: tuple[tuple[float, float], ...]  # (busy, total) seconds per core
     memory: tuple[int, int, int, float]  # total, available, used bytes; percent used
     swap: tuple[int, int, float]  # total, used bytes; percent used
     load: tuple[float, float, float]
@@ -48,7 +48,9 @@ class ProcfsReader:
     Not thread-safe: one reader per sampler.
     """
 
-    def __init__(self, *, proc: str | Path = "/proc", sys_block: str | Path = "/sys/block") -> None:
+    def __init__(self, *, proc: str | Path = "/proc", sys_block: str | Path = "/sys/block",
+                 clock_ticks: int | None = None) -> None:
+        self._tick = 1.0 / (clock_ticks or os.sysconf("SC_CLK_TCK"))  # /proc/stat counts these
         self._proc = os.fsencode(proc)
         self._stat = os.path.join(self._proc, b"stat")
         self._meminfo = os.path.join(self._proc, b"meminfo")
@@ -90,7 +92,7 @@ class ProcfsReader:
             # user nice system idle iowait irq softirq steal guest guest_nice
             total -= sum(values[8:10])
             idle = sum(values[3:5])
-            cores.append((float(total - idle), float(total)))
+            cores.append(((total - idle) * self._tick, total * self._tick))
         return tuple(cores)
 
     def _memory(self) -> tuple[tuple[int, int, int, float], tuple[int, int, float]]:

@@ -3,10 +3,10 @@
 A :class:`Sampler` keeps the previous cumulative counters (CPU times, disk and network
 bytes) and turns their change over ``time.monotonic()`` into percentages and rates, so
 each :class:`SystemSample` describes the interval since the previous call. On Linux it
-reads five ``/proc`` files once each per call (:mod:`netra_rm.monitor.procfs`, with
-psutil's definitions); elsewhere it asks psutil. It never walks the process table (the
-process count is the number of process ids), so a sample a second costs a few hundred
-microseconds of CPU.
+reads four ``/proc`` files once each per call and lists ``/proc``
+(:mod:`netra_rm.monitor.procfs`, with psutil's definitions); elsewhere it asks psutil.
+It never walks the process table (the process count is the number of process ids), so a
+sample a second costs a few hundred microseconds of CPU.
 
 CPU percentages come from the Sampler's own ``cpu_times`` deltas rather than from
 ``psutil.cpu_percent(None)``, whose "since the last call" state is global to the process:
@@ -126,8 +126,8 @@ class Sampler:
     """Produces one :class:`SystemSample` per :meth:`sample` call (not thread-safe).
 
     On Linux it reads ``/proc`` itself (:class:`~netra_rm.monitor.procfs.ProcfsReader`,
-    psutil's definitions at a third of the cost); elsewhere, or when ``source`` is given or
-    psutil's functions have been replaced (a test injecting figures, say), it asks psutil.
+    psutil's definitions at a third of the cost); elsewhere, when ``source`` is given, or
+    while psutil's functions are replaced (a test injecting figures, say), it asks psutil.
     ``source`` stands in for the ``psutil`` module and ``clock``/``monotonic`` for
     ``time.time``/``time.monotonic``; they exist for tests.
     """
@@ -191,11 +191,15 @@ _PSUTIL_FUNCTIONS = ("cpu_times", "virtual_memory", "swap_memory", "getloadavg",
 
 
 def _reader(source: MetricsSource | None) -> Callable[[], Reading]:
-    """The fastest way to read this machine that still honours ``source``."""
-    if source is None and _IS_LINUX and _psutil_untouched() and ProcfsReader.works_here():
-        return ProcfsReader().read
-    ps: Any = source if source is not None else psutil
-    return lambda: read_psutil(ps)
+    """The fastest way to read this machine that still honours ``source``, and psutil's
+    functions if they are replaced later (both give CPU seconds and bytes, so readings of
+    either kind can follow one another)."""
+    if source is not None:
+        return lambda: read_psutil(source)
+    if not (_IS_LINUX and ProcfsReader.works_here()):
+        return lambda: read_psutil(psutil)
+    procfs = ProcfsReader()
+    return lambda: procfs.read() if _psutil_untouched() else read_psutil(psutil)
 
 
 def _psutil_untouched() -> bool:
