@@ -97,10 +97,11 @@ def effective_services(engine: Engine, *, discover: str | None = None, announce:
 
 
 def check_layer_once(engine: Engine, layer: str,
-                     conflicts_for: Callable[[str], list[str]] | None = None) -> LayerVerdict:
-    """One look at the layer: its services and its pool."""
+                     conflicts_for: Callable[[str], list[str]] | None = None, *, rounds: Any = None) -> LayerVerdict:
+    """One look at the layer: its services and its pool (``rounds``: see
+    :func:`check_service_results`)."""
     needed = layer_services(engine, layer)
-    results = check_service_results(engine, needed)
+    results = check_service_results(engine, needed, rounds=rounds)
     services = {name: r.to_dict() for name, r in results.items()}
     missing = [name for name, r in results.items() if r.status != "healthy"]
     terminal = any(getattr(r, "terminal", False) for r in results.values() if r.status == "unhealthy")
@@ -123,14 +124,18 @@ def check_layer(engine: Engine, layer: str, *, timeout: float = 0.0,
                 clock: Callable[[], float] = time.monotonic) -> LayerVerdict:
     """Check the layer; with ``timeout`` > 0, keep checking until it is ready, a failure is
     terminal, or the deadline passes. Backoff starts at 0.25 s and doubles up to 5 s, with
-    jitter, and never sleeps past the deadline."""
+    jitter, and never sleeps past the deadline. While waiting, a service whose port still
+    refuses is only knocked on (see :class:`~netra_rm.services.runner.ServiceRounds`)."""
+    from netra_rm.services.runner import ServiceRounds
+
     engine.config.layer(layer)  # unknown layer: fail before any waiting
+    rounds = ServiceRounds(deadline=engine.config.checks.deadline)
     start = clock()
     deadline = start + max(0.0, timeout)
     delay, attempts = 0.25, 0
     while True:
         attempts += 1
-        verdict = check_layer_once(engine, layer, conflicts_for)
+        verdict = check_layer_once(engine, layer, conflicts_for, rounds=rounds)
         left = deadline - clock()
         if verdict.ready or verdict.terminal or left <= 0:
             return LayerVerdict(**{**verdict.__dict__, "waited_seconds": clock() - start, "attempts": attempts})
