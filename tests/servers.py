@@ -540,6 +540,64 @@ class StubServer(Server):
         self.process = None
 
 
+class TlsStub:
+    """An ``http`` or ``ws`` stub over TLS, served from a thread of the test process with a
+    certificate for localhost and 127.0.0.1 from a throwaway CA (``ca_file``).
+
+    A client that refuses the certificate fails its handshake, which the stub ignores.
+    Use as a context manager; ``url`` is ``https://localhost:PORT`` or ``wss://...``.
+    """
+
+    def __init__(self, kind: str, directory: Path) -> None:
+        import ssl
+
+        import trustme
+
+        if kind not in ("http", "ws"):
+            raise ValueError(f"TLS stubs serve http or ws, not {kind!r}")
+        self.kind = kind
+        ca = trustme.CA()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca_file = directory / "test-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost", "127.0.0.1").configure_cert(self._context)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.kind == 'http' else 'wss'}://localhost:{self.port}"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+
+    def _serve(self) -> None:
+        handler = _http_connection if self.kind == "http" else _ws_connection
+        while True:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handshake_then, args=(raw, handler), daemon=True).start()
+
+    def _handshake_then(self, raw: socket.socket, handler: Callable[[socket.socket], None]) -> None:
+        import ssl
+
+        try:
+            conn = self._context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            raw.close()  # the client did not trust us
+            return
+        handler(conn)
+
+
 def _serve_stub(kind: str, port: int) -> None:
     """Run one stub server in this process until it is terminated."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -57,6 +57,8 @@ def remediation_for(spec: ServiceSpec, reason: str, *,
     elif reason == "tls":
         steps.append(f"The TLS handshake with {host}:{port} failed: check the certificate, "
                      f"or use a plain (non-TLS) URL if the server does not speak TLS.")
+        steps.append("If the certificate comes from a private CA, point SSL_CERT_FILE at a PEM file "
+                     "holding that CA's certificate.")
         steps.append(_address_step(spec))
     elif reason == "loading":
         steps.append(f"{title} is loading its data set into memory; wait for it to finish "
