@@ -73,6 +73,32 @@ def test_global_caps_dedicated_and_slots_are_checked() -> None:
     assert any("not in the configuration" in n for n in report.notes)
 
 
+def test_each_grant_is_judged_by_the_limits_it_was_admitted_under() -> None:
+    """Recorded limits win over the configuration of now: a pool that grew later does not
+    hide an over-subscription, and one that shrank later does not invent one."""
+    def granted(seq: int, ident: str, *, instances: int, caps: int = 10) -> bytes:
+        record = json.loads(event(seq, "grant", ident, memory=10, cpu=1, slot=seq))
+        record["limits"] = {"pool": {"memory_mb": 1000, "cpu_percent": 100, "instances": instances,
+                                     "scope": "host"},
+                            "global": {"max_memory_mb": 10000, "max_cpu_percent": 1000,
+                                       "max_parallel_instances": caps}}
+        return json.dumps(record).encode()
+
+    ledger = [ledger_record(f"a{i}", token=i, memory=10, cpu=1, slot=i) for i in (1, 2, 3, 4)]
+    # admitted into a pool of 4 that the configuration has since shrunk to 3: clean
+    grown = [checkpoint(0)] + [granted(i, f"a{i}", instances=4) for i in (1, 2, 3, 4)]
+    assert check(grown, ledger, 4).clean
+    # a pool of 2 then, though 3 now: the third and fourth grants over-filled it
+    small = [checkpoint(0)] + [granted(i, f"a{i}", instances=2) for i in (1, 2, 3, 4)]
+    found = check(small, ledger, 4).findings
+    assert [f.id for f in found if "instances: 3 of 2" in f.message] == ["a3"]
+    # a MAX_PARALLEL_INSTANCES=2 in force for the grant of a3
+    capped = [checkpoint(0), granted(1, "a1", instances=4), granted(2, "a2", instances=4),
+              granted(3, "a3", instances=4, caps=2)]
+    found = check(capped, ledger[:3], 3).findings
+    assert [(f.id, f.message.split(":")[0]) for f in found] == [("a3", "global instance cap")]
+
+
 def test_release_without_grant_and_double_grant_and_fencing() -> None:
     lines = [checkpoint(0), event(1, "release", "ghost"), event(2, "grant", "a", token=5),
              event(3, "grant", "a", token=4)]
@@ -274,6 +300,23 @@ def test_verify_and_history_commands(cli, small_config: Path, ledger_path: Path)
     report = cli(*cfg, "verify", "--json")
     assert report.code == 1
     assert {f["kind"] for f in report.json()["findings"]} == {"unexplained"}
+
+
+def test_verify_stays_clean_after_the_configuration_shrank(cli, write_config, ledger_path: Path) -> None:
+    roomy = write_config("layers:\n  tiny: {services: [], pool: {memory_mb: 300, cpu_percent: 30, instances: 3}}\n"
+                         "machine: {check_memory: false}\n", name="roomy.yaml")
+    tight = write_config("layers:\n  tiny: {services: [], pool: {memory_mb: 300, cpu_percent: 30, instances: 1}}\n"
+                         "machine: {check_memory: false}\n", name="tight.yaml")
+    for i in range(3):
+        granted = cli("--config", str(roomy), "allocate", "--layer", "tiny", "--category", f"c{i}",
+                      "--memory-mb", "50", "--cpu-percent", "5")
+        assert granted.code == 0, granted.stderr
+    event_line = json.loads((ledger_path.parent / "ledger.json.journal").read_text().splitlines()[-1])
+    assert event_line["limits"]["pool"]["instances"] == 3
+    report = cli("--config", str(tight), "verify")
+    assert report.code == 0, report.stdout  # admitted under the limits of the time
+    status = cli("--config", str(tight), "status", "--json").json()
+    assert any("tiny" in c for c in status["resources"]["conflicts"])  # the conflict is now's business
 
 
 def test_no_password_in_the_journal(cli, small_config: Path, ledger_path: Path) -> None:

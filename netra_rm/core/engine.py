@@ -340,8 +340,25 @@ class Engine:
             pools=request.pools, lease_expires_at=self._lease(owner, now),
         )
         state.add(allocation)
-        state.events.append(_event("grant", allocation, now, **extra))
+        state.events.append(_event("grant", allocation, now, limits=self._limits_record(request), **extra))
         return allocation
+
+    def _limits_record(self, request: Request) -> dict[str, Any]:
+        """The limits a grant is admitted under, for its journal event: ``verify`` judges
+        each grant by them, though the configuration or the MAX_* caps change later."""
+        pool = self.config.layer(request.layer).pool
+        limits = self.config.limits
+        record: dict[str, Any] = {
+            "pool": {"memory_mb": pool.memory_mb, "cpu_percent": pool.cpu_percent, "instances": pool.instances,
+                     "scope": pool.scope},
+            "global": {"max_memory_mb": limits.max_memory_mb, "max_cpu_percent": limits.max_cpu_percent,
+                       "max_parallel_instances": limits.max_parallel_instances},
+        }
+        if request.pools:
+            record["shared"] = {name: {"instances": shared.instances, "scope": shared.scope,
+                                       "memory_mb": shared.memory_mb, "cpu_percent": shared.cpu_percent}
+                                for name in request.pools if (shared := self.config.pools.get(name)) is not None}
+        return record
 
     # -- the wait queue ------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ trailing line above the ledger's ``journal_seq``, or above the next file's check
 Then the history is replayed from the oldest checkpoint, and every moment is checked:
 
 * no pool (memory, CPU, instances, dedicated) and no global cap was over-subscribed,
-  measured against the configuration in use now;
+  measured against the limits each grant was admitted under (its journal event records
+  them), or, for events written before they were recorded, the configuration in use now;
 * no slot of a layer was held twice, and fencing tokens only grew;
 * nothing was released, expired or reclaimed that was not granted, nor granted twice;
 * at the end, the ledger holds exactly what the journal says is held.
@@ -198,7 +199,16 @@ class _Replay:
 
     def check_after_grant(self, event: Mapping[str, Any]) -> None:
         layer = event["layer"]
-        pool = self.pools.get(layer)
+        raw_limits = event.get("limits")
+        recorded: Mapping[str, Any] = raw_limits if isinstance(raw_limits, Mapping) else {}
+        pool = _recorded(Pool, recorded.get("pool")) or self.pools.get(layer)
+        limits = _recorded(Limits, recorded.get("global")) or self.limits
+        shared_pools = dict(self.shared_pools)
+        raw_shared = recorded.get("shared")
+        for name, raw in (raw_shared.items() if isinstance(raw_shared, Mapping) else ()):
+            shared = _recorded(SharedPool, {**raw, "name": name}) if isinstance(raw, Mapping) else None
+            if shared is not None:
+                shared_pools[name] = shared
         held = list(self.held.values())
         local = held
         if self.per_host:  # a shared ledger: host pools and the caps count the grant's host only
@@ -208,7 +218,7 @@ class _Replay:
         in_layer = [a for a in (local if scope == "host" else held) if a["layer"] == layer]
         when = f"after granting {event.get('id')}"
         for name in event.get("pools") or ():
-            shared = self.shared_pools.get(name)
+            shared = shared_pools.get(name)
             if shared is None:
                 continue
             holders = [a for a in (local if shared.scope == "host" else held) if name in (a.get("pools") or ())]
@@ -243,7 +253,6 @@ class _Replay:
             self.find("slot", f"layer {layer}: slot {event.get('slot')} held twice at once {when}.", event)
         total_memory = sum(a["memory_mb"] for a in local)
         total_cpu = sum(a["cpu_percent"] for a in local)
-        limits = self.limits
         if total_memory > limits.max_memory_mb:
             self.find("over-subscribed", f"global memory cap: {total_memory} of {limits.max_memory_mb} MB held "
                                          f"{when}.", event)
@@ -253,6 +262,16 @@ class _Replay:
         if len(local) > limits.max_parallel_instances:
             self.find("over-subscribed", f"global instance cap: {len(local)} of "
                                          f"{limits.max_parallel_instances} held {when}.", event)
+
+
+def _recorded(kind: Any, raw: Any) -> Any:
+    """``kind(**raw)`` from a journal event's recorded limits; None if absent or malformed."""
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return kind(**raw)
+    except TypeError:
+        return None
 
 
 def verify(lines: Iterable[bytes], *, ledger_allocations: Sequence[Mapping[str, Any]], committed_seq: int,
