@@ -28,6 +28,8 @@ def mask_url(url: str | None) -> str | None:
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:{MASK}@{hostport}"
     query = _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing to hide (and urlunsplit would turn unix:///x into unix:/x)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -226,6 +226,14 @@ class PostgresServer(Server):
     def url(self) -> str:
         return self.url_with()
 
+    @property
+    def socket_url(self) -> str:
+        """This server through its Unix socket, in libpq's form (no host; the directory in
+        the query)."""
+        assert self.root is not None, "start the server first"
+        return (f"postgresql://{self.user}:{urllib.parse.quote(self.password, safe='')}@/{self.database}"
+                f"?host={self.root}&port={self.port}")
+
     def start(self) -> None:
         if self.running:
             return
@@ -333,6 +341,15 @@ class RedisServer(Server):
     def url(self) -> str:
         return self.url_with()
 
+    @property
+    def socket(self) -> Path:
+        return self.root / "redis.sock"
+
+    @property
+    def socket_url(self) -> str:
+        """This server through its Unix socket (redis-py's ``unix://`` form)."""
+        return f"unix://:{urllib.parse.quote(self.password, safe='')}@{self.socket}?db=0"
+
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
             return
@@ -341,6 +358,7 @@ class RedisServer(Server):
         log = self.root / "redis.log"
         self.process = subprocess.Popen(
             [self._binary, "--port", str(self.port), "--bind", HOST,
+             "--unixsocket", str(self.socket), "--unixsocketperm", "700",
              "--requirepass", self.password, "--save", "", "--appendonly", "no",
              "--dir", str(self.root), "--daemonize", "no", "--loglevel", "warning",
              "--logfile", str(log)],

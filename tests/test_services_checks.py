@@ -430,3 +430,42 @@ def test_importing_services_loads_no_driver() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
                           timeout=30, check=False)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+# -- Unix sockets ---------------------------------------------------------------------------
+
+
+def test_postgresql_and_redis_through_their_unix_sockets(pg_server: Server, redis_server: Server) -> None:
+    specs = {
+        "pg": ServiceSpec(name="pg", kind="postgresql", url=pg_server.socket_url),  # type: ignore[attr-defined]
+        "cache": ServiceSpec(name="cache", kind="redis", url=redis_server.socket_url),  # type: ignore[attr-defined]
+    }
+    results = check_services(specs)
+    assert results["pg"].status == "healthy", results["pg"].error
+    assert results["cache"].status == "healthy", results["cache"].error
+    assert results["pg"].version and results["cache"].version
+    assert_no_secret(*results.values())
+
+
+def test_a_unix_socket_nobody_listens_on_is_refused_naming_the_socket(tmp_path: Path) -> None:
+    specs = {
+        "pg": ServiceSpec(name="pg", kind="postgresql",
+                          url=f"postgresql://netra:{WRONG_PASSWORD}@/db?host={tmp_path}&port=5499"),
+        "cache": ServiceSpec(name="cache", kind="redis", url=f"unix://:{WRONG_PASSWORD}@{tmp_path}/none.sock"),
+    }
+    results = check_services(specs, deadline=10.0)
+    pg, cache = results["pg"], results["cache"]
+    assert (pg.status, pg.reason, pg.terminal) == ("unhealthy", "refused", False), pg.error
+    assert f"{tmp_path}/.s.PGSQL.5499" in (pg.error or "")
+    assert (cache.status, cache.reason, cache.terminal) == ("unhealthy", "refused", False), cache.error
+    assert f"{tmp_path}/none.sock" in (cache.error or "")
+    assert any(f"-k {tmp_path} -p 5499" in step for step in pg.remediation)
+    assert any(f"--unixsocket {tmp_path}/none.sock" in step for step in cache.remediation)
+    assert_no_secret(pg, cache, extra=(WRONG_PASSWORD,))
+
+
+@pytest.mark.parametrize("url", ["unix://", "unix://:pw@", "postgresql://u@/db?host=relative/dir"])
+def test_a_malformed_socket_url_is_a_terminal_bad_url(url: str) -> None:
+    kind = "redis" if url.startswith("unix") else "postgresql"
+    result = check_services({"s": ServiceSpec(name="s", kind=kind, url=url)})["s"]
+    assert (result.reason, result.terminal) == ("bad_url", True), result.error

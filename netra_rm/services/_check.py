@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ServiceCheckError
 from ..redact import mask_text, mask_url, url_password
@@ -41,16 +41,28 @@ class Address:
     path: str
     username: str | None
     password: str | None = None
+    socket_path: str | None = None  # a Unix socket instead of host and port
 
     @property
     def hostport(self) -> str:
-        """``host:port`` with IPv6 hosts bracketed, for messages."""
+        """``host:port`` with IPv6 hosts bracketed, or the socket's path, for messages."""
+        if self.socket_path is not None:
+            return self.socket_path
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
 
-def parse_address(spec: ServiceSpec, schemes: Mapping[str, int | None]) -> Address:
+#: The scheme of a Unix socket URL (redis-py's ``unix:///run/redis.sock?db=0``).
+UNIX_SCHEME = "unix"
+
+
+def parse_address(spec: ServiceSpec, schemes: Mapping[str, int | None], *,
+                  socket_file: str | None = None) -> Address:
     """Split ``spec.url``; ``schemes`` maps each accepted scheme to its default port.
+
+    Unix sockets: a ``unix`` entry in ``schemes`` accepts ``unix:///path/to.sock``; a
+    ``socket_file`` pattern (``".s.PGSQL.{port}"``) accepts libpq's form, no host and a
+    socket directory in the query (``postgresql://u@/db?host=/run/postgresql``).
 
     Raises a terminal ``bad_url`` :class:`ServiceCheckError` for anything malformed,
     since no amount of waiting repairs a URL.
@@ -62,10 +74,22 @@ def parse_address(spec: ServiceSpec, schemes: Mapping[str, int | None]) -> Addre
         if scheme not in schemes:
             accepted = ", ".join(f"{s}://" for s in schemes)
             raise ValueError(f"scheme {parts.scheme or '(none)'!r} is not one of {accepted}")
+        socket_path = None
         host = parts.hostname
+        port = parts.port or schemes[scheme]
+        if scheme == UNIX_SCHEME:
+            if not parts.path.startswith("/"):
+                raise ValueError("no socket path (unix:///path/to/server.sock)")
+            host, port, socket_path = "localhost", 0, parts.path
+        elif not host and socket_file is not None:
+            query = parse_qs(parts.query)
+            directory, query_port = query.get("host", [""])[0], query.get("port", [""])[0]
+            if not directory.startswith("/"):
+                raise ValueError("no host")
+            port = int(query_port) if query_port else port
+            host, socket_path = "localhost", f"{directory.rstrip('/')}/{socket_file.format(port=port)}"
         if not host:
             raise ValueError("no host")
-        port = parts.port or schemes[scheme]
         if port is None:
             raise ValueError("no port")
     except ValueError as exc:
@@ -76,9 +100,10 @@ def parse_address(spec: ServiceSpec, schemes: Mapping[str, int | None]) -> Addre
         scheme=scheme,
         host=host,
         port=port,
-        path=parts.path or "",
+        path="" if scheme == UNIX_SCHEME else parts.path or "",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
+        socket_path=socket_path,
     )
 
 
@@ -97,6 +122,8 @@ def os_error_reason(exc: BaseException) -> tuple[str, bool, str] | None:
             return "dns", not transient, f"cannot resolve host ({node.strerror or node})"
         if isinstance(node, ConnectionRefusedError):
             return "refused", False, "connection refused"
+        if isinstance(node, FileNotFoundError):  # a Unix socket nobody has made (yet)
+            return "refused", False, "no server listening on the socket"
         if isinstance(node, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
             return "reset", False, "connection reset by the server"
         if isinstance(node, TimeoutError):

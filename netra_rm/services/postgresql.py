@@ -18,6 +18,7 @@ from .result import ServiceResult
 from .spec import ServiceSpec
 
 SCHEMES: dict[str, int | None] = {"postgresql": 5432, "postgres": 5432}
+SOCKET_FILE = ".s.PGSQL.{port}"  # in the directory a host=/path query names
 
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html)
 _AUTH_STATES = {"28P01", "28000"}  # invalid_password, invalid_authorization_specification
@@ -32,7 +33,7 @@ def check(spec: ServiceSpec) -> ServiceResult:
 
 def probe(spec: ServiceSpec) -> Probe:
     """Log in and query; raises :class:`ServiceCheckError` on any failure."""
-    address = parse_address(spec, SCHEMES)
+    address = parse_address(spec, SCHEMES, socket_file=SOCKET_FILE)
     # libpq counts whole seconds and treats anything below 2 as 2; the runner enforces
     # the spec's exact timeout by abandoning the check.
     connect_timeout = max(2, math.ceil(spec.connect_timeout))
@@ -83,6 +84,8 @@ def _translate(spec: ServiceSpec, address: Address, exc: psycopg.Error) -> Servi
         return ServiceCheckError(f"{where}: {what}", terminal=terminal, reason=reason)
     if "connection refused" in lowered:
         return ServiceCheckError(f"{where}: connection refused", reason="refused")
+    if "no such file or directory" in lowered and address.socket_path is not None:
+        return ServiceCheckError(f"{where}: no server listening on the socket", reason="refused")
     if "could not translate host name" in lowered or "name or service not known" in lowered:
         return ServiceCheckError(f"{where}: cannot resolve host", terminal=True, reason="dns")
     if "timeout" in lowered or "timed out" in lowered:

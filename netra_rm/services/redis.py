@@ -20,7 +20,7 @@ from ._check import Address, Probe, os_error_reason, parse_address, run_probe
 from .result import ServiceResult
 from .spec import ServiceSpec
 
-SCHEMES: dict[str, int | None] = {"redis": 6379, "rediss": 6379}
+SCHEMES: dict[str, int | None] = {"redis": 6379, "rediss": 6379, "unix": None}
 
 # No CLIENT SETINFO round trips: redis-py >= 7.1 says so with driver_info=None, older
 # versions with lib_name/lib_version=None.

@@ -6,7 +6,7 @@ Pure text built from the spec: no I/O, no driver imports, and every URL shown ma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ..redact import mask_url
 from .spec import ServiceSpec
@@ -100,8 +100,15 @@ def _start_steps(spec: ServiceSpec, host: str, port: int | str) -> list[str]:
         steps.append(f"Start {spec.name} with `netra-rm up {spec.name}`, which runs its configured start "
                      f"command `{shown_command(spec, spec.start)}` (and starts what it depends on first).")
         return steps
+    socket = _socket_of(spec)
     if start:
         steps.append(f"Start {spec.name}: `{start}`.")
+    elif spec.kind == "postgresql" and socket:
+        steps.append(f"Start PostgreSQL with its socket in {socket} on port {port}: "
+                     f"`pg_ctl -D <datadir> -o \"-k {socket} -p {port}\" start`.")
+    elif spec.kind == "redis" and socket:
+        steps.append(f"Start Redis on the socket {socket}: `redis-server --unixsocket {socket}` "
+                     f"(add `--requirepass <password>` if the URL has one).")
     elif spec.kind == "postgresql":
         steps.append(f"Start PostgreSQL on port {port}: `pg_ctl -D <datadir> -o \"-p {port}\" "
                      f"start` (or `sudo systemctl start postgresql`).")
@@ -190,13 +197,27 @@ def _has_password(spec: ServiceSpec) -> bool:
         return False
 
 
+def _socket_of(spec: ServiceSpec) -> str | None:
+    """The Unix socket a URL names: redis-py's ``unix:///path``, or libpq's socket
+    directory (``postgresql://u@/db?host=/run/postgresql``); None for host and port."""
+    try:
+        parts = urlsplit(spec.url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() == "unix":
+        return parts.path or None
+    directory = parse_qs(parts.query).get("host", [""])[0]
+    return directory if not parts.hostname and directory.startswith("/") else None
+
+
 def _where(spec: ServiceSpec) -> tuple[str, int | str, str | None, str | None]:
     """Host, port, user and database of ``spec.url``, tolerant of a malformed URL."""
     try:
         parts = urlsplit(spec.url)
-        host = parts.hostname or "HOST"
+        host = parts.hostname or _socket_of(spec) or "HOST"
         default = 443 if parts.scheme in ("https", "wss") else _DEFAULT_PORTS.get(spec.kind)
-        port: int | str = parts.port or default or "PORT"
+        query_port = parse_qs(parts.query).get("port", [""])[0]
+        port: int | str = parts.port or (int(query_port) if query_port.isdigit() else None) or default or "PORT"
         user = parts.username
         path = parts.path.strip("/")
     except ValueError:
