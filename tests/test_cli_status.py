@@ -160,6 +160,21 @@ def test_monitor_interval_floor(cli) -> None:
     assert r.code == 2 and "0.5" in r.stderr
 
 
+def test_monitor_services_interval(cli) -> None:
+    quiet = cli("monitor", "--interval", "0.5", "--count", "2", "--services-interval", "0")
+    assert quiet.code == 0, quiet.stderr
+    for line in quiet.stdout.splitlines():
+        sample = json.loads(line)
+        assert sample["services"] == [] and sample["services_checked_at"] is None
+    checked = cli("monitor", "--interval", "0.5", "--count", "4", "--services-interval", "1", env=ENV_DOWN)
+    assert checked.code == 0, checked.stderr
+    last = json.loads(checked.stdout.splitlines()[-1])
+    assert {s["name"] for s in last["services"]} >= {"postgresql", "redis"}
+    for bad in ("0.2", "-1"):
+        refused = cli("monitor", "--count", "1", "--services-interval", bad)
+        assert refused.code == 2 and "--services-interval" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_config_show_masks_secrets_in_start_commands(cli, write_config) -> None:
     path = write_config("services:\n  redis:\n    kind: redis\n    url: redis://:pw-In-Cmd-1@127.0.0.1:6390/0\n"
                         "    start: [redis-server, --port, '6390', --requirepass, pw-In-Cmd-1]\n"

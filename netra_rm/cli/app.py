@@ -581,12 +581,19 @@ def monitor(
                                             help="Seconds between samples (at least 0.5).")] = 2.0,
     count: Annotated[Optional[int], typer.Option("--count", metavar="N", min=1,
                                                  help="Stop after N samples.")] = None,
+    services_interval: Annotated[Optional[float], typer.Option(
+        "--services-interval", metavar="S", min=0,
+        help="Seconds between service checks, in the background (default: 5 samples, at least 10 s; "
+             "0: no service checks).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """A live view of the machine, the pools, the allocations and the services.
 
     On a terminal it redraws in place; with --json, or when stdout is not a terminal, it
     prints one JSON object per sample (NDJSON). Ctrl-C ends it.
+
+    Services are checked in the background, every 5 samples but at least 10 s apart
+    unless --services-interval says otherwise.
 
     Example: netra-rm monitor --json --interval 5 --count 12 > monitor.ndjson
     """
@@ -616,9 +623,15 @@ def monitor(
         source = SnapshotSource(thresholds=Thresholds.from_mapping(engine.config.thresholds),
                                 ledger_state=ledger_state)
         json_lines = out.json or not sys.stdout.isatty()
+        every = max(10.0, interval * 5) if services_interval is None else services_interval
+        if 0 < every < 1:
+            from netra_rm.errors import UsageError
+
+            raise UsageError(f"--services-interval must be 0 (no service checks) or at least 1 second, "
+                             f"not {every:g}.")
+        checks: dict[str, Any] = {"services_provider": services, "services_interval": every} if every else {}
         run_monitor(source, interval=interval, count=count, json_lines=json_lines, out=out.stdout,
-                    console=None if json_lines else out.console(), services_provider=services,
-                    services_interval=max(10.0, interval * 5))
+                    console=None if json_lines else out.console(), **checks)
 
 
 # -- graph -------------------------------------------------------------------------------
