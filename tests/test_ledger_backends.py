@@ -371,3 +371,36 @@ def test_a_hung_postgresql_server_is_given_up_on_within_the_timeout(pg_server, t
         os.kill(backend_pid, signal.SIGCONT)
     with ledger.transaction() as state:  # a new connection, and on it goes
         assert state.fencing_counter == 0
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+def test_a_server_ledger_through_its_unix_socket(kind: str, request: pytest.FixtureRequest, cli,
+                                                 small_config: Path) -> None:
+    server = request.getfixturevalue("redis_server" if kind == "redis" else "pg_server")
+    location = f"{server.socket_url}&ledger=sock{os.urandom(4).hex()}"
+    ledger = ["--config", str(small_config), "--ledger", location]
+    granted = cli(*ledger, "allocate", "--layer", "tiny", "--category", "via-socket", "--memory-mb", "100")
+    assert granted.code == 0, granted.stderr
+    ident = granted.stdout.strip()
+    status = cli(*ledger, "status", "--json")
+    assert [a["id"] for a in status.json()["resources"]["active_allocations"]] == [ident]
+    assert status.json()["resources"]["ledger"].startswith("unix://" if kind == "redis" else "postgresql://")
+    assert cli(*ledger, "release", ident).code == 0
+    for output in (granted.stdout + granted.stderr, status.stdout):
+        assert server.password not in output
+
+
+def test_a_unix_socket_ledger_nobody_listens_on_is_exit_5(cli, tmp_path: Path) -> None:
+    missing = cli("--ledger", f"unix://:pw-Sock-9@{tmp_path}/none.sock", "allocate", "--layer", "fast_feedback",
+                  "--category", "x")
+    assert missing.code == 5, missing.stderr
+    assert "cannot be reached" in missing.stderr and "none.sock" in missing.stderr
+    assert "pw-Sock-9" not in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("location", ["redis://:pw-Bad-7@h:abc/0", "redis://:pw-Bad-7@h/x", "unix://:pw-Bad-7@relative"])
+def test_a_malformed_redis_ledger_url_is_bad_input(cli, location: str) -> None:
+    result = cli("--ledger", location, "status")
+    assert result.code == 2, result.stderr
+    assert "malformed" in result.stderr and "redis://HOST" in result.stderr
+    assert "pw-Bad-7" not in result.stderr and "Traceback" not in result.stderr and "bug" not in result.stderr

@@ -13,7 +13,7 @@ from netra_rm.ledger.base import SCHEMA_VERSION, Ledger, LedgerState
 __all__ = ["SCHEMA_VERSION", "Ledger", "LedgerState", "default_ledger_path", "is_server_location", "open_ledger"]
 
 LEDGER_FILE_NAME = "ledger.json"
-REDIS_SCHEMES = ("redis", "rediss")
+REDIS_SCHEMES = ("redis", "rediss", "unix")  # unix:///path.sock: Redis on its Unix socket
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
@@ -26,8 +26,9 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
     """The ledger at ``location``, ``NETRA_RM_LEDGER``, or the default file.
 
     ``location`` is a path or ``file://`` URL (the JSON file), ``redis://`` / ``rediss://``
-    (Redis) or ``postgresql://`` / ``postgres://`` (PostgreSQL); the server drivers are
-    imported only here, when such a ledger is opened.
+    / ``unix://`` (Redis, the last on its Unix socket) or ``postgresql://`` /
+    ``postgres://`` (PostgreSQL); the server drivers are imported only here, when such a
+    ledger is opened.
     """
     from netra_rm.ledger.file import FileLedger
 

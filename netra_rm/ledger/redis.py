@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from netra_rm.core.model import Allocation
-from netra_rm.errors import LedgerError
+from netra_rm.errors import LedgerError, UsageError
 from netra_rm.ledger.base import LedgerState
 from netra_rm.ledger.remote import RemoteLedger, ServerOptions, Snapshot
 
@@ -139,7 +139,8 @@ class ReplyError(Exception):
 
 @dataclass(frozen=True)
 class _Target:
-    """Where and how to connect, from a ``redis://`` or ``rediss://`` URL."""
+    """Where and how to connect, from a ``redis://``, ``rediss://`` or ``unix://`` URL
+    (``unix:///run/redis.sock?db=0``: the server's Unix socket)."""
 
     host: str
     port: int
@@ -147,11 +148,15 @@ class _Target:
     username: str | None
     password: str | None
     tls: bool
+    socket_path: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> _Target:
         parts = urlsplit(url)
-        path = parts.path.strip("/")
+        unix = parts.scheme == "unix"
+        if unix and not parts.path.startswith("/"):
+            raise ValueError("a unix:// ledger needs the socket's path: unix:///path/to/redis.sock?db=0")
+        path = "" if unix else parts.path.strip("/")
         query = dict(parse_qsl(parts.query))
         db_text = query.get("db") or path or "0"
         if not db_text.isdigit():
@@ -159,7 +164,7 @@ class _Target:
         return cls(host=parts.hostname or "localhost", port=parts.port or 6379, db=int(db_text),
                    username=unquote(parts.username) if parts.username else None,
                    password=unquote(parts.password) if parts.password is not None else None,
-                   tls=parts.scheme == "rediss")
+                   tls=parts.scheme == "rediss", socket_path=parts.path if unix else None)
 
 
 class _Wire:
@@ -177,9 +182,19 @@ class _Wire:
 
     def _connect(self) -> None:
         t = self.target
-        sock = socket.create_connection((t.host, t.port), timeout=self.options.connect_timeout)
+        if t.socket_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.options.connect_timeout)
+                sock.connect(t.socket_path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((t.host, t.port), timeout=self.options.connect_timeout)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if t.socket_path is None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if t.tls:
                 import ssl
 
@@ -295,6 +310,11 @@ def _read_reply(reader: Any) -> Any:
     raise ConnectionError(f"unexpected reply from the server: {line[:40]!r}")
 
 
+#: How a Redis ledger URL is written (a password goes in the userinfo, before the host).
+_URL_FORMS = ["Give --ledger redis://HOST[:PORT][/DB][?ledger=NAME] or "
+              "unix:///path/to/redis.sock[?db=N&ledger=NAME], with a password, if any, as the URL's userinfo."]
+
+
 class RedisLedger(RemoteLedger):
     """A ledger in Redis, shared by every host that reaches the server."""
 
@@ -306,7 +326,11 @@ class RedisLedger(RemoteLedger):
         self.keys = {k: f"{prefix}:{k}".encode() for k in ("ledger", "lock", "holder", "journal", "journal.1",
                                                            "released")}
         self._prefix = prefix
-        self._wire = _Wire(self.server_url, self.options)
+        try:
+            self._wire = _Wire(self.server_url, self.options)
+        except ValueError as exc:
+            raise UsageError(f"the Redis ledger URL {self.location} is malformed: {exc}.",
+                             remediation=_URL_FORMS) from None
         self._client = os.urandom(6).hex()
         self._counter = itertools.count(1)
         self._holder = b""
@@ -338,15 +362,17 @@ class RedisLedger(RemoteLedger):
             raise self.error(f"cannot be reached: {reason}.", remediation=self._reach_steps()) from None
         except ValueError as exc:
             raise self.error(f"has a malformed URL: {exc}.",
-                             remediation=["Give --ledger redis://[:PASSWORD@]HOST[:PORT][/DB][?ledger=NAME]."]
+                             remediation=_URL_FORMS
                              ) from None
 
     def _encode(self, state: LedgerState) -> bytes:
         return self._encode_lines(state)
 
     def _reach_steps(self) -> list[str]:
-        return [f"Check that the Redis server is running and reachable from this host: redis-cli -u "
-                f"'{self.location}' ping", "Or use another ledger: --ledger PATH|URL or NETRA_RM_LEDGER."]
+        socket_path = urlsplit(self.location).path if self.location.startswith("unix:") else None
+        probe = f"redis-cli -s {socket_path} ping" if socket_path else f"redis-cli -u '{self.location}' ping"
+        return [f"Check that the Redis server is running and reachable from this host: {probe}",
+                "Or use another ledger: --ledger PATH|URL or NETRA_RM_LEDGER."]
 
     def persistence_advice(self) -> list[str]:
         return ["Turn on persistence on the Redis server (appendonly yes) so that a restart keeps the ledger."]
