@@ -147,20 +147,22 @@ class ResourceManagementAgent:
         return bool(result.released)
 
     def get_resource_status(self) -> dict[str, Any]:
-        """Pools, active allocations, global limits and the latest system metrics."""
-        metrics = None
-        if self._monitor is not None:
-            sample = self._monitor.latest()
-            if sample is not None:
-                metrics = sample.to_dict()
-        return self.engine.resource_status(system_metrics=metrics)
+        """Pools, active allocations, global limits and the latest system metrics (right
+        after the agent starts, it waits for the first sample: half a second at most)."""
+        sample = self._latest_sample()
+        return self.engine.resource_status(system_metrics=sample.to_dict() if sample is not None else None)
 
     def resolve_resource_conflicts(self) -> list[str]:
         """What is wrong now, one sentence each (and reclaims what can be reclaimed)."""
         from netra_rm.core.conflicts import find_conflicts
 
-        sample = self._monitor.latest() if self._monitor is not None else None
-        return find_conflicts(self.engine, sample=sample)
+        return find_conflicts(self.engine, sample=self._latest_sample())
+
+    def _latest_sample(self) -> Any:
+        """The monitor's newest sample; before its first, wait for it (None without monitoring)."""
+        if self._monitor is None:
+            return None
+        return self._monitor.latest() or self._monitor.wait_for_sample(self._monitor.first_after + 1.0)
 
 
 def service_summary(services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -101,3 +103,39 @@ def test_agent_resolves_conflicts_and_samples_in_the_background(tmp_path: Path) 
         metrics = rm.get_resource_status()["system_metrics"]
         assert metrics["memory"]["percent"] > 0 and "cpu" in metrics
     assert rm._monitor is None
+
+
+def test_agent_has_system_metrics_right_after_it_starts(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(BIG)
+    with create_resource_manager(enable_monitoring=True, config=str(config), ledger=str(tmp_path / "l.json"),
+                                 env={}) as rm:  # the default 2 s interval
+        metrics = rm.get_resource_status()["system_metrics"]
+        assert metrics["memory"]["total_bytes"] > 0 and metrics["processes"] > 0
+        assert 0.0 <= metrics["cpu"]["percent"] <= 100.0
+
+
+def test_agent_sees_a_critical_machine_injected_through_psutil(tmp_path: Path, monkeypatch) -> None:
+    """A program that replaces psutil's figures (as a test would) is heard by the agent's
+    monitor, and an active allocation on a critical machine is a conflict."""
+    import psutil
+
+    config = tmp_path / "c.yaml"
+    config.write_text(BIG)
+    with create_resource_manager(enable_monitoring=True, monitor_interval=0.2, config=str(config),
+                                 ledger=str(tmp_path / "l.json"), env={}) as rm:
+        assert rm.allocate_resources("tiny", "c") is not None
+        real = psutil.virtual_memory()
+        monkeypatch.setattr(psutil, "virtual_memory",
+                            lambda: real._replace(percent=97.5, available=real.total // 40))
+        found: list[str] = []
+
+        def critical() -> bool:
+            found[:] = rm.resolve_resource_conflicts()
+            return any("system memory is at a critical level" in c for c in found)
+
+        deadline = time.monotonic() + 10  # the next background sample (every 0.2 s) brings it
+        pause = threading.Event()
+        while not critical() and time.monotonic() < deadline:
+            pause.wait(0.05)
+        assert critical(), found

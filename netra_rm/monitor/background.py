@@ -16,9 +16,9 @@ __all__ = ["MonitorThread"]
 class MonitorThread:
     """Takes a :class:`SystemSample` every ``interval`` seconds until :meth:`stop`.
 
-    The first sample is taken one interval after :meth:`start`, so that it covers a whole
-    interval; until then :meth:`latest` is ``None`` (:meth:`wait_for_sample` waits for
-    it). ``on_sample`` is called in the monitoring thread after each sample (to feed an
+    The first sample is taken ``first_after`` seconds after :meth:`start` (half a second,
+    or the interval if that is shorter), so that a caller soon has figures over a real
+    interval; until then :meth:`latest` is ``None`` (:meth:`wait_for_sample` waits for it). ``on_sample`` is called in the monitoring thread after each sample (to feed an
     :class:`~netra_rm.monitor.thresholds.AlertTracker`, say); an exception from it or
     from the sampler is kept in :attr:`last_error` and sampling goes on.
     """
@@ -31,6 +31,7 @@ class MonitorThread:
         sampler: Sampler | None = None,
         on_sample: Callable[[SystemSample], None] | None = None,
         name: str = "netra-rm-monitor",
+        first_after: float = 0.5,
     ) -> None:
         if not interval > 0:
             msg = f"interval must be a positive number of seconds, not {interval!r}"
@@ -39,6 +40,7 @@ class MonitorThread:
             msg = f"history_size must be 1 or more, not {history_size!r}"
             raise ValueError(msg)
         self.interval = float(interval)
+        self.first_after = min(self.interval, max(0.0, float(first_after)))
         self._sampler = sampler
         self._on_sample = on_sample
         self._history: deque[SystemSample] = deque(maxlen=history_size)
@@ -91,7 +93,7 @@ class MonitorThread:
     def _run(self) -> None:
         sampler = self._sampler
         assert sampler is not None
-        deadline = time.monotonic() + self.interval
+        deadline = time.monotonic() + self.first_after
         while not self._stop.wait(max(0.0, deadline - time.monotonic())):
             deadline += self.interval
             now = time.monotonic()
