@@ -18,7 +18,8 @@ class MonitorThread:
 
     The first sample is taken ``first_after`` seconds after :meth:`start` (half a second,
     or the interval if that is shorter), so that a caller soon has figures over a real
-    interval; until then :meth:`latest` is ``None`` (:meth:`wait_for_sample` waits for it). ``on_sample`` is called in the monitoring thread after each sample (to feed an
+    interval; until then :meth:`latest` is ``None`` (:meth:`wait_for_sample` waits for
+    it). ``on_sample`` is called in the monitoring thread after each sample (to feed an
     :class:`~netra_rm.monitor.thresholds.AlertTracker`, say); an exception from it or
     from the sampler is kept in :attr:`last_error` and sampling goes on.
     """
