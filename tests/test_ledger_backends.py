@@ -294,7 +294,8 @@ def test_postgresql_stopped_mid_run_and_restarted_grants_nothing_twice(pg_server
 
 def test_redis_stopped_mid_run_without_persistence_fences_every_worker(own_redis, tmp_path: Path) -> None:
     location = f"{own_redis.url}?ledger=fleet"
-    events, _ = run_through_outage(tmp_path, location, own_redis.stop, own_redis.start)
+    # more rounds than any worker can finish before the stop lands: each one meets the restart
+    events, _ = run_through_outage(tmp_path, location, own_redis.stop, own_redis.start, iterations=100_000)
     fenced = [e for e in events if e["event"] == "fenced"]
     assert len(fenced) == 8, "every worker should stop: the ledger lost its state"
     assert all("lost its state" in e["message"] or "started again" in e["message"] for e in fenced)
