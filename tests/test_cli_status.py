@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -158,6 +160,27 @@ def test_monitor_prints_ndjson_when_not_a_terminal(cli) -> None:
 def test_monitor_interval_floor(cli) -> None:
     r = cli("monitor", "--interval", "0.1", "--count", "1")
     assert r.code == 2 and "0.5" in r.stderr
+
+
+def test_monitor_carries_on_when_the_ledger_breaks_and_says_why(cli, ledger_path: Path) -> None:
+    from conftest import _entry_point
+
+    assert cli("allocate", "--layer", "fast_feedback", "--category", "watched").code == 0
+    proc = subprocess.Popen([*_entry_point(), "monitor", "--interval", "0.5", "--count", "4",
+                             "--services-interval", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "NETRA_RM_LEDGER": str(ledger_path)})
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    assert first["allocations"] == 1 and first["ledger_error"] is None
+    ledger_path.write_text("{ not json")  # corrupt, from now on
+    rest = [json.loads(line) for line in proc.stdout]
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert len(rest) == 3
+    assert "corrupt" in (rest[-1]["ledger_error"] or "")
+    assert rest[-1]["allocations"] == 1 and rest[-1]["pools"]  # the last ones read
+    broken = cli("monitor", "--count", "1")
+    assert broken.code == 5 and "corrupt" in broken.stderr  # unusable from the start
 
 
 def test_monitor_services_interval(cli) -> None:

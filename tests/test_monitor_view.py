@@ -151,6 +151,12 @@ def test_view_says_when_the_service_check_failed() -> None:
     assert "last check failed: checker crashed" in text
 
 
+def test_view_says_when_the_ledger_could_not_be_read() -> None:
+    text = render(build_view(snapshot(ledger_error="the Redis ledger at redis://:***@h/0 cannot be reached")))
+    assert "showing the last read" in text and "cannot be reached" in text
+    assert "fast_feedback" in text  # the last pools read are still shown
+
+
 def test_view_never_calls_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("the view must not call psutil")
@@ -177,7 +183,8 @@ def test_ndjson_dict_shape() -> None:
     data = snapshot_to_ndjson_dict(snapshot())
     assert json.loads(json.dumps(data)) == data
     assert set(data) == {"version", "timestamp", "system", "levels", "pools", "allocations", "services",
-                         "services_checked_at", "alerts"}
+                         "services_checked_at", "alerts", "ledger_error"}
+    assert data["ledger_error"] is None
     assert data["version"] == 1
     assert data["timestamp"] == NOW
     assert data["system"] == SAMPLE.to_dict()

@@ -614,6 +614,8 @@ def monitor(
             pools, allocations = engine.pool_usage()
             return [{"layer": name, **pool} for name, pool in pools.items()], allocations
 
+        ledger_state()  # a ledger unusable from the start is an error (exit 5); later, a caption
+
         rounds = ServiceRounds(deadline=engine.config.checks.deadline)  # down services: a knock a round
 
         def services() -> list[dict]:

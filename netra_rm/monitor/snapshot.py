@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from netra_rm.errors import NetraRMError
 from netra_rm.monitor.sampler import Sampler, SystemSample
 from netra_rm.monitor.thresholds import Alert, AlertTracker, Level, Thresholds
 
@@ -38,6 +39,8 @@ class MonitorSnapshot:
       seconds; ``None`` before the first check finished). ``services_error`` says why the
       latest check failed, when it did (the services shown are then older).
     - ``alerts``: the debounced alerts; ``thresholds`` give the instantaneous levels.
+    - ``ledger_error``: why the ledger could not be read at this tick (the pools and
+      allocations shown are then the last ones read), else ``None``.
     """
 
     sample: SystemSample
@@ -48,6 +51,7 @@ class MonitorSnapshot:
     thresholds: Thresholds = field(default_factory=Thresholds)
     services_checked_at: float | None = None
     services_error: str | None = None
+    ledger_error: str | None = None
 
     @property
     def timestamp(self) -> float:
@@ -67,8 +71,10 @@ class SnapshotSource:
     """Builds one :class:`MonitorSnapshot` per call: a fresh sample, its alerts, and the
     pools and allocations that ``ledger_state`` returns (``(pools, allocations)``).
 
-    Made for ``run_monitor(SnapshotSource(...), ...)``; services are folded in by the
-    loop, which checks them on their own cadence.
+    A ledger that cannot be read at some tick (a Redis ledger's server restarting, say)
+    does not end the monitor: the snapshot keeps the last pools and allocations read and
+    says why in ``ledger_error``. Made for ``run_monitor(SnapshotSource(...), ...)``;
+    services are folded in by the loop, which checks them on their own cadence.
     """
 
     def __init__(
@@ -81,20 +87,27 @@ class SnapshotSource:
         self.sampler = sampler if sampler is not None else Sampler()
         self.tracker = AlertTracker(thresholds)
         self._ledger_state = ledger_state
+        self._pools: tuple[Mapping[str, Any], ...] = ()
+        self._allocations: tuple[Mapping[str, Any], ...] = ()
 
     def __call__(self) -> MonitorSnapshot:
         sample = self.sampler.sample()
         alerts = self.tracker.observe(sample)
-        pools: Sequence[Mapping[str, Any]] = ()
-        allocations: Sequence[Mapping[str, Any]] = ()
+        ledger_error = None
         if self._ledger_state is not None:
-            pools, allocations = self._ledger_state()
+            try:
+                pools, allocations = self._ledger_state()
+            except NetraRMError as exc:
+                ledger_error = exc.message
+            else:
+                self._pools, self._allocations = tuple(pools), tuple(allocations)
         return MonitorSnapshot(
             sample=sample,
-            pools=tuple(pools),
-            allocations=tuple(allocations),
+            pools=self._pools,
+            allocations=self._allocations,
             alerts=tuple(alerts),
             thresholds=self.tracker.thresholds,
+            ledger_error=ledger_error,
         )
 
 
@@ -138,7 +151,7 @@ def snapshot_to_ndjson_dict(snapshot: MonitorSnapshot) -> dict[str, Any]:
     """The JSON object printed per sample by ``netra-rm monitor --json`` (one per line).
 
     ``{"version", "timestamp", "system", "levels", "pools", "allocations", "services",
-    "services_checked_at", "alerts"}``: ``system`` is :meth:`SystemSample.to_dict`,
+    "services_checked_at", "alerts", "ledger_error"}``: ``system`` is :meth:`SystemSample.to_dict`,
     ``levels`` the instantaneous level word of each thresholded metric, ``pools`` the
     :func:`pool_utilisation` of each layer, ``allocations`` the number of active
     allocations, ``alerts`` the debounced alerts.
@@ -163,4 +176,5 @@ def snapshot_to_ndjson_dict(snapshot: MonitorSnapshot) -> dict[str, Any]:
             None if snapshot.services_checked_at is None else round(snapshot.services_checked_at, 3)
         ),
         "alerts": [alert.to_dict() for alert in snapshot.alerts],
+        "ledger_error": snapshot.ledger_error,
     }

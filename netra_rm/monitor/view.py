@@ -52,7 +52,7 @@ def build_view(
     return Group(
         _header(snapshot.sample),
         _side_by_side(_system_table(snapshot, busiest_cores), _services_table(snapshot, at)),
-        _pools_table(snapshot.pools),
+        _pools_table(snapshot.pools, snapshot.ledger_error),
         _ByWidth(
             wide=_allocations_table(snapshot.allocations, at, max_allocations, compact=False),
             narrow=_allocations_table(snapshot.allocations, at, max_allocations, compact=True),
@@ -155,8 +155,10 @@ def _services_table(snapshot: MonitorSnapshot, now: float) -> Table:
     return table
 
 
-def _pools_table(pools: Sequence[Mapping[str, Any]]) -> Table:
+def _pools_table(pools: Sequence[Mapping[str, Any]], ledger_error: str | None = None) -> Table:
     table = Table(title="Pools", box=box.ROUNDED, expand=True, title_justify="left")
+    if ledger_error:
+        table.caption = Text(f"ledger not read now, showing the last read: {ledger_error}", style="red")
     # The meters shrink their bars to fit, so those columns may be narrowed first.
     table.add_column("layer", no_wrap=True)
     table.add_column("memory")
