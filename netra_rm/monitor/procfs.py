@@ -56,7 +56,6 @@ class ProcfsReader:
         self._meminfo = os.path.join(self._proc, b"meminfo")
         self._diskstats = os.path.join(self._proc, b"diskstats")
         self._netdev = os.path.join(self._proc, b"net", b"dev")
-        self._loadavg = os.path.join(self._proc, b"loadavg")
         self._sys_block = os.fsencode(sys_block)
         self._whole_disk: dict[bytes, bool] = {}  # device name -> has a /sys/block entry
 
