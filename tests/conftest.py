@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py and
 
 from backends import backend, server_backend  # noqa: E402,F401 - a ledger per backend, as a fixture
 from servers import *  # noqa: E402,F403 - the real-server fixtures (pg_server, live_servers, ...)
+from start_commands import pg, pg_cluster, redis  # noqa: E402,F401 - servers that `up` starts, as fixtures
 
 _SCRUBBED = ("DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL", "FRONTEND_URL",
              "WEBSOCKET_URL", "MAX_MEMORY_ALLOCATION_MB", "MAX_CPU_ALLOCATION_PERCENT", "MAX_PARALLEL_INSTANCES",

@@ -16,9 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from servers import (
@@ -28,6 +30,7 @@ from servers import (
     REDIS_PASSWORD,
     PostgresServer,
     ServerUnavailable,
+    _unavailable,
     find_binary,
     free_port,
     port_accepts,
@@ -171,3 +174,39 @@ def config_text(services: dict[str, Any], layers: dict[str, Any] | None = None, 
     if layers:
         data["layers"] = layers
     return yaml.safe_dump(data, sort_keys=False)
+
+
+# -- fixtures (registered through conftest.py) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PgCluster]:
+    """An initialised PostgreSQL cluster, not running: `up` starts it."""
+    try:
+        cluster = PgCluster()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg(pg_cluster: PgCluster) -> Iterator[PgCluster]:
+    """The cluster, down at the start of the test and stopped again after it."""
+    pg_cluster.stop_quietly()
+    assert not pg_cluster.running()
+    yield pg_cluster
+    pg_cluster.stop_quietly()
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisCommands]:
+    """Redis start and stop commands on a free port (not running until a test starts it)."""
+    try:
+        commands = RedisCommands()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+    yield commands
+    commands.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,46 +13,12 @@ import pytest
 from servers import (
     PASSWORDS,
     REDIS_PASSWORD,
-    ServerUnavailable,
-    _unavailable,
     free_port,
     port_accepts,
 )
 from start_commands import PgCluster, RedisCommands, app_service, config_text
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture(scope="module")
-def pg_cluster() -> Iterator[PgCluster]:
-    """An initialised PostgreSQL cluster, not running: `up` starts it."""
-    try:
-        cluster = PgCluster()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture
-def pg(pg_cluster: PgCluster) -> Iterator[PgCluster]:
-    """The cluster, down at the start of the test and stopped again after it."""
-    pg_cluster.stop_quietly()
-    assert not pg_cluster.running()
-    yield pg_cluster
-    pg_cluster.stop_quietly()
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisCommands]:
-    try:
-        commands = RedisCommands()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-    yield commands
-    commands.close()
 
 
 def assert_no_secret(*texts: str) -> None:

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,43 +26,12 @@ from netra_rm.services.runner import check_services
 from servers import (
     PASSWORDS,
     REDIS_PASSWORD,
-    ServerUnavailable,
-    _unavailable,
     free_port,
     wait_until,
 )
 from start_commands import PgCluster, RedisCommands, config_text
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def pg_cluster() -> Iterator[PgCluster]:
-    try:
-        cluster = PgCluster()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture
-def pg(pg_cluster: PgCluster) -> Iterator[PgCluster]:
-    pg_cluster.stop_quietly()
-    yield pg_cluster
-    pg_cluster.stop_quietly()
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisCommands]:
-    try:
-        commands = RedisCommands()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-    yield commands
-    commands.close()
 
 
 # -- configuration ---------------------------------------------------------------------------
