@@ -13,16 +13,16 @@ usage: python bench/bench_ledger.py [--runs N] [--seconds S]
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import bare_cycle, entry_point
 
 BENCH_CONFIG = """
 layers:
@@ -31,14 +31,6 @@ layers:
     pool: {memory_mb: 1000000, cpu_percent: 100, instances: 100000}
 limits: {max_memory_mb: 10000000, max_cpu_percent: 100, max_parallel_instances: 100000}
 """
-
-
-def entry_point() -> list[str]:
-    script = Path(sys.executable).with_name("netra-rm")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("netra-rm")
-    return [found] if found else [sys.executable, "-m", "netra_rm"]
 
 
 def median_ms(fn, runs: int) -> float:
@@ -114,21 +106,10 @@ def bare_pairs_per_second(workdir: Path, active: int, seconds: float) -> float:
     seed_ledger(path, active)
     lock = workdir / f"bare-{active}.json.lock"
 
+    tmp = path.with_name(path.name + ".tmp")
+
     def cycle(change) -> None:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with open(path, "rb") as f:
-                data = json.loads(f.read())
-            change(data)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(json.dumps(data, separators=(",", ":")).encode())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            os.close(fd)
+        bare_cycle(path, lock, tmp, change)
 
     record = {"id": "x", "layer": "bench", "memory_mb": 1}
     pairs, deadline = 0, time.perf_counter() + seconds

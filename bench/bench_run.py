@@ -19,7 +19,6 @@ usage: python bench/bench_run.py [--runs N] [--seconds S] [--processes P] [--rou
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import multiprocessing
 import os
@@ -27,11 +26,12 @@ import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import bare_cycle, entry_point
 
 WIDTH = 66  # the label column of the printed tables
 
@@ -46,14 +46,6 @@ layers:
 limits: {max_memory_mb: 10000000, max_cpu_percent: 100, max_parallel_instances: 100000}
 machine: {check_memory: false}
 """
-
-
-def entry_point() -> list[str]:
-    script = Path(sys.executable).with_name("netra-rm")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("netra-rm")
-    return [found] if found else [sys.executable, "-m", "netra_rm"]
 
 
 def median_ms(argv: list[str], runs: int, env: dict[str, str]) -> float:
@@ -112,21 +104,10 @@ def _bare_worker(path: str, seconds: float, go: Any, results: Any) -> None:
     lock = target.with_name(target.name + ".lock")
     me = str(os.getpid())
 
+    tmp = target.with_name(f".{target.name}.{me}.tmp")
+
     def cycle(change: Any) -> None:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with open(target, "rb") as f:
-                data = json.loads(f.read())
-            change(data)
-            tmp = target.with_name(f".{target.name}.{me}.tmp")
-            with open(tmp, "wb") as f:
-                f.write(json.dumps(data, separators=(",", ":")).encode())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            os.close(fd)
+        bare_cycle(target, lock, tmp, change)
 
     record = {"id": me, "layer": "bench", "memory_mb": 1}
     go.wait()
