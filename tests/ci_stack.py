@@ -7,9 +7,13 @@ removed, so nothing depends on what happens to run on this machine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from servers import closed_port
+import pytest
+
+from servers import StubServer, closed_port
 
 #: The password in ``cache``'s URL: tests assert it never reaches any output.
 SECRET = "ci-S3cret-5e1f"
@@ -56,3 +60,21 @@ def stack_config_text(web_url: str) -> str:
 def write_stack_config(path: Path, web_url: str) -> Path:
     path.write_text(stack_config_text(web_url))
     return path
+
+
+# -- fixtures (registered through conftest.py) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web_server() -> Iterator[StubServer]:
+    """The stack's ``web`` service: an HTTP stub that answers."""
+    server = StubServer("http", name="web")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack(write_config: Any, web_server: StubServer) -> Path:
+    """A config with a healthy ``web``, an unreachable ``cache`` and ``app`` blocked by it."""
+    return write_config(stack_config_text(web_server.url))

@@ -7,26 +7,11 @@ causes first, remediation steps in the message); the Markdown summary is appende
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ci_stack import SECRET, stack_config_text
-from servers import StubServer
-
-
-@pytest.fixture(scope="module")
-def web_server() -> Iterator[StubServer]:
-    server = StubServer("http", name="web")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def stack(write_config, web_server: StubServer) -> Path:
-    return write_config(stack_config_text(web_server.url))
+from ci_stack import SECRET
 
 
 @pytest.fixture

@@ -13,31 +13,15 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text_format
 
-from ci_stack import SECRET, stack_config_text
-from servers import StubServer
+from ci_stack import SECRET
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def web_server() -> Iterator[StubServer]:
-    server = StubServer("http", name="web")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def stack(write_config, web_server: StubServer) -> Path:
-    """A config with a healthy ``web``, an unreachable ``cache`` and ``app`` blocked by it."""
-    return write_config(stack_config_text(web_server.url))
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ pytest_plugins = ["pytester"]
 
 # pytester's in-process runs drop the modules an inner session imported. PyYAML's C loader
 # cannot be imported twice in one process, so it is imported here, once, before any run.
-
-
-@pytest.fixture(scope="module")
-def web_server() -> Iterator[StubServer]:
-    server = StubServer("http", name="web")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
