@@ -137,6 +137,22 @@ def os_error_reason(exc: BaseException) -> tuple[str, bool, str] | None:
     return None
 
 
+def reason_from_text(text: str, fallback: str) -> tuple[str, bool, str]:
+    """Like :func:`os_error_reason`, from a driver's message when it kept no OS error:
+    (reason, terminal, text); an unrecognised message is an ``error`` with its first line."""
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "refused", False, "connection refused"
+    if any(words in lowered for words in ("name or service not known", "nodename nor servname",
+                                          "failed to resolve")):
+        return "dns", True, "cannot resolve host"
+    if "timeout" in lowered or "timed out" in lowered:
+        return "timeout", False, "timed out"
+    if "closed by server" in lowered or "reset" in lowered:
+        return "reset", False, "connection closed by the server"
+    return "error", False, text.splitlines()[0][:200] if text else fallback
+
+
 def run_probe(spec: ServiceSpec, probe: Callable[[ServiceSpec], Probe]) -> ServiceResult:
     """Run ``probe`` against ``spec`` and time it; every failure becomes an unhealthy result."""
     started = time.perf_counter()

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..errors import ServiceCheckError
-from ._check import Address, Probe, os_error_reason, parse_address, run_probe
+from ._check import Address, Probe, os_error_reason, parse_address, reason_from_text, run_probe
 from .http import client_for, httpx_errors
 from .result import ServiceResult
 from .spec import ServiceSpec
@@ -151,7 +151,7 @@ def _clickhouse_connect_errors(spec: ServiceSpec, address: Address,
             return
         found = os_error_reason(exc)
         if found is None:
-            found = _guess(text)
+            found = reason_from_text(text, "clickhouse-connect failed")
         reason, terminal, what = found
         raise ServiceCheckError(f"{spec.name} at {address.hostport}: {what}", terminal=terminal,
                                 reason=reason) from None
@@ -191,12 +191,3 @@ def _http_status(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _guess(text: str) -> tuple[str, bool, str]:
-    lowered = text.lower()
-    if "refused" in lowered:
-        return "refused", False, "connection refused"
-    if "timed out" in lowered or "timeout" in lowered:
-        return "timeout", False, "timed out"
-    if "name or service not known" in lowered or "failed to resolve" in lowered:
-        return "dns", True, "cannot resolve host"
-    return "error", False, text.splitlines()[0][:200] if text else "clickhouse-connect failed"

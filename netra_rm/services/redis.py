@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import ServiceCheckError
-from ._check import Address, Probe, os_error_reason, parse_address, run_probe
+from ._check import Address, Probe, os_error_reason, parse_address, reason_from_text, run_probe
 from .result import ServiceResult
 from .spec import ServiceSpec
 
@@ -86,7 +86,7 @@ def redis_errors(spec: ServiceSpec, address: Address) -> Iterator[None]:
                                 reason="timeout") from None
     except redis_py.ConnectionError as exc:
         found = os_error_reason(exc)
-        reason, terminal, text = found if found else _guess(str(exc))
+        reason, terminal, text = found if found else reason_from_text(str(exc), "redis-py failed")
         raise ServiceCheckError(f"{where}: {text}", terminal=terminal, reason=reason) from None
     except ValueError as exc:  # from_url on a URL it cannot use
         raise ServiceCheckError(f"{where}: malformed URL: {exc}", terminal=True,
@@ -110,14 +110,3 @@ def _auth_text(exc: BaseException, address: Address) -> str:
     return f"WRONGPASS: {exc}"
 
 
-def _guess(text: str) -> tuple[str, bool, str]:
-    lowered = text.lower()
-    if "refused" in lowered:
-        return "refused", False, "connection refused"
-    if "name or service not known" in lowered or "nodename nor servname" in lowered:
-        return "dns", True, "cannot resolve host"
-    if "timeout" in lowered or "timed out" in lowered:
-        return "timeout", False, "timed out"
-    if "closed by server" in lowered or "reset" in lowered:
-        return "reset", False, "connection closed by the server"
-    return "error", False, text
