@@ -37,17 +37,23 @@ def main() -> None:
     def note(kind: str, **fields: object) -> None:
         events.append({"event": kind, "t": time.monotonic_ns(), **fields})
 
+    def fenced(exc: LedgerError, began: float) -> bool:
+        """Log an outage; True when the ledger fenced us off (stop), else pause and retry."""
+        note("outage", message=exc.message, seconds=round(time.monotonic() - began, 3))
+        if any(text in exc.message for text in FENCED):
+            note("fenced", message=exc.message)
+            return True
+        time.sleep(0.05)  # the backend is down: try again shortly
+        return False
+
     try:
         while granted < int(iterations) and time.monotonic() < give_up:
             began = time.monotonic()
             try:
                 allocation, _ = engine.try_allocate(request, owner)
             except LedgerError as exc:
-                note("outage", message=exc.message, seconds=round(time.monotonic() - began, 3))
-                if any(text in exc.message for text in FENCED):
-                    note("fenced", message=exc.message)
+                if fenced(exc, began):
                     return
-                time.sleep(0.05)
                 continue
             if allocation is None:
                 continue
@@ -60,11 +66,8 @@ def main() -> None:
                     engine.release([allocation.id])
                     break
                 except LedgerError as exc:
-                    note("outage", message=exc.message, seconds=round(time.monotonic() - began, 3))
-                    if any(text in exc.message for text in FENCED):
-                        note("fenced", message=exc.message)
+                    if fenced(exc, began):
                         return
-                    time.sleep(0.05)
     finally:
         with open(log, "w") as f:
             for event in events:
