@@ -174,14 +174,20 @@ def service_summary(services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
 def service_status(engine: Engine) -> dict[str, Any]:
     """Check every configured service: the contract's service-status dict, each service
     also with ``started_by_netra_rm`` and ``restart_count`` (``get_service_status()`` and
-    ``netra-rm status --json`` alike)."""
-    from netra_rm.core.readiness import check_service_results
+    ``netra-rm status --json`` alike); with Compose discovery on, ``discovery`` says what
+    it found (its warnings too: a compose project that cannot be read is one)."""
+    from netra_rm.core.readiness import check_service_results, effective_services
     from netra_rm.core.started import start_info
 
     results = check_service_results(engine, None)
     started = start_info(engine)
     not_started = {"started_by_netra_rm": False, "restart_count": 0}
-    return service_summary({name: {**r.to_dict(), **started.get(name, not_started)} for name, r in results.items()})
+    summary = service_summary({name: {**r.to_dict(), **started.get(name, not_started)}
+                               for name, r in results.items()})
+    _, found = effective_services(engine, announce=False)
+    if found is not None:
+        summary["discovery"] = found.to_dict()
+    return summary
 
 
 def create_resource_manager(enable_monitoring: bool = True, **options: Any) -> ResourceManagementAgent:

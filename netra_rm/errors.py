@@ -59,6 +59,15 @@ class ConfigError(UsageError):
         self.key = key
 
 
+class ComposeError(UsageError):
+    """A compose project netra-rm cannot read: malformed YAML, a broken ``.env``, a
+    ``${VAR:?message}`` whose variable is unset, a configured file that does not exist.
+
+    ``status``, ``layer``, ``up``, the monitor and the plugin turn it into a warning and
+    keep the configured addresses; ``config validate`` reports it as an error (exit 2).
+    """
+
+
 class UnknownNameError(UsageError):
     """A layer, service or option value that the configuration does not know."""
 

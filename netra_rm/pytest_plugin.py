@@ -443,16 +443,33 @@ def _why(result: ServiceResult) -> str:
     return f"service {result.name} is {result.status} ({detail})"
 
 
+def _marker_services(config: pytest.Config) -> tuple[Any, dict[str, Any]]:
+    """The configuration, and its services as ``layer`` and the session check see them
+    (Compose discovery applied when the configuration turns it on)."""
+    state = config.stash[_STATE]
+    if state.engine is not None:
+        from netra_rm.core.readiness import effective_services
+
+        specs, _ = effective_services(state.engine)
+        return state.engine.config, specs
+    from netra_rm.config import load_config
+    from netra_rm.services.addresses import announce, resolve_addresses
+
+    cfg = load_config(config.getoption("netra_config"))
+    found = resolve_addresses(cfg)
+    announce(found.discovery)
+    return cfg, found.specs
+
+
 def _service_results(config: pytest.Config, names: list[str]) -> dict[str, ServiceResult]:
     """Health of ``names`` (and what they depend on), checked once per session and worker."""
     state = config.stash[_STATE]
     todo = [name for name in names if name not in state.service_results]
     if todo:
-        from netra_rm.config import load_config
         from netra_rm.services.runner import check_services
 
-        cfg = _engine(config).config if state.engine is not None else load_config(config.getoption("netra_config"))
+        cfg, specs = _marker_services(config)
         for name in todo:
             cfg.service(name)  # an unknown name is the test's mistake: say which names exist
-        state.service_results.update(check_services(cfg.services, todo, deadline=cfg.checks.deadline))
+        state.service_results.update(check_services(specs, todo, deadline=cfg.checks.deadline))
     return {name: state.service_results[name] for name in names}

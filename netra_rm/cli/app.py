@@ -698,9 +698,11 @@ def config_validate(
     out = st.output(json_)
     with guard(out):
         from netra_rm.config import load_config, validate_file
+        from netra_rm.services.addresses import validate_discovery
 
         target = path or st.config_path or envmod.config_path()
         cfg = validate_file(target) if target else load_config(env={})
+        validate_discovery(cfg)  # a compose project that discovery cannot read is an error here
         if out.json:
             out.emit_json({"valid": True, "source": cfg.source, "layers": len(cfg.layers),
                            "services": len(cfg.services)})

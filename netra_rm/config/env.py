@@ -144,3 +144,9 @@ def search_path(env: Mapping[str, str] | None = None) -> str | None:
 def docker_program(env: Mapping[str, str] | None = None) -> str:
     """The Docker client that Compose discovery runs: ``NETRA_RM_DOCKER``, else ``docker``."""
     return get("NETRA_RM_DOCKER", env) or "docker"
+
+
+def compose_program(env: Mapping[str, str] | None = None) -> str:
+    """The standalone Compose that discovery runs when the Docker client has no compose
+    plugin: ``NETRA_RM_DOCKER_COMPOSE``, else ``docker-compose``."""
+    return get("NETRA_RM_DOCKER_COMPOSE", env) or "docker-compose"

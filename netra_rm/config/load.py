@@ -10,7 +10,8 @@ import copy
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from netra_rm.config import env as envmod
 from netra_rm.config.model import POOL_SCOPES, CheckSettings, Config, Layer, Limits, MachineSettings, Pool, SharedPool
 from netra_rm.errors import ConfigError, UsageError
 from netra_rm.services.graph import find_cycle
-from netra_rm.services.spec import SERVICE_KINDS, ServiceSpec
+from netra_rm.services.spec import SERVICE_KINDS, AddressOrigin, ServiceSpec
 
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG_NAME = "netra-rm.yaml"
@@ -128,10 +129,14 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
         source = str(path)
         raw = merge(defaults, user)
         _check_keys(user, _TOP_KEYS, "", source)
+        section = user.get("services")
+        named: dict[str, Any] = section if isinstance(section, dict) else {}
+        builtin = frozenset(name for name in (raw.get("services") or {}) if name not in named)
     else:
         source = "<built-in netra-rm.yaml>"
         raw = defaults
-    return build_config(raw, source=source, env=env)
+        builtin = None
+    return build_config(raw, source=source, env=env, builtin_services=builtin)
 
 
 def validate_file(path: str | Path) -> Config:
@@ -139,8 +144,12 @@ def validate_file(path: str | Path) -> Config:
     return load_config(path, env={})
 
 
-def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] | None = None) -> Config:
-    """Validate a merged mapping and turn it into a :class:`Config`."""
+def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] | None = None,
+                 builtin_services: Collection[str] | None = None) -> Config:
+    """Validate a merged mapping and turn it into a :class:`Config`.
+
+    ``builtin_services`` names the services whose entry came from the built-in defaults
+    rather than from ``source`` (all of them when ``source`` is the built-in file)."""
     v = _Validator(source)
     v.keys(raw, _TOP_KEYS, "")
     version = raw.get("version", SCHEMA_VERSION)
@@ -156,7 +165,9 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
         deadline=v.positive(checks_raw.get("deadline", 5.0), "checks.deadline"),
     )
 
-    services = _build_services(v, raw.get("services", {}), checks, env)
+    if builtin_services is None and source.startswith("<built-in"):
+        builtin_services = frozenset(raw.get("services") or {})
+    services = _build_services(v, raw.get("services", {}), checks, env, frozenset(builtin_services or ()))
     shared_pools = _build_shared_pools(v, raw.get("pools", {}))
     layers = _build_layers(v, raw.get("layers", {}), services, shared_pools)
     _check_discovery(v, raw.get("discovery"), services)
@@ -187,8 +198,8 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
                   pools=shared_pools, lease_seconds=lease)
 
 
-def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
-                    env: Mapping[str, str] | None) -> dict[str, ServiceSpec]:
+def _build_services(v: _Validator, raw: Any, checks: CheckSettings, env: Mapping[str, str] | None,
+                    builtin: frozenset[str] = frozenset()) -> dict[str, ServiceSpec]:
     section = v.mapping(raw, "services")
     services: dict[str, ServiceSpec] = {}
     for name, entry in section.items():
@@ -201,11 +212,14 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
         kind = str(kind)
         url = v.string(entry.get("url"), f"{key}.url")
         url_env = entry.get("url_env")
+        origin = AddressOrigin("defaults" if name in builtin else "file", file=None if name in builtin else v.source)
         if url_env is not None:
             url_env = v.string(url_env, f"{key}.url_env")
+            origin = replace(origin, variable=url_env)
             override = envmod.get(url_env, env)
             if override:
                 url = override
+                origin = AddressOrigin("environment", variable=url_env)
         depends_on = tuple(v.string_list(entry.get("depends_on", []), f"{key}.depends_on"))
         statuses = v.list_of(entry.get("expect_status", []), f"{key}.expect_status")
         expect = tuple(v.integer(s, f"{key}.expect_status[{i}]", minimum=100, maximum=599)
@@ -231,6 +245,7 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings,
             stop=v.command(entry.get("stop"), f"{key}.stop", shell=shell, shell_key=f"{key}.shell"),
             shell=shell, workdir=workdir,
             environment=v.environment(entry.get("environment"), f"{key}.environment"),
+            origin=origin,
         )
     for name, spec in services.items():
         for i, dep in enumerate(spec.depends_on):

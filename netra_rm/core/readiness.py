@@ -28,14 +28,18 @@ class LayerVerdict:
     terminal: bool = False
     waited_seconds: float = 0.0
     attempts: int = 1
+    discovery: dict[str, Any] | None = None  # Compose discovery's findings, when it is on
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "layer": self.layer, "ready": self.ready, "missing": self.missing, "services": self.services,
             "pool": {**self.pool, "has_room": not self.pool_reasons, "reasons": self.pool_reasons},
             "conflicts": self.conflicts, "waited_seconds": round(self.waited_seconds, 3),
             "attempts": self.attempts,
         }
+        if self.discovery is not None:
+            data["discovery"] = self.discovery
+        return data
 
 
 def layer_services(engine: Engine, layer: str) -> list[str]:
@@ -67,33 +71,29 @@ _discoveries: weakref.WeakKeyDictionary[Engine, tuple[float, str, Any]] = weakre
 
 def effective_services(engine: Engine, *, discover: str | None = None, announce: bool = True,
                        refresh: bool = False, timeout: float = 5.0) -> tuple[dict[str, Any], Any]:
-    """The services as the checks should see them, and the :class:`Discovery` used (or None).
+    """The services as the checks should see them, and the :class:`Discovery` used (or None):
+    :func:`netra_rm.services.addresses.resolve_addresses`, reused for a few seconds.
 
     ``discover`` is ``"compose"`` or ``"none"``; None follows the configuration's
     ``discovery`` section (off unless set, so nothing is run by default). Discovery's
-    notes ("Docker is not installed ...") are logged once per process when ``announce``.
+    warnings and notes are logged once per process when ``announce``.
     """
-    config = engine.config
-    if discover == "none" or (discover is None and not (config.raw.get("discovery") or {}).get("compose")):
-        return dict(config.services), None
-    from netra_rm.services import compose
+    from netra_rm.services import addresses
 
+    config = engine.config
+    if not addresses.discovery_wanted(config, discover):
+        return dict(config.services), None
     now = time.monotonic()
     cached = _discoveries.get(engine)
     mode = discover or "config"
     if cached is not None and not refresh and cached[1] == mode and now - cached[0] < _DISCOVERY_TTL:
-        found = cached[2]
+        found: addresses.Addresses = cached[2]
     else:
-        settings = compose.settings_from_config(config.raw, config.source) or compose.ComposeSettings()
-        found = compose.discover(config.services, settings, timeout=timeout,
-                                 fixed=compose.fixed_by_environment(config.services))
+        found = addresses.resolve_addresses(config, discover=discover, timeout=timeout)
         _discoveries[engine] = (now, mode, found)
     if announce:
-        import logging
-
-        for note in compose.say_once(found.notes):
-            logging.getLogger("netra_rm.discovery").warning("netra-rm: %s", note)
-    return found.apply(config.services), found
+        addresses.announce(found.discovery)
+    return dict(found.specs), found.discovery
 
 
 def check_layer_once(engine: Engine, layer: str,
@@ -114,8 +114,10 @@ def check_layer_once(engine: Engine, layer: str,
     pool = pool_status(engine.config.layer(layer).pool, in_layer)
     conflicts = conflicts_for(layer) if conflicts_for else []
     ready = not missing and decision.admitted and not conflicts
+    _, found = effective_services(engine, announce=False)
     return LayerVerdict(layer=layer, ready=ready, missing=missing, services=services, pool=pool,
-                        pool_reasons=list(decision.reasons), conflicts=conflicts, terminal=terminal)
+                        pool_reasons=list(decision.reasons), conflicts=conflicts, terminal=terminal,
+                        discovery=found.to_dict() if found is not None else None)
 
 
 def check_layer(engine: Engine, layer: str, *, timeout: float = 0.0,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -431,7 +432,7 @@ def bring_up(engine: Engine, targets: Iterable[str] = (), *, timeout: float = DE
     level_of = {name: i for i, level in enumerate(graph.startup_levels(deps)) for name in level}
     specs, found = effective_services(engine, discover=discover, announce=False,
                                       timeout=max(0.1, min(5.0, deadline_at - time.monotonic())))
-    notes = tuple(found.notes) if found is not None else ()
+    notes = tuple(found.messages) if found is not None else ()
     discovery = found.to_dict() if found is not None else None
     _announce(notes, say)
     secrets = secrets_of_all(specs.values())
@@ -578,8 +579,11 @@ def _plan_failure(name: str, action: str, spec: ServiceSpec, result: Any, depend
     if action == "no_start_command":
         message = (f"{name} is down ({result.reason}) and has no start command, so netra-rm cannot start "
                    f"it{needed_by}")
-        steps.insert(0, f"Give it one in the configuration, e.g. `services.{name}.start: [docker, compose, up, "
-                        f"-d, {name}]`, or start {name} yourself and run `netra-rm up` again.")
+        compose = spec.origin.compose
+        words = ", ".join([*shlex.split(compose.command), "up", "-d", compose.service]) if compose is not None \
+            else f"docker, compose, up, -d, {name}"
+        steps.insert(0, f"Give it one in the configuration, e.g. `services.{name}.start: [{words}]`, or start "
+                        f"{name} yourself and run `netra-rm up` again.")
         return message, steps
     message = (f"{name} answers but is not usable, and starting it again would not help: "
                f"{result.error or result.reason}{needed_by}")
@@ -756,7 +760,7 @@ def bring_down(engine: Engine, targets: Iterable[str] = (), *, timeout: float = 
         if names and not dry_run:
             specs, found = effective_services(engine, discover=discover, announce=False,
                                               timeout=max(0.1, min(5.0, deadline_at - time.monotonic())))
-            notes = tuple(found.notes) if found is not None else ()
+            notes = tuple(found.messages) if found is not None else ()
             _announce(notes, say)
         secrets = secrets_of_all(specs.values())
         steps: list[StopStep] = []

@@ -181,6 +181,16 @@ def service_families(services: Mapping[str, Mapping[str, Any]]) -> list[Family]:
     ]
 
 
+def discovery_families(discovery: Mapping[str, Any] | None) -> list[Family]:
+    """Compose discovery's warnings (an unreadable compose file, an ambiguous match), when it is on."""
+    if discovery is None:
+        return []
+    source = str(discovery.get("source") or "none")
+    return [_family("discovery_warnings", "Warnings of Compose discovery (an unreadable compose project, an "
+                    "ambiguous match); the services then keep their configured addresses.",
+                    [((("source", source),), len(discovery.get("warnings") or []))])]
+
+
 def system_families(metrics: Mapping[str, Any]) -> list[Family]:
     """The machine as the sampler saw it during ``status``."""
     cpu = metrics.get("cpu") or {}
@@ -229,6 +239,7 @@ def render_openmetrics(resources: Mapping[str, Any], services: Mapping[str, Any]
         *system_families(resources.get("system_metrics") or {}),
         _family("conflicts", "Problems `netra-rm status` lists under Conflicts.",
                 [((), len(resources.get("conflicts") or []))]),
+        *discovery_families(services.get("discovery")),
     ]
     # a family with no samples (no allocations yet) still names itself, so dashboards and
     # `promtool check metrics` see every metric netra-rm can report

@@ -179,7 +179,9 @@ def failed_result(spec: ServiceSpec, exc: ServiceCheckError, *,
                   latency_ms: float | None = None) -> ServiceResult:
     """An unhealthy result for ``exc``, its message masked and remediation attached."""
     secrets = tuple(s for s in (url_password(spec.url),) if s)
-    steps = list(exc.remediation) + remediation_for(spec, exc.reason)
+    # our own steps never hold the password (they are built from the masked URL), so a
+    # password that is also a word in them (`postgres`) must not turn `-U postgres` into `-U ***`
+    steps = [mask_text(step, secrets) for step in exc.remediation] + remediation_for(spec, exc.reason)
     return ServiceResult(
         name=spec.name,
         kind=spec.kind,
@@ -190,7 +192,7 @@ def failed_result(spec: ServiceSpec, exc: ServiceCheckError, *,
         terminal=exc.terminal,
         reason=exc.reason,
         depends_on=tuple(spec.depends_on),
-        remediation=tuple(mask_text(step, secrets) for step in steps),
+        remediation=tuple(mask_text(step) for step in steps),
     )
 
 

@@ -1,6 +1,11 @@
 """Steps a person can follow to make an unhealthy service healthy, per kind and failure.
 
 Pure text built from the spec: no I/O, no driver imports, and every URL shown masked.
+Each step names where the address came from (the variable that is set, the configuration
+file and key, the built-in defaults, or the Compose service), so the person changes the
+right thing; a fix never quotes a masked secret back, and every command shown is one a
+person can paste (the `psql` and `redis-cli` checks are run against real servers in the
+tests).
 """
 
 from __future__ import annotations
@@ -100,6 +105,11 @@ def _start_steps(spec: ServiceSpec, host: str, port: int | str) -> list[str]:
         steps.append(f"Start {spec.name} with `netra-rm up {spec.name}`, which runs its configured start "
                      f"command `{shown_command(spec, spec.start)}` (and starts what it depends on first).")
         return steps
+    compose = spec.origin.compose
+    if compose is not None:
+        steps.append(f"Start it with Docker Compose: `{compose.command} up -d {compose.service}` "
+                     f"({spec.name}'s address came from the compose service {compose.service}).")
+        return steps
     socket = _socket_of(spec)
     if start:
         steps.append(f"Start {spec.name}: `{start}`.")
@@ -121,20 +131,44 @@ def _start_steps(spec: ServiceSpec, host: str, port: int | str) -> list[str]:
                      f"(http_port {port} in that file).")
     else:
         steps.append(f"Start {spec.name} so that it listens on {host}:{port}.")
-    steps.append(f"With Docker Compose: `docker compose up -d {spec.name}`.")
     return steps
 
 
 def _auth_steps(spec: ServiceSpec, host: str, port: int | str, user: str | None,
                 database: str | None) -> list[str]:
-    who = f"user {user!r}" if user else "the default user"
-    where = _variable(spec)
-    example = _example_url(spec, with_password=True)
-    if spec.kind == "redis" and not _has_password(spec):
-        return [(f"Redis at {host}:{port} requires a password and the URL has none: "
-                f"set {where} to {example}.")]
-    return [(f"{_TITLES.get(spec.kind, spec.name)} at {host}:{port} rejected the credentials "
-            f"for {who}: set {where} to {example} with the right user and password.")]
+    setting = _setting(spec)
+    title = _TITLES.get(spec.kind, spec.name)
+    check = _check_command(spec, host, port, user, database)
+    if not _has_password(spec):
+        if spec.kind == "redis":
+            step = (f"Redis at {host}:{port} requires a password (its requirepass) and {setting} has none: "
+                    f"add it to {setting}, after `redis://:` and before `@{host}:{port}`.")
+        else:
+            who = f"user {user!r}" if user else "its user"
+            step = (f"{title} at {host}:{port} wants a password for {who} and {setting} has none: add it to "
+                    f"{setting} after the user name (`{user or 'USER'}:` then the password, percent-encoded, "
+                    f"before `@`).")
+        return [step, *check]
+    who = f"user {user!r} and the password" if user else "the password"
+    return [(f"{title} at {host}:{port} rejected {who} that {setting} gives: put the right password "
+             f"(and user) in {setting}; netra-rm does not show the one it has."), *check]
+
+
+def _check_command(spec: ServiceSpec, host: str, port: int | str, user: str | None,
+                   database: str | None) -> list[str]:
+    """A command that checks credentials by hand, asking for the password."""
+    socket = _socket_of(spec)
+    if spec.kind == "postgresql":
+        where = f"-h {socket} -p {port}" if socket else f"-h {host} -p {port}"
+        who = f" -U {user}" if user else ""
+        return [f"Check them with `psql {where}{who} -d {database or 'postgres'} -c 'SELECT 1'`, which "
+                f"asks for the password (or reads PGPASSWORD)."]
+    if spec.kind == "redis":
+        where = f"-s {socket}" if socket else f"-h {host} -p {port}"
+        who = f" --user {user}" if user else ""
+        return [f"Check a password with `redis-cli {where}{who} --askpass ping`, which asks for it: PONG "
+                f"means it is right."]
+    return []
 
 
 def _database_steps(spec: ServiceSpec, host: str, port: int | str, user: str | None,
@@ -148,21 +182,48 @@ def _database_steps(spec: ServiceSpec, host: str, port: int | str, user: str | N
     else:
         create = f"create database {name!r}"
     return [(f"Database {name!r} does not exist on {host}:{port}: create it with {create}, "
-            f"or name an existing one in {_variable(spec)}.")]
+            f"or name an existing one in {_setting(spec)}.")]
 
 
 def _address_step(spec: ServiceSpec) -> str:
-    if spec.url_env:
-        return (f"Its address comes from {spec.url_env} (now {mask_url(spec.url)}); "
-                f"set {spec.url_env} if {spec.name} runs elsewhere.")
-    return (f"Its address is services.{spec.name}.url in the configuration "
-            f"(now {mask_url(spec.url)}); change it if {spec.name} runs elsewhere.")
+    """Where the address came from, and what to change when the service runs elsewhere."""
+    origin = spec.origin
+    shown = mask_url(spec.url)
+    name = spec.name
+    if origin.compose is not None:
+        compose = origin.compose
+        how = {"engine": "its running container (`docker compose ps`)",
+               "compose": f"the project as `{compose.command} config` resolves it",
+               "file": "the compose file, read by netra-rm without a Compose CLI"}.get(compose.via, compose.via)
+        return (f"Its address ({shown}) came from Docker Compose: the port the compose service {compose.service} "
+                f"publishes, from {how}; the user, password and database come from {_setting(spec)}. If "
+                f"{compose.service} is not {name}, name the right one in discovery.compose.services.{name}.")
+    variable = origin.variable or spec.url_env
+    if origin.source == "environment":
+        return f"Its address comes from {variable} (now {shown}); change {variable} if {name} runs elsewhere."
+    if origin.source == "defaults":
+        unset = f"{variable} is not set and " if variable else ""
+        where = f"set {variable} (or services.{name}.url in a configuration file given with --config)" \
+            if variable else f"set services.{name}.url in a configuration file given with --config"
+        return (f"Its address ({shown}) is netra-rm's built-in default: {unset}no configuration file names "
+                f"{name}; {where} if {name} runs elsewhere.")
+    file = f" in {origin.file}" if origin.file else " in the configuration"
+    unset = f"; {variable} is not set" if variable and origin.file else ""
+    also = f", or set {variable}," if variable else ""
+    return (f"Its address is services.{name}.url{file} (now {shown}){unset}; change it there{also} if {name} "
+            f"runs elsewhere.")
 
 
-def _variable(spec: ServiceSpec) -> str:
-    if spec.url_env:
-        return f"{spec.url_env} (now {mask_url(spec.url)})"
-    return f"services.{spec.name}.url (now {mask_url(spec.url)})"
+def _setting(spec: ServiceSpec) -> str:
+    """The setting that holds the service's URL (its credentials and database), to name in a fix."""
+    origin = spec.origin
+    variable = origin.variable or spec.url_env
+    if origin.source == "environment" and variable:
+        return variable
+    if origin.source == "defaults":
+        return variable or f"services.{spec.name}.url in a configuration file (--config)"
+    file = f" in {origin.file}" if origin.file else ""
+    return f"services.{spec.name}.url{file}"
 
 
 def _health_target(spec: ServiceSpec) -> str:

@@ -1,4 +1,5 @@
-"""What the configuration says about one service: how to reach it and how to judge it."""
+"""What the configuration says about one service: how to reach it and how to judge it,
+and where its address came from (so every message can say what to change)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,38 @@ from typing import Any
 
 #: The kinds of checker netra-rm has, one module each in ``netra_rm.services``.
 SERVICE_KINDS: tuple[str, ...] = ("postgresql", "redis", "clickhouse", "http", "websocket", "tcp")
+
+
+@dataclass(frozen=True)
+class ComposeOrigin:
+    """A host and port that Docker Compose discovery found for a service.
+
+    ``via`` says how: ``"engine"`` (a running container, `docker compose ps`),
+    ``"compose"`` (the project as `docker compose config` resolves it) or ``"file"``
+    (netra-rm read the compose file itself, without a Compose CLI). ``command`` is the
+    Compose command line that selects the project (``docker compose -f FILE``), for the
+    start step a person can paste.
+    """
+
+    service: str
+    file: str | None = None
+    via: str = "compose"
+    command: str = "docker compose"
+
+
+@dataclass(frozen=True)
+class AddressOrigin:
+    """Where a service's URL was set: ``"environment"`` (``variable`` is set),
+    ``"file"`` (``services.NAME.url`` in the configuration file ``file``) or
+    ``"defaults"`` (the configuration that ships with netra-rm). ``variable`` names the
+    service's ``url_env`` whichever it is. ``compose``, when set, says that the host and
+    port came from Docker Compose instead (credentials and database still come from here).
+    """
+
+    source: str = "file"
+    variable: str | None = None
+    file: str | None = None
+    compose: ComposeOrigin | None = None
 
 
 @dataclass(frozen=True)
@@ -36,3 +69,4 @@ class ServiceSpec:
     shell: bool = False
     workdir: str | None = None  # the commands' working directory (absolute once loaded)
     environment: dict[str, str] = field(default_factory=dict, hash=False)  # added to ours
+    origin: AddressOrigin = field(default_factory=AddressOrigin, compare=False)
