@@ -185,7 +185,8 @@ def running_services(cli: ComposeCli, selection: Sequence[str], cwd: Path, *,
     if isinstance(done, str):
         return EngineAnswer(None, done)
     _, others = split_messages(done.stderr)
-    if done.returncode == 0:
+    # an exit status of 0 with only an error on stderr: a wrapper script that drops the status
+    if done.returncode == 0 and (done.stdout.strip() or not others):
         try:
             return EngineAnswer(parse_ps_output(done.stdout))
         except (ValueError, TypeError) as exc:

@@ -123,7 +123,10 @@ def _select(settings: ComposeSettings, cwd: Path, env: Mapping[str, str] | None)
         override = reader.override_file(main)
         files = (main,) if override is None else (main, override)
         return _Selection(files, settings.project, main.parent, main)
-    named = reader.compose_file_variable(cwd, env)
+    try:
+        named = reader.compose_file_variable(cwd, env)
+    except ComposeError:  # a broken .env: Compose (or the reader) says so when it reads the project
+        named = None
     if named:
         return _Selection((), settings.project, cwd, named[0])
     return _Selection((), settings.project, cwd, reader.find_compose_file(cwd))
