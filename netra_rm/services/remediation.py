@@ -223,7 +223,7 @@ def _setting(spec: ServiceSpec) -> str:
     if origin.source == "defaults":
         return variable or f"services.{spec.name}.url in a configuration file (--config)"
     file = f" in {origin.file}" if origin.file else ""
-    return f"services.{spec.name}.url{file}"
+    return f"services.{spec.name}.url{file}" + (f" (or {variable})" if variable else "")
 
 
 def _health_target(spec: ServiceSpec) -> str:
