@@ -289,9 +289,9 @@ TargetsArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="[LAYER|SERVICE]...", autocompletion=_complete_target,
     help="Layers or services (with what they depend on); all services when none is given.")]
 DiscoverOpt = Annotated[Optional[DiscoverSource], typer.Option(
-    "--discover", help="compose: take the services' host ports from Docker Compose (`docker compose ps`, else "
-                       "the compose file); none: only the configuration. Default: the configuration's "
-                       "`discovery` section.")]
+    "--discover", help="compose: take the services' host ports from Docker Compose (`docker compose config` "
+                       "and `ps`, else the compose file read by netra-rm); none: only the configuration. "
+                       "Default: the configuration's `discovery` section.")]
 
 
 @app.command()
@@ -691,6 +691,9 @@ def config_validate(
     json_: JsonOpt = False,
 ) -> None:
     """Check a configuration file; exit 2 naming the key at fault.
+
+    With Compose discovery on, the compose project it finds is read too: a compose file or
+    .env that cannot be read is an error here (elsewhere only a warning).
 
     Example: netra-rm config validate config/netra-rm.yaml
     """
