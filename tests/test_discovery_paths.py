@@ -162,6 +162,10 @@ def test_a_broken_dotenv_is_a_warning_in_layer_status_and_the_metrics(cli, home:
     assert 'netra_rm_discovery_warnings{source="failed"} 1' in text
     assert 'netra_rm_service_up{service="redis",kind="redis"} 1' in text
     assert text.endswith("# EOF\n")
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    parsed = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert parsed["netra_rm_discovery_warnings"] == 1
 
     validate = cli("--config", str(config), "config", "validate", env=compose_env)
     assert validate.code == 2
