@@ -124,7 +124,7 @@ def read_project(files: Sequence[Path], *, env: Mapping[str, str] | None = None)
         wanted = _plain(entry.get("profiles")) or []
         if wanted and "*" not in profiles and not profiles.intersection(str(p) for p in wanted):
             continue
-        where = f"{file_of(entry, files[0])}: services.{name}."
+        where = f"{_file_of(entry, files[0])}: services.{name}."
         image = _plain(entry.get("image"))
         services[name] = ComposeService(name, image if isinstance(image, str) else None,
                                         tuple(dict.fromkeys(_ports_of(entry, where))))
@@ -141,7 +141,7 @@ def read_project(files: Sequence[Path], *, env: Mapping[str, str] | None = None)
     return ComposeProject(services, str(files[0]), "file", tuple(notes), tuple(warnings))
 
 
-def file_of(entry: Mapping[str, Any], default: Path) -> Path:
+def _file_of(entry: Mapping[str, Any], default: Path) -> Path:
     found = entry.get("__file__")
     return found if isinstance(found, Path) else default
 
