@@ -111,6 +111,19 @@ class LedgerError(NetraRMError):
     exit_code = ExitCode.LEDGER
 
 
+class UnsafePathError(LedgerError):
+    """A file or directory beside the ledger that another user could control (owned by
+    them, writable by others, a symbolic link): refused rather than used."""
+
+
+class LedgerBusyError(LedgerError, TimeoutError):
+    """Another process held the ledger's lock past the wait allowed (``NETRA_RM_LOCK_TIMEOUT``)."""
+
+
+class CapacityMismatchError(UsageError):
+    """This host's configuration disagrees with the capacity the shared ledger holds for a pool."""
+
+
 class ServiceUnavailableError(NetraRMError):
     """A service a layer needs is not healthy.
 

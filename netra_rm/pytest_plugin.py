@@ -19,7 +19,7 @@ ini value) is given; service checks only for tests that carry the marker.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -55,13 +55,28 @@ class NetraAllocation:
     cpu_percent: float
     expires_at: float
     worker: str
+    #: the named instance it holds (the first pool that names its instances), if any
+    instance: str | None = None
+    #: every named instance it holds, by pool: {"staging_db": "db2"}
+    instances: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetraAllocation:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    @classmethod
+    def of(cls, allocation: Any, worker: str) -> NetraAllocation:
+        from netra_rm.records import parse_key
+
+        named = {parse_key(k)[1]: v for k, v in allocation.instances.items()}
+        first = next((allocation.instances[k] for k in allocation.charges if k in allocation.instances), None)
+        return cls(id=allocation.id, layer=allocation.layer or "", category=allocation.category,
+                   slot=allocation.slot, fencing_token=allocation.fencing_token, memory_mb=allocation.memory_mb,
+                   cpu_percent=allocation.cpu_percent, expires_at=allocation.expires_at, worker=worker,
+                   instance=first, instances=named)
 
 
 # -- options and markers (at import: nothing of netra-rm is loaded) --------------------
@@ -83,6 +98,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--netra-duration-minutes", metavar="M", type=float, default=None,
                     help=f"hold time before the allocation expires (default {DEFAULT_DURATION_MINUTES:g}; it "
                          "is released when the session ends, or reclaimed if pytest dies)")
+    group.addoption("--netra-priority", metavar="N", type=int, default=None,
+                    help="place in the wait queue for the pool: higher first (default 0)")
     group.addoption("--netra-missing", choices=MISSING_MODES, default=None,
                     help="what @pytest.mark.netra_services does when a service is down: skip (default) or "
                          "fail the test. ini: netra_missing")
@@ -260,12 +277,10 @@ def _inherited(config: pytest.Config, layer: str) -> NetraAllocation | None:
     given = envmod.run_allocation()
     if given is None or given[1] != layer:
         return None
-    for a in _engine(config).ledger.read().allocations:
-        if a.id == given[0]:
-            return NetraAllocation(id=a.id, layer=a.layer, category=a.category, slot=a.slot,
-                                   fencing_token=a.fencing_token, memory_mb=a.memory_mb,
-                                   cpu_percent=a.cpu_percent, expires_at=a.expires_at, worker="main")
-    return None
+    from netra_rm.ledger import Scope
+
+    found = _engine(config).ledger.read(Scope(ids=(given[0],))).known.get(given[0])
+    return NetraAllocation.of(found, "main") if found is not None else None
 
 
 def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation]:
@@ -294,7 +309,7 @@ def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation
     duration = config.getoption("netra_duration_minutes") or DEFAULT_DURATION_MINUTES
     request = engine.resolve_request(layer, category, memory_mb=config.getoption("netra_memory_mb"),
                                      cpu_percent=config.getoption("netra_cpu_percent"),
-                                     duration_minutes=duration)
+                                     duration_minutes=duration, priority=config.getoption("netra_priority") or 0)
     owner = engine.current_process_owner()
     timeout = _timeout(config)
     wait = timeout > 0
@@ -304,10 +319,7 @@ def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation
         for worker in workers:
             left = max(0.0, deadline - time.monotonic())
             allocation = allocate_waiting(engine, request, owner, wait=wait, timeout=left)
-            held = NetraAllocation(id=allocation.id, layer=allocation.layer, category=allocation.category,
-                                   slot=allocation.slot, fencing_token=allocation.fencing_token,
-                                   memory_mb=allocation.memory_mb, cpu_percent=allocation.cpu_percent,
-                                   expires_at=allocation.expires_at, worker=worker)
+            held = NetraAllocation.of(allocation, worker)
             state.held[worker] = held
             taken.append(held)
     except BaseException:

@@ -8,12 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from netra_rm.config.model import Limits, Pool
-from netra_rm.core.verify import committed_history, parse_lines, recent_events, verify
-from netra_rm.ledger.base import LedgerState
+from netra_rm.config.model import Layer, Limits, Pool
+from netra_rm.core.accounting import caps_capacity, pool_capacity
+from netra_rm.core.verify import committed_history, keys_for_config, parse_lines, recent_events, verify
 
 POOLS = {"tiny": Pool(memory_mb=300, cpu_percent=30, instances=3)}
 LIMITS = Limits(max_memory_mb=1000, max_cpu_percent=100, max_parallel_instances=4)
+
+
+class _Config:
+    """Just what the replay asks of a configuration: its layers' scopes and its pools."""
+
+    layers = {"tiny": Layer(name="tiny", services=(), pool=POOLS["tiny"], default_memory_mb=100,
+                            default_cpu_percent=10)}
+    pools: dict = {}
+
+
+CURRENT = {"layer:tiny": pool_capacity(POOLS["tiny"]), "caps": caps_capacity(LIMITS)}
 OWNER = {"host": "h", "user": "u", "pid": None, "start": None}
 
 
@@ -36,7 +47,8 @@ def ledger_record(ident: str, *, token: int, memory: int = 100, cpu: float = 10,
 
 
 def check(lines: list[bytes], ledger: list[dict], committed: int):
-    return verify(lines, ledger_allocations=ledger, committed_seq=committed, pools=POOLS, limits=LIMITS)
+    return verify(lines, ledger_allocations=ledger, committed_seq=committed,
+                  keys_of=keys_for_config(_Config(), shared=False), current=CURRENT.get)  # type: ignore[arg-type]
 
 
 # -- the replay, as a pure function -------------------------------------------------------------
@@ -123,8 +135,8 @@ def test_aborted_transactions_are_skipped() -> None:
     lines = [checkpoint(0), event(1, "grant", "a"), event(2, "grant", "dead1", slot=1),
              event(3, "grant", "dead2", slot=2), event(2, "release", "a"), b'{"seq": 3, "event": "gr',
              event(3, "grant", "b", token=2), event(4, "grant", "aborted", slot=1, token=3)]
-    records, torn = parse_lines(lines)
-    history = committed_history(records, 3, torn=torn)
+    records, unreadable = parse_lines(lines)
+    history = committed_history(records, 3, unreadable=unreadable)
     assert [e["id"] for e in history.events()] == ["a", "a", "b"]
     assert history.aborted_events == 3 and history.torn_lines == 1
     report = check(lines, [ledger_record("b", token=2)], 3)
@@ -154,9 +166,9 @@ def test_another_ledgers_history_is_not_mixed_in() -> None:
 
 def test_recent_events_limit() -> None:
     lines = [checkpoint(0)] + [event(i, "grant" if i % 2 else "release", f"a{(i + 1) // 2}") for i in range(1, 7)]
-    assert [e["seq"] for e in recent_events(lines, committed_seq=6, limit=2)] == [5, 6]
-    assert len(recent_events(lines, committed_seq=6)) == 6
-    assert recent_events(lines, committed_seq=6, limit=0) == []
+    assert [e["seq"] for e in recent_events(lines, committed_seq=6, limit=2)[0]] == [5, 6]
+    assert len(recent_events(lines, committed_seq=6)[0]) == 6
+    assert recent_events(lines, committed_seq=6, limit=0)[0] == []
 
 
 # -- the files ---------------------------------------------------------------------------------
@@ -184,7 +196,8 @@ def test_every_event_is_one_line_and_the_ledger_records_the_last_seq(engine_for,
     records = [json.loads(line) for line in lines]
     assert [r["event"] for r in records] == ["checkpoint", "grant", "release"]
     assert [r.get("seq") for r in records[1:]] == [1, 2]
-    assert records[1]["fencing_token"] == 1 and records[1]["owner"]["host"]
+    assert records[1]["fencing_token"] > 0 and records[1]["owner"]["host"]
+    assert records[2]["fencing_token"] == records[1]["fencing_token"]
     assert json.loads(ledger_path.read_text())["journal_seq"] == 2
 
 
@@ -265,10 +278,18 @@ def test_a_journal_write_failure_leaves_ledger_and_journal_unchanged(engine_for,
     assert (ledger_path.read_bytes(), journal.read_bytes()) == before
 
 
-def test_state_copy_and_dict_keep_the_journal_seq() -> None:
-    state = LedgerState(journal_seq=7)
-    assert state.copy().journal_seq == 7
-    assert LedgerState.from_dict(json.loads(state.to_json())).journal_seq == 7
+def test_malformed_journal_lines_are_counted_with_their_numbers_never_a_crash() -> None:
+    lines = [checkpoint(0), event(1, "grant", "a"), b'{"seq": "x", "event": "grant"}', b"[1, 2]",
+             b'{"seq": 3, "event": "grant", "id": "b", "memory_mb": "lots", "cpu_percent": 1}',
+             b'{"seq": 4, "event": "release"}', b"\xff\xfe", b'{"seq": 5, "event": "grant", "id": "c", '
+             b'"memory_mb": 1, "cpu_percent": 1, "charges": 7}', event(6, "release", "a")]
+    report = check(lines, [], 6)
+    assert report.clean, report.findings
+    assert report.unreadable == (3, 4, 5, 6, 7, 8)
+    assert any("6 incomplete or unreadable journal line(s) were skipped (line 3, 4, 5, 6, 7, 8)" in n
+               for n in report.notes)
+    events, unreadable = recent_events(lines, committed_seq=6)
+    assert [e["seq"] for e in events] == [1, 6] and len(unreadable) == 6
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -290,13 +311,13 @@ def test_verify_and_history_commands(cli, small_config: Path, ledger_path: Path)
 
     # an allocation slipped into the ledger behind the journal's back, and the pool over-filled
     data = json.loads(ledger_path.read_text())
-    forged = dict(data["allocations"][0], id="f0rged000000", fencing_token=99, slot=2)
+    forged = dict(data["allocations"][0], id="f0caed000000", fencing_token=99, slots={"layer:tiny": 2})
     for i in range(2):
-        data["allocations"].append(dict(forged, id=f"f0rged00000{i}"))
+        data["allocations"].append(dict(forged, id=f"f0caed00000{i}"))
     ledger_path.write_text(json.dumps(data))
     dirty = cli(*cfg, "verify")
     assert dirty.code == 1
-    assert "FOUND 2 problem(s)" in dirty.stdout and "f0rged000000" in dirty.stdout
+    assert "FOUND 2 problem(s)" in dirty.stdout and "f0caed000000" in dirty.stdout
     report = cli(*cfg, "verify", "--json")
     assert report.code == 1
     assert {f["kind"] for f in report.json()["findings"]} == {"unexplained"}
@@ -312,7 +333,7 @@ def test_verify_stays_clean_after_the_configuration_shrank(cli, write_config, le
                       "--memory-mb", "50", "--cpu-percent", "5")
         assert granted.code == 0, granted.stderr
     event_line = json.loads((ledger_path.parent / "ledger.json.journal").read_text().splitlines()[-1])
-    assert event_line["limits"]["pool"]["instances"] == 3
+    assert event_line["limits"]["layer:tiny"]["instances"] == 3
     report = cli("--config", str(tight), "verify")
     assert report.code == 0, report.stdout  # admitted under the limits of the time
     status = cli("--config", str(tight), "status", "--json").json()

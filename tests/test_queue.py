@@ -8,87 +8,108 @@ from pathlib import Path
 
 import pytest
 
-from netra_rm.config.model import Limits, Pool
-from netra_rm.core.model import Allocation, Owner, Request
-from netra_rm.core.queue import Waiter, blocking_waiter, position, waiter_view, would_delay
+from netra_rm.core.admission import admit
+from netra_rm.core.queue import ahead_of, blocking_waiter, give_back, ordered, pass_by, waiter_view, would_delay
+from netra_rm.records import Allocation, Capacity, Owner, Request, Usage, Waiter, cpu_units
 
-POOLS = {"tiny": Pool(memory_mb=300, cpu_percent=30, instances=3),
-         "other": Pool(memory_mb=1000, cpu_percent=100, instances=10)}
-LIMITS = Limits(max_memory_mb=100_000, max_cpu_percent=100, max_parallel_instances=1000)
 ME = Owner(host="h", user="u", pid=1, start="s")
+TINY = "layer:tiny"
+OTHER = "layer:other"
+CAPS = "caps"
+CAPACITY = {TINY: Capacity(instances=3, memory_mb=300, cpu_units=cpu_units(30), dedicated=True),
+            OTHER: Capacity(instances=10, memory_mb=1000, cpu_units=cpu_units(100), dedicated=True),
+            CAPS: Capacity(instances=1000, memory_mb=100_000, cpu_units=cpu_units(100))}
 
 
-def request(memory: int, cpu: float = 0.0, *, layer: str = "tiny", dedicated: bool = False) -> Request:
-    return Request(layer=layer, category="c", memory_mb=memory, cpu_percent=cpu, dedicated=dedicated)
+def request(memory: int, cpu: float = 0.0, *, layer: str = "tiny", dedicated: bool = False,
+            priority: int = 0) -> Request:
+    return Request(layer=layer, category="c", memory_mb=memory, cpu_units=cpu_units(cpu), dedicated=dedicated,
+                   priority=priority)
 
 
-def held(token: int, memory: int, cpu: float = 0.0, *, layer: str = "tiny", dedicated: bool = False) -> Allocation:
-    return Allocation(id=f"a{token}", layer=layer, category="c", memory_mb=memory, cpu_percent=cpu,
-                      dedicated=dedicated, requires=(), created_at=0, expires_at=1e12, slot=token, owner=ME,
-                      fencing_token=token)
+def keys(layer: str = "tiny") -> tuple[str, ...]:
+    return (f"layer:{layer}", CAPS)
 
 
-def waiter(name: str, req: Request, fence: int, since: float = 0.0) -> Waiter:
-    return Waiter(id=name, request=req, owner=ME, since=since, fence=fence)
+def held(token: int, memory: int, cpu: float = 0.0, *, layer: str = "tiny", dedicated: bool = False,
+         behind: tuple[str, ...] = ()) -> Allocation:
+    return Allocation(id=f"{token:012x}", layer=layer, category="c", memory_mb=memory, cpu_units=cpu_units(cpu),
+                      dedicated=dedicated, requires=(), created_at=0, expires_at=1e10, owner=ME, fencing_token=token,
+                      charges=keys(layer), slots={f"layer:{layer}": token}, behind=behind)
+
+
+def waiter(name: str, req: Request, *, after: list[Allocation] = (), since: float = 0.0,
+           capacity: dict | None = None) -> Waiter:
+    ident = name.encode().hex().ljust(12, "0")[:12]
+    w = Waiter(id=ident, request=req, owner=ME, since=since, charges=keys(req.layer or "tiny"),
+               capacity={k: c for k, c in (capacity or CAPACITY).items() if k in keys(req.layer or "tiny")})
+    for a in after:
+        w = pass_by([w], a)[0][0]
+    return w
+
+
+def want(r: Request) -> tuple[Usage, tuple[str, ...]]:
+    return r.usage, keys(r.layer or "tiny")
 
 
 # -- would_delay: the definition ------------------------------------------------------------
 
 def test_a_request_that_fits_beside_the_head_does_not_delay_it() -> None:
-    head = waiter("head", request(100, 30), fence=1)  # blocked by CPU: a1 holds 10%
-    allocations = [held(1, 200, 10)]
-    assert not would_delay(request(100, 0), head, allocations=allocations, pools=POOLS, limits=LIMITS)
+    head = waiter("00000000000e", request(100, 30))  # blocked by CPU: something held before it holds 10%
+    assert not would_delay(*want(request(100, 0)), head)
 
 
 def test_a_request_that_the_head_could_not_fit_beside_delays_it() -> None:
-    head = waiter("head", request(100, 30), fence=1)
-    assert would_delay(request(100, 10), head, allocations=[held(1, 200, 10)], pools=POOLS, limits=LIMITS)
+    head = waiter("00000000000e", request(100, 30))
+    assert would_delay(*want(request(100, 10)), head)
 
 
-def test_allocations_held_before_the_head_queued_do_not_count_those_after_do() -> None:
-    head = waiter("head", request(200), fence=2)
-    old = [held(1, 100), held(2, 100)]  # the head waits for these anyway
-    assert not would_delay(request(100), head, allocations=old, pools=POOLS, limits=LIMITS)
-    newer = old + [held(3, 100)]  # admitted past the head earlier: 200 + 100 + 100 > 300
-    assert would_delay(request(100), head, allocations=newer, pools=POOLS, limits=LIMITS)
+def test_what_went_past_the_head_counts_what_was_held_before_does_not() -> None:
+    head = waiter("00000000000e", request(200))
+    assert not would_delay(*want(request(100)), head)  # allocations held before it: it waits for them anyway
+    head = waiter("00000000000e", request(200), after=[held(3, 100)])  # admitted past the head: 200 + 100 + 100 > 300
+    assert would_delay(*want(request(100)), head)
 
 
 def test_instances_count_too() -> None:
-    head = waiter("head", request(0), fence=0)
-    after = [held(1, 0), held(2, 0)]
-    assert would_delay(request(0), head, allocations=after, pools=POOLS, limits=LIMITS)
-    assert not would_delay(request(0), head, allocations=after[:1], pools=POOLS, limits=LIMITS)
+    head = waiter("00000000000e", request(0), after=[held(1, 0), held(2, 0)])
+    assert would_delay(*want(request(0)), head)
+    assert not would_delay(*want(request(0)), waiter("00000000000e", request(0), after=[held(1, 0)]))
 
 
 def test_other_layers_meet_only_through_the_global_caps() -> None:
-    head = waiter("head", request(300), fence=0)
-    assert not would_delay(request(900, layer="other"), head, allocations=[], pools=POOLS, limits=LIMITS)
-    tight = Limits(max_memory_mb=1000, max_cpu_percent=100, max_parallel_instances=1000)
-    assert would_delay(request(900, layer="other"), head, allocations=[], pools=POOLS, limits=tight)
+    head = waiter("00000000000e", request(300))
+    assert not would_delay(*want(request(900, layer="other")), head)
+    tight = {**CAPACITY, CAPS: Capacity(instances=1000, memory_mb=1000, cpu_units=cpu_units(100))}
+    head = waiter("00000000000e", request(300), capacity=tight)
+    assert would_delay(*want(request(900, layer="other")), head)
 
 
 def test_dedicated_on_either_side_conflicts_within_the_layer_only() -> None:
-    dedicated_head = waiter("head", request(10, dedicated=True), fence=0)
-    assert would_delay(request(10), dedicated_head, allocations=[], pools=POOLS, limits=LIMITS)
-    assert not would_delay(request(10, layer="other"), dedicated_head, allocations=[], pools=POOLS, limits=LIMITS)
-    head = waiter("head", request(10), fence=0)
-    assert would_delay(request(10, dedicated=True), head, allocations=[], pools=POOLS, limits=LIMITS)
+    dedicated_head = waiter("00000000000e", request(10, dedicated=True))
+    assert would_delay(*want(request(10)), dedicated_head)
+    assert not would_delay(*want(request(10, layer="other")), dedicated_head)
+    assert would_delay(*want(request(10, dedicated=True)), waiter("00000000000e", request(10)))
 
 
-def test_a_waiter_whose_layer_left_the_configuration_delays_nobody() -> None:
-    gone = waiter("head", request(10, layer="removed"), fence=0)
-    assert not would_delay(request(300), gone, allocations=[], pools=POOLS, limits=LIMITS)
+def test_going_past_and_giving_back_keep_the_running_sums() -> None:
+    head = waiter("00000000000e", request(100))
+    a = held(5, 150)
+    [head2], behind = pass_by([head], a)
+    assert behind == (head.id,) and head2.after[TINY] == Usage(150, 0, 1, 0)
+    a = Allocation(**{**a.__dict__, "behind": behind})
+    [head3] = give_back([head2], a)
+    assert head3.after[TINY] == Usage()
 
 
 # -- blocking_waiter: every waiter ahead is protected, the first one named ------------------
 
 def test_blocking_waiter_names_the_first_waiter_delayed() -> None:
-    ahead = [waiter("w1", request(100, layer="other"), fence=0), waiter("w2", request(250), fence=0),
-             waiter("w3", request(300), fence=0)]
-    assert blocking_waiter(request(100), ahead, allocations=[], pools=POOLS, limits=LIMITS).id == "w2"
-    assert blocking_waiter(request(50), ahead, allocations=[], pools=POOLS, limits=LIMITS).id == "w3"
-    assert blocking_waiter(request(50), ahead[:2], allocations=[], pools=POOLS, limits=LIMITS) is None
-    assert blocking_waiter(request(300), [], allocations=[], pools=POOLS, limits=LIMITS) is None
+    ahead = [waiter("0000000000a1", request(100, layer="other")), waiter("0000000000a2", request(250)), waiter("w3", request(300))]
+    assert blocking_waiter(*want(request(100)), ahead).id == ahead[1].id
+    assert blocking_waiter(*want(request(50)), ahead).id == ahead[2].id
+    assert blocking_waiter(*want(request(50)), ahead[:2]) is None
+    assert blocking_waiter(*want(request(300)), []) is None
 
 
 def test_invariant_the_head_fits_beside_whatever_went_past_it() -> None:
@@ -96,38 +117,53 @@ def test_invariant_the_head_fits_beside_whatever_went_past_it() -> None:
     allocations that were ahead of it are gone."""
     import random
 
+    from netra_rm.core.accounting import Charge
+
+    charges = [Charge(TINY, "layer", "tiny", "host", CAPACITY[TINY], False, True),
+               Charge(CAPS, "caps", "", "host", CAPACITY[CAPS], False, False)]
     rng = random.Random(7)
     for _ in range(300):
         before = [held(i + 1, rng.choice([0, 50, 100]), rng.choice([0, 5, 10])) for i in range(rng.randrange(0, 3))]
-        fence = len(before)
-        head = waiter("head", request(rng.choice([50, 100, 200, 300]), rng.choice([0, 10, 20, 30]),
-                                      dedicated=rng.random() < 0.1), fence=fence)
+        head = waiter("00000000000e", request(rng.choice([50, 100, 200, 300]), rng.choice([0, 10, 20, 30]),
+                                      dedicated=rng.random() < 0.1))
         allocations = list(before)
-        token = fence
+        token = len(before)
         for _ in range(10):
             candidate = request(rng.choice([0, 50, 100]), rng.choice([0, 5, 10]), dedicated=rng.random() < 0.1)
-            from netra_rm.core.admission import Usage, admit
-
-            fits_now = admit(candidate, pool=POOLS["tiny"], limits=LIMITS, layer_allocations=allocations,
-                             all_usage=Usage.of(allocations)).admitted
-            if fits_now and blocking_waiter(candidate, [head], allocations=allocations, pools=POOLS,
-                                            limits=LIMITS) is None:
+            used = Usage()
+            for a in allocations:
+                used = used.plus(a.usage)
+            fits_now = admit(candidate, charges, capacity=CAPACITY, usage={TINY: used, CAPS: used},
+                             taken={TINY: {a.fencing_token for a in allocations}}).admitted
+            if fits_now and blocking_waiter(*want(candidate), [head]) is None:
                 token += 1
-                allocations.append(held(token, candidate.memory_mb, candidate.cpu_percent,
-                                        dedicated=candidate.dedicated))
-        past = [a for a in allocations if a.fencing_token > fence]
-        verdict = admit(head.request, pool=POOLS["tiny"], limits=LIMITS, layer_allocations=past,
-                        all_usage=Usage.of(past))
-        assert verdict.admitted, (head, past)
+                granted = held(token, candidate.memory_mb, candidate.cpu_units / 1000, dedicated=candidate.dedicated)
+                [head], _ = pass_by([head], granted)
+                allocations.append(granted)
+        after = head.after.get(TINY, Usage())
+        verdict = admit(head.request, charges, capacity=CAPACITY, usage={TINY: after, CAPS: after}, taken={})
+        assert verdict.admitted, (head, allocations)
 
 
-def test_waiter_round_trip_position_and_view() -> None:
-    w = waiter("w1", request(100, 10), fence=4, since=100.0)
+def test_priorities_order_the_queue_and_waiting_raises_them() -> None:
+    low = waiter("low", request(10, priority=0), since=0.0)
+    high = waiter("high", request(10, priority=5), since=100.0)
+    assert [w.id for w in ordered([low, high], now=100.0, aging_seconds=60)] == [high.id, low.id]
+    # a stream of high-priority newcomers cannot starve it: after 5 x 60 s of waiting the
+    # low one ranks with a new priority-5 request, and it came first
+    newcomer = waiter("new", request(10, priority=5), since=299.0)
+    assert [w.id for w in ordered([low, newcomer], now=299.0, aging_seconds=60)] == [newcomer.id, low.id]
+    newcomer = waiter("new", request(10, priority=5), since=300.0)
+    assert [w.id for w in ordered([low, newcomer], now=300.0, aging_seconds=60)] == [low.id, newcomer.id]
+    assert [w.id for w in ahead_of([low, high], priority=2, since=100.0, waiter_id=None, now=100.0)] == [high.id]
+
+
+def test_waiter_round_trip_and_view() -> None:
+    w = waiter("0000000000a1", request(100, 10), since=100.0, after=[held(9, 10)])
     assert Waiter.from_dict(w.to_dict()) == w
-    assert position([waiter("w0", request(1), 0), w], "w1") == 1
-    assert position([w], "nope") is None
     view = waiter_view(w, 1, now=112.34)
     assert view["position"] == 1 and view["waited_seconds"] == 12.3 and view["memory_mb"] == 100
+    assert "after" not in view and view["effective_priority"] == 0
 
 
 # -- through the engine, on a real ledger file -------------------------------------------------
@@ -143,22 +179,22 @@ def test_fifo_the_head_goes_first_even_when_a_later_waiter_checks_first(engine) 
     me = engine.current_process_owner()
     big = engine.resolve_request("tiny", "big", memory_mb=300, cpu_percent=30)
     holder = engine.allocate(big, me)
-    _, w1, _ = engine.allocate_or_join(big, me, waiter_id="w1", waiter_owner=me)
-    _, w2, _ = engine.allocate_or_join(big, me, waiter_id="w2", waiter_owner=me)
-    assert [w.id for w in engine.queue()] == ["w1", "w2"]
+    _, w1, _ = engine.allocate_or_join(big, me, waiter_id="0000000000a1", waiter_owner=me)
+    _, w2, _ = engine.allocate_or_join(big, me, waiter_id="0000000000a2", waiter_owner=me)
+    assert [w.id for w in engine.queue()] == ["0000000000a1", "0000000000a2"]
     engine.release([holder.id])
     second, decision = engine.try_admit_waiter(w2, me)
     assert second is None and "would delay number 1" in decision.reasons[0]
     first, _ = engine.try_admit_waiter(w1, me)
     assert first is not None and first.category == "big"
-    assert [w.id for w in engine.queue()] == ["w2"]
+    assert [w.id for w in engine.queue()] == ["0000000000a2"]
 
 
 def test_newcomers_do_not_jump_the_queue_but_may_go_past_when_harmless(engine) -> None:
     me = engine.current_process_owner()
     engine.allocate(engine.resolve_request("tiny", "holder", memory_mb=200, cpu_percent=10), me)
-    head_request = engine.resolve_request("tiny", "head", memory_mb=100, cpu_percent=30)
-    granted, head, _ = engine.allocate_or_join(head_request, me, waiter_id="head", waiter_owner=me)
+    head_request = engine.resolve_request("tiny", "00000000000e", memory_mb=100, cpu_percent=30)
+    granted, head, _ = engine.allocate_or_join(head_request, me, waiter_id="00000000000e", waiter_owner=me)
     assert granted is None  # CPU: 10 + 30 > 30
     harmless, _ = engine.try_allocate(engine.resolve_request("tiny", "small", memory_mb=100, cpu_percent=0), me)
     assert harmless is not None  # 100 MB fits now, and beside the head once the holder leaves
@@ -170,10 +206,10 @@ def test_newcomers_do_not_jump_the_queue_but_may_go_past_when_harmless(engine) -
 def test_leaving_the_queue(engine) -> None:
     me = engine.current_process_owner()
     engine.allocate(engine.resolve_request("tiny", "holder", memory_mb=300), me)
-    _, w, _ = engine.allocate_or_join(engine.resolve_request("tiny", "w", memory_mb=10), me, waiter_id="w",
+    _, w, _ = engine.allocate_or_join(engine.resolve_request("tiny", "00000000000f", memory_mb=10), me, waiter_id="00000000000f",
                                       waiter_owner=me)
-    assert engine.leave_queue("w") is True
-    assert engine.leave_queue("w") is False
+    assert engine.leave_queue("00000000000f") is True
+    assert engine.leave_queue("00000000000f") is False
     assert engine.queue() == []
 
 
@@ -183,9 +219,9 @@ def test_dead_waiters_leave_the_queue(engine) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         ghost = engine.owner(proc.pid)
-        engine.allocate_or_join(engine.resolve_request("tiny", "ghost", memory_mb=10), me, waiter_id="ghost",
+        engine.allocate_or_join(engine.resolve_request("tiny", "00000000000b", memory_mb=10), me, waiter_id="00000000000b",
                                 waiter_owner=ghost)
-        assert [w.id for w in engine.queue()] == ["ghost"]
+        assert [w.id for w in engine.queue()] == ["00000000000b"]
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
@@ -195,8 +231,8 @@ def test_dead_waiters_leave_the_queue(engine) -> None:
 def test_status_shows_waiters_with_their_wait(engine) -> None:
     me = engine.current_process_owner()
     engine.allocate(engine.resolve_request("tiny", "holder", memory_mb=300), me)
-    engine.allocate_or_join(engine.resolve_request("tiny", "w", memory_mb=10), me, waiter_id="w", waiter_owner=me)
+    engine.allocate_or_join(engine.resolve_request("tiny", "00000000000f", memory_mb=10), me, waiter_id="00000000000f", waiter_owner=me)
     waiters = engine.resource_status()["waiters"]
     assert len(waiters) == 1
-    assert waiters[0]["position"] == 1 and waiters[0]["category"] == "w"
+    assert waiters[0]["position"] == 1 and waiters[0]["category"] == "00000000000f"
     assert waiters[0]["waited_seconds"] >= 0 and waiters[0]["owner"]["pid"] == me.pid

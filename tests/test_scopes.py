@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from netra_rm.config import load_config
-from netra_rm.config.model import Limits, Pool, SharedPool
-from netra_rm.core.admission import admit_shared
+from netra_rm.config.model import SharedPool
+from netra_rm.core.accounting import charges
+from netra_rm.core.admission import admit
 from netra_rm.core.engine import Engine
 from netra_rm.core.model import Allocation, Owner, Request
 from netra_rm.core.queue import Waiter, would_delay
 from netra_rm.ledger import open_ledger
+from netra_rm.records import Usage, cpu_units
 
 from backends import Backend
 
@@ -119,25 +121,32 @@ def test_on_the_file_ledger_host_pools_count_every_allocation(tmp_path: Path, co
     assert take(b, "local") == [None]  # one machine, one pool, whatever the host id says
 
 
-def test_the_shared_pool_rules_are_pure() -> None:
-    request = Request(layer="e2e", category="t", memory_mb=100, cpu_percent=5, pools=("db", "lic"))
-    pools = {"db": SharedPool("db", instances=2, scope="global", memory_mb=150), "lic": SharedPool("lic", 5)}
-    held = Allocation(id="x", layer="e2e", category="t", memory_mb=100, cpu_percent=5, dedicated=False, requires=(),
-                      created_at=0, expires_at=1e12, slot=0, owner=Owner("a", "u"), pools=("db",))
-    assert admit_shared(request, pools=pools, holders={}) == ()
-    assert admit_shared(request, pools=pools, holders={"db": [held]}) == (
+def test_the_shared_pool_rules_are_pure(config: Path) -> None:
+    cfg = load_config(config, env={})
+    cfg.pools["db"] = SharedPool("db", instances=2, scope="global", memory_mb=150)
+    cfg.pools["lic"] = SharedPool("lic", 5)
+    request = Request(layer="e2e", category="t", memory_mb=100, cpu_units=cpu_units(5), pools=("db", "lic"))
+    found = charges(request, cfg, "a")
+    assert [c.key for c in found] == ["layer:e2e@a", "caps@a", "pool:db", "pool:lic@a"]
+    capacity = {c.key: c.capacity for c in found}
+    assert admit(request, found, capacity=capacity, usage={}, taken={}).admitted
+    held = {"pool:db": Usage(100, cpu_units(5), 1, 0)}
+    assert admit(request, found, capacity=capacity, usage=held, taken={"pool:db": {0}}).reasons == (
         "pool db (global) memory: 100 of 150 MB in use, 100 MB requested.",)
 
 
-def test_a_waiter_on_another_host_is_not_delayed_by_this_hosts_use_of_a_host_pool() -> None:
-    pools = {"local": Pool(300, 30, 1), "shared": Pool(300, 30, 1, scope="global")}
-    limits = Limits(100000, 1000, 1000)
+def test_a_waiter_on_another_host_is_not_delayed_by_this_hosts_use_of_a_host_pool(config: Path) -> None:
+    cfg = load_config(config, env={})
     for layer, delayed in (("local", False), ("shared", True)):
-        waiting = Waiter(id="w", request=Request(layer=layer, category="t", memory_mb=10, cpu_percent=1),
-                         owner=Owner("b", "u", pid=1), since=0, fence=0)
-        newcomer = Request(layer=layer, category="t", memory_mb=10, cpu_percent=1)
-        assert would_delay(newcomer, waiting, allocations=[], pools=pools, limits=limits,
-                           candidate_host="a") is delayed
+        cfg.layers[layer] = cfg.layers[layer].__class__(**{**cfg.layers[layer].__dict__,
+                                                           "pool": cfg.layers[layer].pool.__class__(
+                                                               300, 30, 1, scope=cfg.layers[layer].pool.scope)})
+        request = Request(layer=layer, category="t", memory_mb=10, cpu_units=cpu_units(1))
+        theirs = charges(request, cfg, "b")
+        waiting = Waiter(id="00000000000b", request=request, owner=Owner("b", "u", pid=1), since=0,
+                         charges=tuple(c.key for c in theirs), capacity={c.key: c.capacity for c in theirs})
+        mine = charges(request, cfg, "a")
+        assert would_delay(request.usage, [c.key for c in mine], waiting) is delayed
 
 
 def test_status_shows_shared_pools_in_its_tables(cli, config: Path, ledger_path: Path) -> None:

@@ -31,6 +31,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show or check the configuration.\n\nExample: netra-rm config validate my.yaml",
                          no_args_is_help=True)
 app.add_typer(config_app, name="config")
+pool_app = typer.Typer(help="Show and change pools held in the ledger: sizes, draining, ad-hoc pools.\n\n"
+                            "Example: netra-rm pool set staging_db --instances 3", no_args_is_help=True)
+app.add_typer(pool_app, name="pool")
 ledger_app = typer.Typer(help="Work on ledgers themselves: copy allocations between backends (file, Redis, "
                               "PostgreSQL).\n\nExample: netra-rm ledger migrate --help", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
@@ -38,8 +41,18 @@ app.add_typer(ledger_app, name="ledger")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 
 # The request options `allocate` and `run` share, defined once.
-LayerOpt = Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.",
-                                       autocompletion=complete.complete_layer)]
+LayerOpt = Annotated[Optional[str], typer.Option("--layer", metavar="LAYER",
+                                                 help="The layer whose pool to draw from (optional with --pool).",
+                                                 autocompletion=complete.complete_layer)]
+PoolOpt = Annotated[Optional[list[str]], typer.Option(
+    "--pool", metavar="NAME", help="Also take one instance of this pool, fleet-wide on a shared ledger; created in "
+                                   "the ledger on first use with --instances (repeatable).")]
+InstancesOpt = Annotated[Optional[int], typer.Option("--instances", metavar="N",
+                                                     help="The size of an ad-hoc --pool that the ledger does not "
+                                                          "know yet.")]
+PriorityOpt = Annotated[int, typer.Option("--priority", metavar="N",
+                                          help="Place in the wait queue: higher first (default 0, from -1000 to "
+                                               "1000).")]
 CategoryOpt = Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")]
 MemoryOpt = Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
                                                   help="Memory in MB (default: the layer's share).")]
@@ -148,6 +161,8 @@ def status(
         "--output", metavar="FILE", help="With --format json or openmetrics: write the report to FILE, "
                                          "replaced atomically (for node_exporter's textfile collector), "
                                          "instead of stdout.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="List every allocation (past 25 the table summarises "
+                                                      "them; --json always lists every one).")] = False,
 ) -> None:
     """Services, pools, allocations and the machine.
 
@@ -199,7 +214,7 @@ def status(
         else:
             from netra_rm.render.human import render_status
 
-            render_status(out.console(), resources, services, conflicts, time.time())
+            render_status(out.console(), resources, services, conflicts, time.time(), every_allocation=every)
         if output is not None and captured is not None:
             _write_output(output, captured.getvalue())
         unhealthy = services["healthy_services"] < services["total_services"]
@@ -381,13 +396,16 @@ def _report_startup(out: Output, result: Any, verb: str) -> None:
 @app.command()
 def allocate(
     ctx: typer.Context,
-    layer_name: LayerOpt,
     category: CategoryOpt,
+    layer_name: LayerOpt = None,
     memory_mb: MemoryOpt = None,
     cpu_percent: CpuOpt = None,
     dedicated: DedicatedOpt = False,
     requires: RequiresOpt = None,
     duration_minutes: DurationOpt = None,
+    pools: PoolOpt = None,
+    instances: InstancesOpt = None,
+    priority: PriorityOpt = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
                                                      help="With --wait: give up after S seconds (exit 3).")] = None,
@@ -408,13 +426,17 @@ def allocate(
     with guard(out):
         from netra_rm.core.waiting import allocate_waiting
 
-        engine = st.engine()
-        request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
-                                         dedicated=dedicated, requires=requires or (),
-                                         duration_minutes=duration_minutes)
-        owner = engine.owner(owner_pid)
-        allocation = allocate_waiting(engine, request, owner, wait=wait or timeout is not None,
-                                      timeout=timeout)
+        from netra_rm import deadline
+
+        with deadline.bounded(timeout):
+            engine = st.engine()
+            request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
+                                             dedicated=dedicated, requires=requires or (),
+                                             duration_minutes=duration_minutes, pools=pools or (),
+                                             instances=instances, priority=priority)
+            owner = engine.owner(owner_pid)
+            allocation = allocate_waiting(engine, request, owner, wait=wait or timeout is not None,
+                                          timeout=timeout)
         if allocation.lease_expires_at is not None:  # a shared ledger: a keeper renews it while PID lives
             from netra_rm.core.lease import keep_for_owner
 
@@ -484,15 +506,18 @@ def run_(
     ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The command to run, without a "
                                                                                   "shell.")],
-    layer_name: LayerOpt,
     category: CategoryOpt,
+    layer_name: LayerOpt = None,
     memory_mb: MemoryOpt = None,
     cpu_percent: CpuOpt = None,
     dedicated: DedicatedOpt = False,
     requires: RequiresOpt = None,
     duration_minutes: DurationOpt = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Queue for room (fairly, first come first served) "
-                                                      "instead of failing.")] = False,
+    pools: PoolOpt = None,
+    instances: InstancesOpt = None,
+    priority: PriorityOpt = 0,
+    wait: Annotated[bool, typer.Option("--wait", help="Queue for room instead of failing (higher --priority "
+                                                      "first, then arrival; see the README).")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
                                                      help="Wait at most S seconds for room (exit 3); implies "
                                                           "--wait.")] = None,
@@ -501,8 +526,9 @@ def run_(
 
     CMD runs without a shell, owns the allocation (it is reclaimed once CMD is gone, even
     if netra-rm is killed) and finds NETRA_RM_ALLOCATION_ID, NETRA_RM_LAYER,
-    NETRA_RM_CATEGORY, NETRA_RM_SLOT, NETRA_RM_MEMORY_MB, NETRA_RM_CPU_PERCENT and
-    NETRA_RM_FENCING_TOKEN in its environment. SIGINT, SIGTERM and SIGHUP are passed on to
+    NETRA_RM_CATEGORY, NETRA_RM_SLOT, NETRA_RM_MEMORY_MB, NETRA_RM_CPU_PERCENT,
+    NETRA_RM_FENCING_TOKEN and, for pools with named instances, NETRA_RM_INSTANCE and
+    NETRA_RM_INSTANCE_<PROPERTY> in its environment. SIGINT, SIGTERM and SIGHUP are passed on to
     CMD. Exits with CMD's code (128+N if signal N ended it); 2 if CMD cannot be run, 3 if
     there is no room (or --timeout ran out).
 
@@ -513,11 +539,15 @@ def run_(
     with guard(out):
         from netra_rm.core.run import run_command
 
-        engine = st.engine()
-        request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
-                                         dedicated=dedicated, requires=requires or (),
-                                         duration_minutes=duration_minutes)
-        outcome = run_command(engine, request, command, wait=wait or timeout is not None, timeout=timeout)
+        from netra_rm import deadline
+
+        with deadline.bounded(timeout):
+            engine = st.engine()
+            request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
+                                             dedicated=dedicated, requires=requires or (),
+                                             duration_minutes=duration_minutes, pools=pools or (),
+                                             instances=instances, priority=priority)
+            outcome = run_command(engine, request, command, wait=wait or timeout is not None, timeout=timeout)
         for note in outcome.notes:
             out.info(f"netra-rm: {note}")
         finish(outcome.exit_code)
@@ -563,13 +593,17 @@ def history(
     with guard(out):
         from netra_rm.core.verify import ledger_history
 
-        events = ledger_history(st.engine(), limit=limit)
+        events, unreadable = ledger_history(st.engine(), limit=limit)
         if out.json:
-            out.emit_json({"schema_version": 1, "events": events})
+            out.emit_json({"schema_version": 1, "events": events, "unreadable_lines": len(unreadable)})
         else:
             from netra_rm.render.journal import render_history
 
             render_history(out.console(), events)
+            if unreadable:
+                shown = ", ".join(str(n) for n in unreadable[:10])
+                out.info(f"{len(unreadable)} journal line(s) could not be read and were skipped (line {shown}"
+                         f"{', ...' if len(unreadable) > 10 else ''}).")
 
 
 # -- monitor -----------------------------------------------------------------------------
@@ -713,6 +747,105 @@ def config_validate(
             out.line(f"{cfg.source}: valid ({len(cfg.layers)} layers, {len(cfg.services)} services)")
 
 
+# -- pools -------------------------------------------------------------------------------
+
+PoolNameArg = Annotated[str, typer.Argument(metavar="NAME", help="A layer, a shared pool or an ad-hoc pool.")]
+HostOpt = Annotated[Optional[str], typer.Option("--host", metavar="HOST",
+                                                help="For a per-host pool: that host's (default: this one).")]
+
+
+@pool_app.command("show")
+def pool_show(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(metavar="[NAME]", help="Only this pool.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Every pool: capacity, use, draining, and where the capacity comes from.
+
+    Example: netra-rm pool show staging_db
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        pools = st.engine().pools()
+        if name is not None:
+            pools = [p for p in pools if p["name"] == name]
+            if not pools:
+                from netra_rm.errors import UnknownNameError
+
+                raise UnknownNameError(f"unknown pool {name!r}; `netra-rm pool show` lists them.")
+        if out.json:
+            out.emit_json({"schema_version": 1, "pools": pools})
+        else:
+            from netra_rm.render.human import render_pools
+
+            render_pools(out.console(), pools)
+
+
+@pool_app.command("set")
+def pool_set(
+    ctx: typer.Context,
+    name: PoolNameArg,
+    instances: Annotated[Optional[int], typer.Option("--instances", metavar="N", min=0, max=100_000,
+                                                     help="How many may hold it at once.")] = None,
+    memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="M", min=0,
+                                                     help="Memory it may hand out, in MB.")] = None,
+    cpu_percent: Annotated[Optional[float], typer.Option("--cpu-percent", metavar="C", min=0, max=100,
+                                                         help="CPU it may hand out, in percent.")] = None,
+    host: HostOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Change a pool's capacity in the ledger, for every host at once.
+
+    Growing it wakes the waiters it now has room for; shrinking it keeps the allocations
+    it holds and grants nothing new until it is under the new size. The ledger's figures
+    then win over each host's configuration.
+
+    Example: netra-rm pool set staging_db --instances 3
+    """
+    _change_pool(ctx, name, json_, host=host, instances=instances, memory_mb=memory_mb,
+                 cpu_percent_value=cpu_percent)
+
+
+@pool_app.command("drain")
+def pool_drain(ctx: typer.Context, name: PoolNameArg, host: HostOpt = None, json_: JsonOpt = False) -> None:
+    """Stop new grants from a pool (requests exit 3; waiters keep waiting); what it holds
+    runs on.
+
+    Example: netra-rm pool drain staging_db && netra-rm status
+    """
+    _change_pool(ctx, name, json_, host=host, drained=True)
+
+
+@pool_app.command("resume")
+def pool_resume(ctx: typer.Context, name: PoolNameArg, host: HostOpt = None, json_: JsonOpt = False) -> None:
+    """End a drain: the pool grants again, and its waiters are woken.
+
+    Example: netra-rm pool resume staging_db
+    """
+    _change_pool(ctx, name, json_, host=host, drained=False)
+
+
+def _change_pool(ctx: typer.Context, name: str, json_: bool, **change: Any) -> None:
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        if all(v is None for k, v in change.items() if k != "host"):
+            from netra_rm.errors import UsageError
+
+            raise UsageError("say what to change: --instances N, --memory-mb M or --cpu-percent C.")
+        record = st.engine().change_pool(name, **change)
+        if out.json:
+            out.emit_json({"schema_version": 1, "pool": record.to_dict()})
+        else:
+            cap = record.capacity
+            state_word = "draining" if record.drained else "granting"
+            out.line(f"pool {name}: {cap.instances} instance(s)"
+                     + (f", {cap.memory_mb} MB" if cap.memory_mb is not None else "")
+                     + (f", {cap.cpu_percent:g}% CPU" if cap.cpu_percent is not None else "")
+                     + f"; {state_word}")
+
+
 # -- ledger ------------------------------------------------------------------------------
 
 @ledger_app.command("migrate")
@@ -724,10 +857,11 @@ def ledger_migrate(
 ) -> None:
     """Copy the active allocations of one ledger into another (file, redis:// or postgresql://).
 
-    Both ledgers are held during the copy; allocations the target already holds are
-    left alone and expired ones are not copied; the target's fencing counter is raised
-    to at least the source's. The source is not changed: point --ledger or
-    NETRA_RM_LEDGER at the target afterwards.
+    Any backend into any other, from any schema (an older ledger is upgraded as it is
+    read). The target is written in one transaction; allocations it already holds are
+    left alone and expired ones are not copied; its fencing counter is raised to at
+    least the source's. The source is not changed: point --ledger or NETRA_RM_LEDGER at
+    the target afterwards.
 
     Example: netra-rm ledger migrate --from ~/.local/state/netra-rm/ledger.json --to redis://redis.ci:6379/0
     """
@@ -737,7 +871,7 @@ def ledger_migrate(
         from netra_rm.ledger import open_ledger
         from netra_rm.ledger.migrate import migrate
 
-        result = migrate(open_ledger(source), open_ledger(target))
+        result = migrate(open_ledger(source), open_ledger(target), scope_of=st.engine().scope_of)
         if out.json:
             out.emit_json(result.to_dict())
         else:

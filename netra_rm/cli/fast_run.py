@@ -22,7 +22,7 @@ GLOBAL_OPTIONS = {"--config": True, "--ledger": True, "--quiet": False, "-q": Fa
 #: The options of ``run`` and whether they take a value; keep in step with ``app.run_``.
 RUN_OPTIONS = {"--layer": True, "--category": True, "--memory-mb": True, "--cpu-percent": True,
                "--dedicated": False, "--requires": True, "--duration-minutes": True, "--wait": False,
-               "--timeout": True}
+               "--timeout": True, "--pool": True, "--instances": True, "--priority": True}
 
 
 @dataclass
@@ -36,6 +36,7 @@ class RunArgs:
     options: dict[str, str] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
     requires: list[str] = field(default_factory=list)
+    pools: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
 
 
@@ -52,7 +53,7 @@ def parse(argv: Sequence[str]) -> RunArgs | None:
     if i < len(argv) and argv[i] == "--":
         i += 1
     args.command = list(argv[i:])
-    if not args.command or "--layer" not in args.options or "--category" not in args.options:
+    if not args.command or ("--layer" not in args.options and not args.pools) or "--category" not in args.options:
         return None
     return args
 
@@ -92,6 +93,8 @@ def _store(args: RunArgs, name: str, value: str | None) -> None:
         args.color = False
     elif name == "--requires":
         args.requires.append(value or "")
+    elif name == "--pool":
+        args.pools.append(value or "")
     elif value is None:
         args.flags.add(name)
     else:
@@ -116,6 +119,8 @@ def main(argv: Sequence[str]) -> int | None:
         cpu = _float(args.options.get("--cpu-percent"))
         duration = _float(args.options.get("--duration-minutes"))
         timeout = _float(args.options.get("--timeout"))
+        instances = _int(args.options.get("--instances"))
+        priority = _int(args.options.get("--priority")) or 0
     except ValueError:
         return None  # Typer says which value is wrong
     if timeout is not None and timeout < 0:
@@ -131,12 +136,16 @@ def main(argv: Sequence[str]) -> int | None:
         from netra_rm.core.engine import Engine
         from netra_rm.core.run import run_command
 
-        engine = Engine.from_options(config_path=args.config, ledger=args.ledger)
-        request = engine.resolve_request(args.options["--layer"], args.options["--category"], memory_mb=memory,
-                                         cpu_percent=cpu, dedicated="--dedicated" in args.flags,
-                                         requires=args.requires, duration_minutes=duration)
-        outcome = run_command(engine, request, args.command, wait="--wait" in args.flags or timeout is not None,
-                              timeout=timeout)
+        from netra_rm import deadline
+
+        with deadline.bounded(timeout):
+            engine = Engine.from_options(config_path=args.config, ledger=args.ledger)
+            request = engine.resolve_request(args.options.get("--layer"), args.options["--category"],
+                                             memory_mb=memory, cpu_percent=cpu, dedicated="--dedicated" in args.flags,
+                                             requires=args.requires, duration_minutes=duration, pools=args.pools,
+                                             instances=instances, priority=priority)
+            outcome = run_command(engine, request, args.command,
+                                  wait="--wait" in args.flags or timeout is not None, timeout=timeout)
     except NetraRMError as exc:
         out.error(exc)
         return int(exc.exit_code)

@@ -123,6 +123,29 @@ def journal_sync(env: Mapping[str, str] | None = None) -> bool:
     return get("NETRA_RM_JOURNAL_SYNC", env) not in (None, "0", "false", "no")
 
 
+def lock_timeout(env: Mapping[str, str] | None = None) -> float:
+    """``NETRA_RM_LOCK_TIMEOUT``: the longest wait, in seconds, for the file ledger's lock
+    (default 10; 0 means do not wait)."""
+    value = get("NETRA_RM_LOCK_TIMEOUT", env)
+    if value is None:
+        return 10.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400:  # also refuses NaN
+        from netra_rm.errors import UsageError
+
+        raise UsageError(f"NETRA_RM_LOCK_TIMEOUT must be a number of seconds from 0 to 86400, got {value!r}.")
+    return seconds
+
+
+def group_shared(env: Mapping[str, str] | None = None) -> bool:
+    """``NETRA_RM_SHARED_GROUP=1``: the ledger's directory is shared by the members of its
+    group (files 0660 in a group-owned setgid directory)."""
+    return get("NETRA_RM_SHARED_GROUP", env) not in (None, "0", "false", "no")
+
+
 def child_environment(extra: Mapping[str, str], env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a command that ``netra-rm run`` starts: ours plus ``extra``."""
     return {**environ(env), **extra}

@@ -25,7 +25,10 @@ SCHEMA_VERSION = 1
 DEFAULT_CONFIG_NAME = "netra-rm.yaml"
 
 _TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations", "pools",
-             "discovery"}
+             "discovery", "queue"}
+_QUEUE_KEYS = {"aging_seconds"}
+_INSTANCE_KEYS = {"name", "properties"}
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _LAYER_KEYS = {"description", "services", "pool", "default_memory_mb", "default_cpu_percent", "uses"}
 _POOL_KEYS = {"memory_mb", "cpu_percent", "instances", "scope"}
 _POOL_REQUIRED = ("cpu_percent", "instances", "memory_mb")
@@ -193,9 +196,13 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     duration = v.positive(alloc_raw.get("default_duration_minutes", 30), "allocations.default_duration_minutes")
     lease = v.positive(alloc_raw.get("lease_seconds", 30), "allocations.lease_seconds")
 
+    queue_raw = v.mapping(raw.get("queue", {}), "queue")
+    v.keys(queue_raw, _QUEUE_KEYS, "queue")
+    aging = v.positive(queue_raw.get("aging_seconds", 60), "queue.aging_seconds", maximum=86400 * 365)
+
     return Config(source=source, layers=layers, services=services, limits=limits, machine=machine,
                   checks=checks, thresholds=thresholds, default_duration_minutes=duration, raw=dict(raw),
-                  pools=shared_pools, lease_seconds=lease)
+                  pools=shared_pools, lease_seconds=lease, aging_seconds=aging)
 
 
 def _build_services(v: _Validator, raw: Any, checks: CheckSettings, env: Mapping[str, str] | None,
@@ -304,20 +311,24 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec],
         for required in _POOL_REQUIRED:
             if required not in pool_raw:
                 v.fail(f"{key}.pool.{required}", "is missing.")
+        instances, names, properties = _instances(v, pool_raw["instances"], f"{key}.pool.instances")
         pool = Pool(
             memory_mb=v.integer(pool_raw["memory_mb"], f"{key}.pool.memory_mb", minimum=1),
             cpu_percent=v.positive(pool_raw["cpu_percent"], f"{key}.pool.cpu_percent", maximum=100),
-            instances=v.integer(pool_raw["instances"], f"{key}.pool.instances", minimum=1),
-            scope=_scope(v, pool_raw.get("scope", "host"), f"{key}.pool.scope"),
+            instances=instances, scope=_scope(v, pool_raw.get("scope", "host"), f"{key}.pool.scope"),
+            names=names, properties=properties,
         )
         uses = tuple(v.string_list(entry.get("uses", []), f"{key}.uses"))
         for i, shared in enumerate(uses):
             if shared not in pools:
                 known = ", ".join(pools) or "(none configured)"
                 v.fail(f"{key}.uses[{i}]", f"unknown pool {shared!r}; pools: {known}.")
-        default_memory = v.integer(entry.get("default_memory_mb", max(1, pool.memory_mb // pool.instances)),
+        # the default share: the pool divided by its instances, rounded down (CPU to a
+        # thousandth of a percent), so that `instances` default shares always fit the pool
+        share_cpu = (round(pool.cpu_percent * 1000) // pool.instances) / 1000
+        default_memory = v.integer(entry.get("default_memory_mb", pool.memory_mb // pool.instances),
                                    f"{key}.default_memory_mb", minimum=0, maximum=pool.memory_mb)
-        default_cpu = v.number(entry.get("default_cpu_percent", round(pool.cpu_percent / pool.instances, 2)),
+        default_cpu = v.number(entry.get("default_cpu_percent", share_cpu),
                                f"{key}.default_cpu_percent", minimum=0, maximum=pool.cpu_percent)
         description = entry.get("description", "")
         layers[str(name)] = Layer(name=str(name), services=needed, pool=pool, default_memory_mb=default_memory,
@@ -325,6 +336,37 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec],
                                   description=v.string(description, f"{key}.description") if description else "",
                                   uses=tuple(dict.fromkeys(uses)))
     return layers
+
+
+def _instances(v: _Validator, raw: Any, key: str) -> tuple[int, tuple[str, ...], dict[str, dict[str, str]]]:
+    """A pool's ``instances``: a count, or a list of named instances, each with optional
+    ``properties`` (text values, passed to the holder as NETRA_RM_INSTANCE_<NAME>)."""
+    if not isinstance(raw, list):
+        return v.integer(raw, key, minimum=1, maximum=100_000), (), {}
+    if not raw:
+        v.fail(key, "lists no instances; give a count or at least one {name: ...}.")
+    names: list[str] = []
+    properties: dict[str, dict[str, str]] = {}
+    for i, item in enumerate(raw):
+        where = f"{key}[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        entry = v.mapping(item, where)
+        v.keys(entry, _INSTANCE_KEYS, where)
+        name = entry.get("name")
+        if not isinstance(name, str) or not _INSTANCE_NAME.match(name):
+            v.fail(f"{where}.name", f"must be a name of letters, digits, '_', '.' or '-', got {name!r}.")
+        if name in names:
+            v.fail(f"{where}.name", f"{name!r} is listed twice.")
+        names.append(str(name))
+        props = v.mapping(entry.get("properties", {}), f"{where}.properties")
+        for prop, value in props.items():
+            if not isinstance(prop, str) or not _ENV_NAME.match(prop):
+                v.fail(f"{where}.properties", f"{prop!r} is not a valid property name (letters, digits, '_').")
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                v.fail(f"{where}.properties.{prop}", "must be text or a number.")
+        properties[str(name)] = {str(p): str(val) for p, val in props.items()}
+    return len(names), tuple(names), properties
 
 
 def _scope(v: _Validator, value: Any, key: str) -> str:
@@ -346,8 +388,9 @@ def _build_shared_pools(v: _Validator, raw: Any) -> dict[str, SharedPool]:
         memory = entry.get("memory_mb")
         cpu = entry.get("cpu_percent")
         description = entry.get("description", "")
+        instances, names, properties = _instances(v, entry["instances"], f"{key}.instances")
         pools[str(name)] = SharedPool(
-            name=str(name), instances=v.integer(entry["instances"], f"{key}.instances", minimum=1),
+            name=str(name), instances=instances, names=names, properties=properties,
             scope=_scope(v, entry.get("scope", "host"), f"{key}.scope"),
             memory_mb=None if memory is None else v.integer(memory, f"{key}.memory_mb", minimum=1),
             cpu_percent=None if cpu is None else v.positive(cpu, f"{key}.cpu_percent"),

@@ -24,6 +24,9 @@ class Pool:
     cpu_percent: float
     instances: int
     scope: str = "host"
+    #: named instances (``instances: [{name: db1, properties: {...}}, ...]``), in order
+    names: tuple[str, ...] = ()
+    properties: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class SharedPool:
     memory_mb: int | None = None
     cpu_percent: float | None = None
     description: str = ""
+    names: tuple[str, ...] = ()
+    properties: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class Config:
     pools: dict[str, SharedPool] = field(default_factory=dict)
     #: on a shared ledger, how long an owned allocation lives without a heartbeat
     lease_seconds: float = 30.0
+    #: a waiter's effective priority rises by one for every this many seconds it waits
+    aging_seconds: float = 60.0
 
     def layer(self, name: str) -> Layer:
         """The layer called ``name``, or a usage error listing the valid layers."""

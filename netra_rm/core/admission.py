@@ -1,157 +1,179 @@
-"""Admission: does a request fit these pools, given these allocations?
+"""Admission: does a request fit these pools, given what they hold?
 
-A pure function over plain data, so it can be tested without files, clocks or sockets.
-The engine gathers the inputs (ledger, configuration, machine) and calls :func:`admit`.
+A pure function over plain data (the request, its charges, each key's capacity and
+usage, the instance indices taken), so it is tested without files, clocks or sockets.
+The engine gathers the inputs from the ledger and the configuration and calls
+:func:`admit`; the queue asks :func:`fits` the same question for the waiters.
+
+Every quantity is exact: memory in whole MB, CPU in thousandths of a percent (see
+:mod:`netra_rm.records`). A quantity that is not a finite number is refused here too,
+as a second line of defence behind the input checks: a comparison with NaN is never
+"fits".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from netra_rm.config.model import Limits, Pool, SharedPool
-from netra_rm.core.model import Allocation, Request
+from netra_rm.core.accounting import Charge
 from netra_rm.errors import RequestTooLargeError, UsageError
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What a set of allocations holds: memory, CPU and instances."""
-
-    memory_mb: int = 0
-    cpu_percent: float = 0.0
-    instances: int = 0
-    dedicated: bool = False
-
-    @classmethod
-    def of(cls, allocations: Iterable[Allocation]) -> Usage:
-        memory, cpu, count, dedicated = 0, 0.0, 0, False
-        for a in allocations:
-            memory += a.memory_mb
-            cpu += a.cpu_percent
-            count += 1
-            dedicated = dedicated or a.dedicated
-        return cls(memory, round(cpu, 6), count, dedicated)
+from netra_rm.records import Capacity, Request, Usage, cpu_percent
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The verdict: admitted with a slot, or refused with one sentence per reason."""
+    """The verdict: admitted with an instance index per pool that hands them out, or
+    refused with one sentence per reason. ``drained`` is set when a refusal is because
+    a pool is draining."""
 
     admitted: bool
-    slot: int | None = None
+    slots: Mapping[str, int] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
+    drained: bool = False
+
+    @property
+    def slot(self) -> int | None:
+        return next(iter(self.slots.values()), None)
 
 
-def validate_request(request: Request, pool: Pool, limits: Limits) -> None:
-    """Refuse, as bad input, a request no amount of waiting could satisfy."""
-    if request.memory_mb < 0:
-        raise UsageError(f"--memory-mb must be zero or more, got {request.memory_mb}.")
-    if request.cpu_percent < 0:
-        raise UsageError(f"--cpu-percent must be zero or more, got {request.cpu_percent:g}.")
-    if not request.duration_minutes > 0:
-        raise UsageError(f"--duration-minutes must be greater than zero, got {request.duration_minutes:g}.")
-    checks = (
-        ("memory", request.memory_mb, pool.memory_mb, f"layer {request.layer}'s pool", "MB"),
-        ("memory", request.memory_mb, limits.max_memory_mb, "the global cap (MAX_MEMORY_ALLOCATION_MB)", "MB"),
-        ("CPU", request.cpu_percent, pool.cpu_percent, f"layer {request.layer}'s pool", "%"),
-        ("CPU", request.cpu_percent, limits.max_cpu_percent, "the global cap (MAX_CPU_ALLOCATION_PERCENT)", "%"),
-    )
-    for dimension, wanted, maximum, where, unit in checks:
-        if wanted > maximum:
-            raise RequestTooLargeError(
-                f"the request for {wanted:g}{unit} of {dimension} can never fit: {where} holds at most "
-                f"{maximum:g}{unit}.",
-                remediation=[f"Ask for at most {maximum:g}{unit}, or raise the limit in the configuration."])
+def _finite(value: object) -> bool:
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
-def admit(request: Request, *, pool: Pool, limits: Limits, layer_allocations: Iterable[Allocation],
-          all_usage: Usage, machine_free_mb: float | None = None) -> Decision:
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def valid_amounts(request: Request) -> bool:
+    """Are the request's quantities whole numbers (MB, CPU units), not negative, with a
+    finite duration above zero?"""
+    return (_whole(request.memory_mb) and _whole(request.cpu_units) and request.memory_mb >= 0
+            and request.cpu_units >= 0 and _finite(request.duration_minutes) and request.duration_minutes > 0)
+
+
+def shortfalls(label: str, usage: Usage, want: Usage, capacity: Capacity, *, dedicated: bool) -> list[str]:
+    """Why ``want`` does not fit beside ``usage`` in a pool of ``capacity`` (none: it fits)."""
+    reasons: list[str] = []
+    if capacity.memory_mb is not None and usage.memory_mb + want.memory_mb > capacity.memory_mb:
+        reasons.append(f"{label} memory: {usage.memory_mb} of {capacity.memory_mb} MB in use, "
+                       f"{want.memory_mb} MB requested.")
+    if capacity.cpu_units is not None and usage.cpu_units + want.cpu_units > capacity.cpu_units:
+        reasons.append(f"{label} CPU: {cpu_percent(usage.cpu_units):g}% of {cpu_percent(capacity.cpu_units):g}% "
+                       f"in use, {cpu_percent(want.cpu_units):g}% requested.")
+    if usage.instances + want.instances > capacity.instances:
+        reasons.append(f"{label} instances: all {capacity.instances} in use.")
+    if dedicated and capacity.dedicated:
+        if want.dedicated and usage.instances:
+            reasons.append(f"{label}: a dedicated allocation needs it to itself, {usage.instances} allocation(s) "
+                           "active.")
+        if usage.dedicated:
+            reasons.append(f"{label}: held by a dedicated allocation.")
+    return reasons
+
+
+def fits(want: Usage, usage: Usage, capacity: Capacity) -> bool:
+    """Does ``want`` fit beside ``usage`` in a pool of ``capacity``? (The queue's question.)"""
+    return not shortfalls("", usage, want, capacity, dedicated=True)
+
+
+def lowest_free(taken: Collection[int], instances: int) -> int | None:
+    """The lowest index in 0..instances-1 not in ``taken``; None when all are taken."""
+    for index in range(instances):
+        if index not in taken:
+            return index
+    return None
+
+
+def admit(request: Request, charges: Sequence[Charge], *, capacity: Mapping[str, Capacity],
+          usage: Mapping[str, Usage], taken: Mapping[str, Collection[int]] | None = None,
+          drained: Collection[str] = (), machine_free_mb: float | None = None) -> Decision:
     """Decide whether ``request`` fits now.
 
-    :param pool: the request's layer pool.
-    :param layer_allocations: active allocations in that layer.
-    :param all_usage: what all active allocations hold, across every layer.
-    :param machine_free_mb: memory the machine can still give to new reservations (its
-        available memory, less the reserve, less what allocations reserved but do not
-        use yet); None skips the machine check.
+    :param charges: the pools it counts against (:func:`netra_rm.core.accounting.charges`).
+    :param capacity: per key, what the pool may hold (this host's configuration for a
+        host key, the ledger's for a central one).
+    :param usage: per key, what active allocations hold.
+    :param taken: per key, the instance indices held.
+    :param drained: the keys whose pools are draining (nothing new is granted).
+    :param machine_free_mb: memory the machine can still give to new reservations; None
+        skips the machine check.
     """
-    in_layer = list(layer_allocations)
-    layer = Usage.of(in_layer)
+    if not valid_amounts(request):
+        return Decision(admitted=False, reasons=("the request's amounts are not finite numbers of zero or more.",))
+    want = request.usage
     reasons: list[str] = []
-    name = request.layer
-
-    if layer.memory_mb + request.memory_mb > pool.memory_mb:
-        reasons.append(f"layer {name} memory: {layer.memory_mb} of {pool.memory_mb} MB in use, "
-                       f"{request.memory_mb} MB requested.")
-    if layer.cpu_percent + request.cpu_percent > pool.cpu_percent + 1e-9:
-        reasons.append(f"layer {name} CPU: {layer.cpu_percent:g}% of {pool.cpu_percent:g}% in use, "
-                       f"{request.cpu_percent:g}% requested.")
-    if layer.instances + 1 > pool.instances:
-        reasons.append(f"layer {name} instances: all {pool.instances} in use.")
-    if request.dedicated and layer.instances:
-        reasons.append(f"layer {name}: a dedicated allocation needs the layer to itself, "
-                       f"{layer.instances} allocation(s) active.")
-    if layer.dedicated:
-        reasons.append(f"layer {name}: held by a dedicated allocation.")
-
-    if all_usage.memory_mb + request.memory_mb > limits.max_memory_mb:
-        reasons.append(f"global memory cap: {all_usage.memory_mb} of {limits.max_memory_mb} MB in use, "
-                       f"{request.memory_mb} MB requested.")
-    if all_usage.cpu_percent + request.cpu_percent > limits.max_cpu_percent + 1e-9:
-        reasons.append(f"global CPU cap: {all_usage.cpu_percent:g}% of {limits.max_cpu_percent:g}% in use, "
-                       f"{request.cpu_percent:g}% requested.")
-    if all_usage.instances + 1 > limits.max_parallel_instances:
-        reasons.append(f"global instance cap: all {limits.max_parallel_instances} in use.")
-
-    if machine_free_mb is not None and request.memory_mb > machine_free_mb:
+    is_drained = False
+    for charge in charges:
+        cap = capacity.get(charge.key)
+        if cap is None:
+            reasons.append(f"{charge.label}: its capacity is unknown.")
+            continue
+        if charge.key in drained:
+            is_drained = True
+            reasons.append(f"{charge.label} is draining: it grants nothing new until `netra-rm pool resume "
+                           f"{charge.name}`.")
+        used = usage.get(charge.key, Usage())
+        if charge.kind == "caps":
+            reasons.extend(_caps_shortfalls(used, want, cap))
+        else:
+            reasons.extend(shortfalls(charge.label, used, want, cap, dedicated=charge.kind == "layer"))
+    if machine_free_mb is not None and (not math.isfinite(machine_free_mb) or request.memory_mb > machine_free_mb):
         reasons.append(f"machine memory: only {max(machine_free_mb, 0):.0f} MB can still be reserved, "
                        f"{request.memory_mb} MB requested.")
-
     if reasons:
-        return Decision(admitted=False, reasons=tuple(reasons))
-    return Decision(admitted=True, slot=lowest_free_slot(in_layer, pool.instances))
+        return Decision(admitted=False, reasons=tuple(reasons), drained=is_drained)
+    slots: dict[str, int] = {}
+    for charge in charges:
+        if charge.slots:
+            index = lowest_free((taken or {}).get(charge.key, ()), capacity[charge.key].instances)
+            if index is None:  # every index held though the count has room: the ledger is inconsistent
+                return Decision(admitted=False, reasons=(f"{charge.label} instances: every instance is held.",))
+            slots[charge.key] = index
+    return Decision(admitted=True, slots=slots)
 
 
-def admit_shared(request: Request, *, pools: Mapping[str, SharedPool],
-                 holders: Mapping[str, Iterable[Allocation]]) -> tuple[str, ...]:
-    """The reasons ``request`` does not fit the shared pools it draws from (none: it fits).
-
-    :param pools: the configuration's shared pools, by name.
-    :param holders: per pool name, the active allocations that count against it (for a
-        host-scoped pool, those of the requesting host only).
-    """
+def _caps_shortfalls(used: Usage, want: Usage, cap: Capacity) -> list[str]:
     reasons: list[str] = []
-    for name in request.pools:
-        pool = pools.get(name)
-        if pool is None:
-            reasons.append(f"pool {name}: not in the configuration.")
+    if cap.memory_mb is not None and used.memory_mb + want.memory_mb > cap.memory_mb:
+        reasons.append(f"global memory cap: {used.memory_mb} of {cap.memory_mb} MB in use, "
+                       f"{want.memory_mb} MB requested.")
+    if cap.cpu_units is not None and used.cpu_units + want.cpu_units > cap.cpu_units:
+        reasons.append(f"global CPU cap: {cpu_percent(used.cpu_units):g}% of {cpu_percent(cap.cpu_units):g}% in use, "
+                       f"{cpu_percent(want.cpu_units):g}% requested.")
+    if used.instances + want.instances > cap.instances:
+        reasons.append(f"global instance cap: all {cap.instances} in use.")
+    return reasons
+
+
+def never_fits(request: Request, charges: Sequence[Charge], capacity: Mapping[str, Capacity]) -> None:
+    """Refuse, as bad input, a request no amount of waiting could satisfy (exit 2, naming
+    the dimension and the maximum)."""
+    if request.memory_mb < 0:
+        raise UsageError(f"--memory-mb must be zero or more, got {request.memory_mb}.")
+    if request.cpu_units < 0:
+        raise UsageError(f"--cpu-percent must be zero or more, got {request.cpu_percent:g}.")
+    if not valid_amounts(request):
+        raise UsageError(f"--duration-minutes must be a finite number above zero, got {request.duration_minutes!r}.")
+    for charge in charges:
+        cap = capacity.get(charge.key)
+        if cap is None:
             continue
-        used = Usage.of(holders.get(name, ()))
-        where = f"pool {name} ({pool.scope})"
-        if used.instances + 1 > pool.instances:
-            reasons.append(f"{where}: all {pool.instances} in use.")
-        if pool.memory_mb is not None and used.memory_mb + request.memory_mb > pool.memory_mb:
-            reasons.append(f"{where} memory: {used.memory_mb} of {pool.memory_mb} MB in use, "
-                           f"{request.memory_mb} MB requested.")
-        if pool.cpu_percent is not None and used.cpu_percent + request.cpu_percent > pool.cpu_percent + 1e-9:
-            reasons.append(f"{where} CPU: {used.cpu_percent:g}% of {pool.cpu_percent:g}% in use, "
-                           f"{request.cpu_percent:g}% requested.")
-    return tuple(reasons)
-
-
-def lowest_free_slot(allocations: Iterable[Allocation], instances: int) -> int:
-    """The lowest slot index in 0..instances-1 that no allocation holds."""
-    taken = {a.slot for a in allocations}
-    for slot in range(max(instances, len(taken) + 1)):
-        if slot not in taken:
-            return slot
-    return len(taken)
-
-
-def usage_by_layer(allocations: Iterable[Allocation]) -> Mapping[str, list[Allocation]]:
-    """Group allocations by layer."""
-    grouped: dict[str, list[Allocation]] = {}
-    for a in allocations:
-        grouped.setdefault(a.layer, []).append(a)
-    return grouped
+        where = ("the global cap (MAX_MEMORY_ALLOCATION_MB)", "the global cap (MAX_CPU_ALLOCATION_PERCENT)") \
+            if charge.kind == "caps" else (f"{charge.label}'s pool" if charge.kind == "layer" else charge.label,) * 2
+        for dimension, wanted, maximum, unit, place in (
+                ("memory", request.memory_mb, cap.memory_mb, "MB", where[0]),
+                ("CPU", request.cpu_units, cap.cpu_units, "%", where[1])):
+            if maximum is None or wanted <= maximum:
+                continue
+            shown_want = wanted if unit == "MB" else cpu_percent(wanted)
+            shown_max = maximum if unit == "MB" else cpu_percent(maximum)
+            raise RequestTooLargeError(
+                f"the request for {shown_want:g}{unit} of {dimension} can never fit: {place} holds at most "
+                f"{shown_max:g}{unit}.",
+                remediation=[f"Ask for at most {shown_max:g}{unit}, or raise the limit in the configuration."])
+        if cap.instances < 1:
+            raise RequestTooLargeError(f"{charge.label} has no instances, so nothing can ever be granted from it.",
+                                       remediation=[f"Give it instances: netra-rm pool set {charge.name} "
+                                                    "--instances N."])

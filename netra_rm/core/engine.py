@@ -1,14 +1,15 @@
 """The engine: admission, release and reclaiming over one ledger, for one configuration.
 
-Everything a command or the Python API does to allocations is a method here. Each
-method is one ledger transaction that first drops expired allocations, those whose
-owner process on this host is gone and, on a ledger shared by several hosts (Redis,
-PostgreSQL), those whose lease lapsed (see :mod:`netra_rm.core.lease`).
+Everything a command or the Python API does to allocations is a method here, and each
+is one ledger transaction (see :mod:`netra_rm.ledger.base`) over the pool keys it
+concerns (see :mod:`netra_rm.core.accounting` for which allocations count where). A
+transaction first drops what is due: allocations whose time ran out, on a shared ledger
+those whose lease lapsed on another host, and those whose owner process on this host is
+gone (every transaction on the file ledger; on a server ledger when room is short, and
+for the reports, at most once a second).
 
-Pool scopes. On a shared ledger a ``host`` pool (the default) and the global caps count
-the allocations of this host only, a ``global`` pool every host's; a layer may also
-draw from shared pools (``uses:``), all or nothing, in the same transaction. On the file
-ledger every allocation is on this machine, so every pool counts them all.
+After a transaction that freed room (a release, a reclaim, a waiter leaving, a pool
+grown or resumed), the waiters that can now be served are woken, and only those.
 """
 
 from __future__ import annotations
@@ -16,26 +17,43 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from netra_rm.config import env as envmod
-from netra_rm.config.model import Config, SharedPool
+from netra_rm.config.model import Config
 from netra_rm.core import liveness
-from netra_rm.core.admission import Decision, Usage, admit, admit_shared, usage_by_layer, validate_request
+from netra_rm.core.accounting import Charge, charges, host_view
+from netra_rm.core.admission import Decision, admit, fits, never_fits
 from netra_rm.core.capacity import MachineCapacity, read_capacity
-from netra_rm.core.model import Allocation, Owner, Request, ResourceRequirements
-from netra_rm.core.queue import Waiter, blocking_waiter, waiter_view
-from netra_rm.errors import AllocationNotFoundError, NoCapacityError, RequestTooLargeError, UsageError
-from netra_rm.ledger import Ledger, LedgerState, open_ledger
-from netra_rm.redact import mask_text
+from netra_rm.core.model import ResourceRequirements
+from netra_rm.core.queue import ahead_of, blocking_waiter, give_back, ordered, pass_by, waiter_view
+from netra_rm.errors import CapacityMismatchError, NoCapacityError, UsageError
+from netra_rm.ledger import GrantPlan, Ledger, Scope, Snapshot, Txn, open_ledger
+from netra_rm.ledger.journal import event_record, limits_record, pool_event
+from netra_rm.records import (
+    Allocation,
+    Capacity,
+    Owner,
+    PoolRecord,
+    Request,
+    Usage,
+    Waiter,
+    cpu_percent,
+    cpu_units,
+    parse_key,
+)
+from netra_rm.redact import mask_text, mask_url
+
+SWEEP_INTERVAL = 1.0  # seconds between two looks for dead owners on a server ledger
 
 
 @dataclass(frozen=True)
 class Reclaimed:
-    """An allocation the engine dropped, and why ("expired", "owner gone", "released", "forced")."""
+    """An allocation the engine dropped, and why ("expired", "owner gone", "lease
+    lapsed", "forced")."""
 
     allocation: Allocation
     reason: str
@@ -55,17 +73,23 @@ class Engine:
     """Admission and bookkeeping of allocations for one configuration and one ledger."""
 
     def __init__(self, config: Config, ledger: Ledger, *, env: Mapping[str, str] | None = None,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] | None = None,
                  capacity_reader: Callable[[], MachineCapacity] = read_capacity) -> None:
         self.config = config
         self.ledger = ledger
         self.host = envmod.host_id(env)
         self.user = envmod.user_name(env)
-        self.clock = clock
         self.capacity_reader = capacity_reader
         self._owners = liveness.ProcessWatch()
         #: a ledger other hosts share: leases apply and host pools count this host only
         self.shared = bool(getattr(ledger, "shared", False))
+        #: the host part of this host's keys ("" on the file ledger: one machine)
+        self.host_key = self.host if self.shared else ""
+        self.view = host_view(config, self.host_key)
+        self._clock = clock
+        self._last_sweep = 0.0
+        if hasattr(ledger, "scope_of"):
+            ledger.scope_of = self.scope_of
 
     @classmethod
     def from_options(cls, *, config: Config | None = None, config_path: str | None = None,
@@ -77,36 +101,70 @@ class Engine:
         led = ledger if ledger is not None and not isinstance(ledger, str) else open_ledger(ledger, env=env)
         return cls(cfg, led, env=env)
 
+    def clock(self) -> float:
+        """This host's clock (the ledger's own decides expiries and leases)."""
+        return self._clock() if self._clock is not None else time.time()
+
+    def scope_of(self, kind: str, name: str) -> str:
+        if kind == "layer" and name in self.config.layers:
+            return self.config.layers[name].pool.scope
+        if kind == "pool" and name in self.config.pools:
+            return self.config.pools[name].scope
+        return "host" if kind == "layer" else "global"
+
     # -- requests and owners -------------------------------------------------------------
 
-    def resolve_request(self, layer: str, category: str, *, memory_mb: int | None = None,
+    def resolve_request(self, layer: str | None, category: str, *, memory_mb: int | None = None,
                         cpu_percent: float | None = None, dedicated: bool = False,
-                        requires: Iterable[str] = (), duration_minutes: float | None = None) -> Request:
-        """Fill in the layer's defaults and check the request is valid and could ever fit."""
-        spec = self.config.layer(layer)
+                        requires: Iterable[str] = (), duration_minutes: float | None = None,
+                        pools: Iterable[str] = (), instances: int | None = None, priority: int = 0) -> Request:
+        """Fill in the defaults and check the request is valid and could ever fit.
+
+        ``pools`` names ad-hoc or configured shared pools to take one instance of besides
+        the layer's (``--pool``); ``instances`` is the size of an ad-hoc pool the ledger
+        does not know yet (``--instances``). Without a layer, ``pools`` is required.
+        """
         if not category or not category.strip():
             raise UsageError("the category must not be empty; name the kind of tests, e.g. --category api_tests.")
+        extra_pools = tuple(dict.fromkeys(pools))
+        if layer is None and not extra_pools:
+            raise UsageError("give --layer LAYER, or --pool NAME for a pool of its own (or both).")
+        spec = self.config.layer(layer) if layer is not None else None
         needed = tuple(dict.fromkeys(requires))
         for name in needed:
             self.config.service(name)
+        for name in extra_pools:
+            _check_pool_name(name)
+        if instances is not None and (isinstance(instances, bool) or not isinstance(instances, int)
+                                      or not 1 <= instances <= 100_000):
+            raise UsageError(f"--instances must be a whole number from 1 to 100000, got {instances!r}.")
+        if spec is not None:
+            memory = spec.default_memory_mb if memory_mb is None else memory_mb
+            cpu = spec.default_cpu_percent if cpu_percent is None else cpu_percent
+            uses = spec.uses
+        else:
+            memory, cpu, uses = memory_mb or 0, cpu_percent or 0.0, ()
+        for label, value in (("--memory-mb", memory), ("--cpu-percent", cpu)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                    or value in (float("inf"), float("-inf")):
+                raise UsageError(f"{label} must be a finite number, got {value!r}.")
+        if memory < 0:
+            raise UsageError(f"--memory-mb must be zero or more, got {memory}.")
+        if cpu < 0:
+            raise UsageError(f"--cpu-percent must be zero or more, got {cpu:g}.")
+        duration = self.config.default_duration_minutes if duration_minutes is None else duration_minutes
+        if not isinstance(duration, (int, float)) or not 0 < duration <= 525_600 * 10:
+            raise UsageError(f"--duration-minutes must be above 0 and at most 5256000 (ten years), got {duration!r}.")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+            raise UsageError(f"--priority must be a whole number from -1000 to 1000, got {priority!r}.")
+        adhoc = tuple((name, instances) for name in extra_pools if instances is not None)
         request = Request(
             layer=layer, category=mask_text(category.strip()),  # a URL pasted here keeps no password
-            memory_mb=spec.default_memory_mb if memory_mb is None else memory_mb,
-            cpu_percent=spec.default_cpu_percent if cpu_percent is None else cpu_percent,
-            dedicated=dedicated, requires=needed,
-            duration_minutes=self.config.default_duration_minutes if duration_minutes is None else duration_minutes,
-            pools=spec.uses,
-        )
-        validate_request(request, spec.pool, self.config.limits)
-        for name in request.pools:
-            shared = self.config.pools[name]
-            for dimension, wanted, maximum, unit in (("memory", request.memory_mb, shared.memory_mb, "MB"),
-                                                     ("CPU", request.cpu_percent, shared.cpu_percent, "%")):
-                if maximum is not None and wanted > maximum:
-                    raise RequestTooLargeError(
-                        f"the request for {wanted:g}{unit} of {dimension} can never fit: pool {name} holds at most "
-                        f"{maximum:g}{unit}.", remediation=[f"Ask for at most {maximum:g}{unit}, or raise the "
-                                                            "limit in the configuration."])
+            memory_mb=int(memory), cpu_units=cpu_units(cpu), dedicated=dedicated, requires=needed,
+            duration_minutes=float(duration), pools=tuple(dict.fromkeys((*uses, *extra_pools))),
+            priority=priority, adhoc=adhoc)
+        found = self.charges(request)
+        never_fits(request, found, {c.key: c.capacity for c in found if c.capacity is not None})
         return request
 
     def request_from_requirements(self, layer: str, category: str, requirements: ResourceRequirements | None,
@@ -114,7 +172,11 @@ class Engine:
         req = requirements or ResourceRequirements()
         return self.resolve_request(layer, category, memory_mb=req.min_memory_mb, cpu_percent=req.min_cpu_percent,
                                     dedicated=req.dedicated_resources, requires=req.required_services(),
-                                    duration_minutes=duration_minutes)
+                                    duration_minutes=duration_minutes, priority=req.priority)
+
+    def charges(self, request: Request) -> list[Charge]:
+        """The pool keys ``request`` counts against on this host."""
+        return charges(request, self.config, self.host_key, adhoc_instances=dict(request.adhoc))
 
     def owner(self, pid: int | None = None) -> Owner:
         """An owner on this host: process ``pid`` (checked to exist), or no process."""
@@ -132,55 +194,56 @@ class Engine:
     # -- transactions --------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self, *, releasing: Collection[str] = (),
-                    reset: bool = False) -> Iterator[tuple[LedgerState, list[Reclaimed]]]:
-        """One ledger transaction, with expired and orphaned allocations already dropped
-        (except ``releasing``: those the caller is about to release, and journal as such).
+    def transaction(self, scope: Scope, *, releasing: Collection[str] = (), reset: bool = False,
+                    sweep: bool = False) -> Iterator[tuple[Txn, list[Reclaimed]]]:
+        """One ledger transaction over ``scope``, with what is due already dropped (except
+        ``releasing``: those the caller is about to release, and journal as such).
 
-        When it frees capacity or shortens the queue while others wait, the waiters are
-        woken once it has committed (see :mod:`netra_rm.ledger.wake`). ``reset`` lets a
-        shared ledger that lost its state start afresh (``cleanup --force``).
+        When it frees room or shortens the queue, the waiters that can now be served are
+        woken once it has committed (see :mod:`netra_rm.ledger.wake`).
         """
+        if sweep or not self.shared:
+            scope = dataclasses.replace(scope, sweep_host=self.host)
+            self._last_sweep = time.monotonic()
         wake: list[str] = []
-        opened = self.ledger.transaction(reset=True) if reset and self.shared else self.ledger.transaction()  # type: ignore[call-arg]
-        with opened as state:
-            queued = len(state.waiters)
-            reclaimed = self._reclaim(state, keep=releasing)
-            yield state, reclaimed
-            if state.waiters and state.changed:
-                if len(state.waiters) < queued or any(e["event"] != "grant" for e in state.events):
-                    wake = [w["id"] for w in state.waiters]
+        with self.ledger.transaction(scope, reset=reset) as txn:
+            queued = {w.id for w in txn.waiters}
+            reclaimed = self._reclaim(txn, keep=releasing)
+            yield txn, reclaimed
+            changes = txn.changes
+            if queued and (changes.removals or changes.waiters_gone or changes.pools):
+                wake = self._servable(txn, exclude={g.id for g in changes.grants})
         if wake:
-            notify = getattr(self.ledger, "notify", None)
-            if notify is not None:
-                notify(wake)
+            self.ledger.notify(wake)
 
-    def _reclaim(self, state: LedgerState, *, keep: Collection[str] = ()) -> list[Reclaimed]:
-        now = self.clock()
+    def _want_sweep(self) -> bool:
+        return not self.shared or time.monotonic() - self._last_sweep >= SWEEP_INTERVAL
+
+    def _reclaim(self, txn: Txn, *, keep: Collection[str] = ()) -> list[Reclaimed]:
+        now = txn.now
         gone: list[Reclaimed] = []
-        alive_cache: dict[tuple[int, str | None], bool] = {}
+        seen: set[str] = set()
         self._owners.refresh()
-        for a in state.allocations:
-            if keep and a.id in keep:
+        alive_cache: dict[tuple[int, str | None], bool] = {}
+        candidates = list(txn.snapshot.due)
+        if txn.snapshot.host_allocations is not None:
+            candidates += [a for a in txn.snapshot.host_allocations if a.owner.host == self.host]
+        for a in candidates:
+            if a.id in seen or a.id in keep:
                 continue
+            seen.add(a.id)
             reason = self._reclaim_reason(a, now, alive_cache)
             if reason is not None:
                 gone.append(Reclaimed(a, reason))
-        if gone:
-            state.remove({r.allocation.id for r in gone})
-            for r in gone:
-                if r.reason == "expired":
-                    state.events.append(_event("expire", r.allocation, now))
-                else:
-                    state.events.append(_event("reclaim", r.allocation, now, reason=r.reason))
-        if state.waiters:
-            self._drop_dead_waiters(state, alive_cache)
+        for r in gone:
+            self._drop(txn, r.allocation, "expire" if r.reason == "expired" else "reclaim",
+                       reason=None if r.reason == "expired" else r.reason)
+        self._drop_dead_waiters(txn, alive_cache)
         return gone
 
-    def _reclaim_reason(self, a: Allocation, now: float,
-                        alive_cache: dict[tuple[int, str | None], bool]) -> str | None:
-        """Why ``a`` is to be reclaimed now (``"expired"``, ``"owner gone"``, ``"lease
-        lapsed"``), or None while it holds."""
+    def _reclaim_reason(self, a: Allocation, now: float, alive_cache: dict[tuple[int, str | None], bool]) -> str | None:
+        """Why ``a`` is to be reclaimed now ("expired", "owner gone", "lease lapsed"), or
+        None while it holds."""
         if a.expires_at <= now:
             return "expired"
         owner = a.owner
@@ -196,121 +259,136 @@ class Engine:
             return "lease lapsed"
         return None
 
-    def _drop_dead_waiters(self, state: LedgerState, alive_cache: dict[tuple[int, str | None], bool]) -> None:
-        """Waiters whose waiting process on this host is gone leave the queue."""
+    def _drop(self, txn: Txn, allocation: Allocation, kind: str, **extra: Any) -> None:
+        """Take ``allocation`` out (released, expired, reclaimed), give back what it held
+        against the waiters it went past, and journal it."""
+        for w in give_back([w for w in txn.waiters if w.id in allocation.behind], allocation):
+            txn.put_waiter(w)
+        txn.remove(allocation, event_record(kind, allocation, txn.now, **extra))
+
+    def _drop_dead_waiters(self, txn: Txn, alive_cache: dict[tuple[int, str | None], bool]) -> None:
+        """Waiters whose waiting process on this host is gone, or whose lease lapsed on
+        another host, leave the queue."""
         dead: list[str] = []
-        now = self.clock()
-        for w in state.waiters:
-            owner = w.get("owner") or {}
-            pid = owner.get("pid")
-            if owner.get("host") != self.host:
-                lease = w.get("lease_expires_at")
-                if lease is not None and lease <= now:
-                    dead.append(w["id"])  # a waiter on another host that stopped checking in
+        now = txn.now
+        for w in txn.waiters:
+            owner = w.owner
+            if owner.host != self.host:
+                if w.lease_expires_at is not None and w.lease_expires_at <= now:
+                    dead.append(w.id)  # a waiter on another host that stopped checking in
                 continue
-            if pid is None:
+            if owner.pid is None:
                 continue
-            key = (pid, owner.get("start"))
+            key = (owner.pid, owner.start)
             alive = alive_cache.get(key)
             if alive is None:
-                alive = alive_cache[key] = self._owners.alive(pid, owner.get("start"))
+                alive = alive_cache[key] = self._owners.alive(owner.pid, owner.start)
             if not alive:
-                dead.append(w["id"])
+                dead.append(w.id)
+        for waiter_id in dead:
+            txn.drop_waiter(waiter_id)
         if dead:
-            state.waiters = [w for w in state.waiters if w["id"] not in dead]
-            state.changed = True
-            forget = getattr(self.ledger, "forget_waiters", None)
-            if forget is not None:
-                forget(dead)
+            self.ledger.forget_waiters(dead)
+
+    # -- capacity ------------------------------------------------------------------------
+
+    def _capacities(self, txn: Txn, found: Sequence[Charge], *, register: bool = True
+                    ) -> tuple[dict[str, Capacity], set[str]]:
+        """What each key may hold now, and the keys that are draining. A central pool the
+        ledger does not know yet is registered from this host's configuration; one whose
+        configuration disagrees with what the ledger holds is refused (exit 2)."""
+        capacity: dict[str, Capacity] = {}
+        drained: set[str] = set()
+        for charge in found:
+            record = txn.pool(charge.key)
+            if record is None:
+                if charge.capacity is None:
+                    raise UsageError(f"pool {charge.name} is not known to the ledger {self.ledger.location}; give "
+                                     "--instances N to create it.",
+                                     remediation=[f"netra-rm run --pool {charge.name} --instances 1 -- CMD"])
+                if charge.central and register:
+                    record = PoolRecord(key=charge.key, capacity=_masked_capacity(charge.capacity), source="config",
+                                        registered_by=self.host, changed_at=round(txn.now, 3),
+                                        description=charge.description)
+                    txn.put_pool(record, pool_event("register", record, txn.now, host=self.host))
+                    record = dataclasses.replace(record, capacity=charge.capacity)  # ours, with its properties
+                else:
+                    capacity[charge.key] = charge.capacity
+                    continue
+            elif record.source == "config" and charge.capacity is not None and charge.central \
+                    and not record.capacity.same_limits(charge.capacity):
+                raise self._mismatch(charge, record)
+            capacity[charge.key] = record.capacity
+            if record.drained:
+                drained.add(charge.key)
+        return capacity, drained
+
+    def _mismatch(self, charge: Charge, record: PoolRecord) -> CapacityMismatchError:
+        mine = _capacity_words(charge.capacity) if charge.capacity is not None else "?"
+        theirs = _capacity_words(record.capacity)
+        by = f" (registered by {record.registered_by})" if record.registered_by else ""
+        return CapacityMismatchError(
+            f"{charge.label}: this host's configuration says {mine}, but the ledger {self.ledger.location} holds "
+            f"{theirs}{by}; a shared pool has one capacity for the whole fleet.",
+            remediation=[f"Change it for everyone: netra-rm pool set {charge.name} --instances N [--memory-mb M] "
+                         "[--cpu-percent C]", "Or make this host's configuration agree with the ledger."])
 
     # -- admission -----------------------------------------------------------------------
 
-    def decide(self, state: LedgerState, request: Request, *, waiter_id: str | None = None,
-               capacity: MachineCapacity | None = None) -> Decision:
-        """Would ``request`` be admitted into ``state`` now?
-
-        It must fit, and delay none of the waiters queued ahead of it (all of them for a
-        newcomer; those before ``waiter_id`` for a queued request): see
-        :mod:`netra_rm.core.queue`.
-        """
-        layer = self.config.layer(request.layer)
-        local = self._local(state.allocations)
-        in_layer = [a for a in (local if layer.pool.scope == "host" else state.allocations) if a.layer == request.layer]
-        decision = admit(request, pool=layer.pool, limits=self.config.limits, layer_allocations=in_layer,
-                         all_usage=Usage.of(local), machine_free_mb=self._machine_free_mb(state, capacity))
-        if request.pools:
-            shared_reasons = admit_shared(request, pools=self.config.pools,
-                                          holders=self._shared_holders(state.allocations, request.pools, local))
-            if shared_reasons:  # all or nothing: the layer's pool and every shared pool, or none
-                decision = Decision(admitted=False, reasons=(*decision.reasons, *shared_reasons))
-        if not decision.admitted or not state.waiters:
+    def _decide(self, txn: Txn, request: Request, found: Sequence[Charge], *, waiter_id: str | None = None,
+                since: float | None = None, capacity_now: MachineCapacity | None = None) -> Decision:
+        """Would ``request`` be admitted now? It must fit, and delay none of the waiters
+        ranked ahead of it (see :mod:`netra_rm.core.queue`)."""
+        capacity, drained = self._capacities(txn, found)
+        keys = [c.key for c in found]
+        decision = admit(request, found, capacity=capacity, usage={k: txn.usage(k) for k in keys},
+                         taken={k: txn.taken(k) for k in keys}, drained=drained,
+                         machine_free_mb=self._machine_free_mb(txn, request, capacity_now))
+        if not decision.admitted or not txn.waiters:
             return decision
-        ahead = []
-        for w in state.waiters:
-            if w["id"] == waiter_id:
-                break
-            ahead.append(Waiter.from_dict(w))
+        ahead = ahead_of(txn.waiters, priority=request.priority, since=txn.now if since is None else since,
+                         waiter_id=waiter_id, now=txn.now, aging_seconds=self.config.aging_seconds)
         if not ahead:
             return decision
-        pools = {name: spec.pool for name, spec in self.config.layers.items()}
-        blocker = blocking_waiter(request, ahead, allocations=state.allocations, pools=pools,
-                                  limits=self.config.limits, shared_pools=self.config.pools,
-                                  candidate_host=self.host if self.shared else None)
+        central = {k: r.capacity for k, r in txn.pools().items()}
+        blocker = blocking_waiter(request.usage, keys, ahead, central=central)
         if blocker is None:
             return decision
-        place = ahead.index(blocker) + 1
-        waited = max(0.0, self.clock() - blocker.since)
+        place = ordered(txn.waiters, txn.now, self.config.aging_seconds).index(blocker) + 1
+        waited = max(0.0, txn.now - blocker.since)
+        where = f"in layer {blocker.request.layer}" if blocker.request.layer else \
+            f"for pool {', '.join(blocker.request.pools)}"
         return Decision(admitted=False, reasons=(
             f"{len(ahead)} request(s) queued ahead; admitting this one would delay number {place}, "
-            f"{blocker.request.category} in layer {blocker.request.layer}, waiting for {waited:.0f}s.",))
+            f"{blocker.request.category} {where}, waiting for {waited:.0f}s.",))
 
     def _capacity(self) -> MachineCapacity | None:
         """The machine's capacity, read before a transaction rather than while it holds the
         ledger (it does not depend on the ledger); None when the check is off."""
         return self.capacity_reader() if self.config.machine.check_memory else None
 
-    def _local(self, allocations: list[Allocation]) -> list[Allocation]:
-        """The allocations that count against this host's host-scoped pools and caps: on a
-        shared ledger this host's, on the file ledger all of them (all are on this machine)."""
-        if not self.shared:
-            return allocations
-        return [a for a in allocations if a.owner.host == self.host]
-
-    def _shared_holders(self, allocations: list[Allocation], names: Iterable[str],
-                        local: list[Allocation]) -> dict[str, list[Allocation]]:
-        """Per shared pool, the allocations that count against it (this host's for a
-        host-scoped pool, everyone's for a global one)."""
-        holders: dict[str, list[Allocation]] = {}
-        for name in names:
-            pool = self.config.pools.get(name)
-            source = local if pool is not None and pool.scope == "host" else allocations
-            holders[name] = [a for a in source if name in a.pools]
-        return holders
-
-    def _lease(self, owner: Owner, now: float) -> float | None:
-        """When a new allocation or queue entry of ``owner`` lapses without a heartbeat:
-        on a shared ledger, for an owner that is a process; else never."""
-        if not self.shared or owner.pid is None:
-            return None
-        return round(now + self.config.lease_seconds, 3)
-
-    def _machine_free_mb(self, state: LedgerState, capacity: MachineCapacity | None = None) -> float | None:
+    def _machine_free_mb(self, txn: Txn, request: Request, capacity: MachineCapacity | None) -> float | None:
+        """Memory this machine can still give to new reservations: its available memory,
+        less the reserve, less what this host's allocations reserved but do not use yet.
+        None when the check is off or the request reserves no memory."""
         settings = self.config.machine
-        if not settings.check_memory:
+        if not settings.check_memory or request.memory_mb == 0:
             return None
         if capacity is None:
             capacity = self.capacity_reader()
-        return capacity.memory_available_mb - settings.memory_reserve_mb - self._reserved_unused_mb(state)
+        return capacity.memory_available_mb - settings.memory_reserve_mb - self._reserved_unused_mb(txn)
 
-    def _reserved_unused_mb(self, state: LedgerState) -> float:
-        """Memory reserved on this host but not yet in use by its owner processes.
-
-        An owner's resident memory counts against its reservations; allocations without
-        an owner process count in full.
-        """
+    def _reserved_unused_mb(self, txn: Txn) -> float:
+        """Memory reserved on this host but not yet in use by its owner processes (an
+        owner's resident memory counts against its reservations; allocations without an
+        owner process count in full)."""
+        host_allocations = txn.snapshot.host_allocations
+        if host_allocations is None:  # not read: count every reservation of this host in full
+            return float(txn.usage(self.view.caps.key).memory_mb)
+        gone = {r.id for r in txn.changes.removals}
         per_owner: dict[tuple[int, str | None] | None, float] = {}
-        for a in state.allocations:
-            if a.owner.host != self.host:
+        for a in host_allocations:
+            if a.owner.host != self.host or a.id in gone:
                 continue
             key = (a.owner.pid, a.owner.start) if a.owner.pid is not None else None
             per_owner[key] = per_owner.get(key, 0.0) + a.memory_mb
@@ -320,117 +398,206 @@ class Engine:
             total += max(0.0, reserved - (used or 0.0))
         return total
 
+    def _lease(self, owner: Owner, now: float) -> float | None:
+        """When a new allocation or queue entry of ``owner`` lapses without a heartbeat:
+        on a shared ledger, for an owner that is a process; else never."""
+        if not self.shared or owner.pid is None:
+            return None
+        return round(now + self.config.lease_seconds, 3)
+
+    def probe(self, request: Request) -> tuple[Decision, dict[str, Any]]:
+        """Would ``request`` be admitted now (the ``layer`` gate's question)? A read:
+        nothing is written. Also its layer's pool as this host counts it."""
+        found = self.charges(request)
+        snapshot = self.ledger.read(Scope(keys=frozenset(c.key for c in found), sweep_host=self.host))
+        txn = Txn(snapshot)
+        self._reclaim(txn)  # what is due counts as free (a transaction would drop it first)
+        decision = self._decide(txn, request, found)
+        pool: dict[str, Any] = {}
+        layer = next((c for c in found if c.kind == "layer"), None)
+        if layer is not None:
+            record = txn.pool(layer.key)
+            capacity = record.capacity if record is not None else layer.capacity
+            assert capacity is not None
+            pool = pool_status(capacity, txn.usage(layer.key), scope=layer.scope)
+            pool["drained"] = bool(record and record.drained)
+        return decision, pool
+
+    def _scope(self, found: Sequence[Charge], *, waiter_id: str | None = None) -> Scope:
+        return Scope(keys=frozenset(c.key for c in found), waiter_id=waiter_id)
+
     def try_allocate(self, request: Request, owner: Owner) -> tuple[Allocation | None, Decision]:
         """Admit ``request`` if it fits now and delays nobody queued; never waits."""
         capacity = self._capacity()
-        with self.transaction() as (state, _):
-            decision = self.decide(state, request, capacity=capacity)
-            if not decision.admitted:
+        found = self.charges(request)
+        fast = self._fast_grant(request, owner, found, capacity)
+        if fast is not None:
+            return fast, Decision(admitted=True, slots=dict(fast.slots))
+        for attempt in (0, 1):
+            sweep = attempt == 1 or self._want_sweep()
+            with self.transaction(self._scope(found), sweep=sweep) as (txn, _):
+                decision = self._decide(txn, request, found, capacity_now=capacity)
+                if decision.admitted:
+                    return self._grant(txn, request, owner, found, decision), decision
+            if sweep or not self.shared:
                 return None, decision
-            return self._grant(state, request, owner, decision), decision
+        return None, decision
 
-    def _grant(self, state: LedgerState, request: Request, owner: Owner, decision: Decision,
+    def _fast_grant(self, request: Request, owner: Owner, found: Sequence[Charge],
+                    capacity: MachineCapacity | None) -> Allocation | None:
+        """Let a backend that can grant in one step try (Redis, when nobody waits and
+        every pool is known); None: take the transaction."""
+        if type(self.ledger).fast_grant is Ledger.fast_grant:
+            return None
+        plan = GrantPlan(request=request, charges=tuple(found), owner=owner, host=self.host,
+                         lease_seconds=self.config.lease_seconds if self._lease(owner, 0.0) is not None else None,
+                         machine_free_mb=None if capacity is None or request.memory_mb == 0 else
+                         capacity.memory_available_mb - self.config.machine.memory_reserve_mb,
+                         allocation_id=os.urandom(6).hex(), request_id=os.urandom(8).hex())
+        granted = self.ledger.fast_grant(plan)
+        return granted if isinstance(granted, Allocation) else None
+
+    def _grant(self, txn: Txn, request: Request, owner: Owner, found: Sequence[Charge], decision: Decision,
                **extra: Any) -> Allocation:
-        now = self.clock()
+        now = txn.now
+        capacity, _ = self._capacities(txn, found, register=False)
+        instances: dict[str, str] = {}
+        for key, index in decision.slots.items():
+            names = capacity[key].names
+            if index < len(names):
+                instances[key] = names[index]
+        layer_charge = next((c for c in found if c.kind == "layer"), None)
         allocation = Allocation(
-            id=_new_id(state), layer=request.layer, category=request.category, memory_mb=request.memory_mb,
-            cpu_percent=request.cpu_percent, dedicated=request.dedicated, requires=request.requires,
-            created_at=round(now, 3), expires_at=round(now + request.duration_minutes * 60, 3),
-            slot=decision.slot or 0, owner=owner, fencing_token=state.next_fencing_token(),
-            pools=request.pools, lease_expires_at=self._lease(owner, now),
-        )
-        state.add(allocation)
-        state.events.append(_event("grant", allocation, now, limits=self._limits_record(request), **extra))
+            id=_new_id(txn), layer=request.layer, category=request.category, memory_mb=request.memory_mb,
+            cpu_units=request.cpu_units, dedicated=request.dedicated, requires=request.requires,
+            created_at=round(now, 3), expires_at=round(now + request.duration_minutes * 60, 3), owner=owner,
+            fencing_token=txn.next_token(), charges=tuple(c.key for c in found), slots=dict(decision.slots),
+            instances=instances, pools=request.pools, lease_expires_at=self._lease(owner, now),
+            priority=request.priority, slot_key=layer_charge.key if layer_charge else None,
+            request_id=txn.changes.request_id)
+        others, behind = pass_by(txn.waiters, allocation)
+        for w in others:
+            if w.id in behind:
+                txn.put_waiter(w)
+        allocation = dataclasses.replace(allocation, behind=behind)
+        txn.grant(allocation, event_record("grant", allocation, now,
+                                           limits=limits_record({c.key: capacity[c.key] for c in found}), **extra))
+        txn.changes.outcome = allocation.id
         return allocation
-
-    def _limits_record(self, request: Request) -> dict[str, Any]:
-        """The limits a grant is admitted under, for its journal event: ``verify`` judges
-        each grant by them, though the configuration or the MAX_* caps change later."""
-        pool = self.config.layer(request.layer).pool
-        limits = self.config.limits
-        record: dict[str, Any] = {
-            "pool": {"memory_mb": pool.memory_mb, "cpu_percent": pool.cpu_percent, "instances": pool.instances,
-                     "scope": pool.scope},
-            "global": {"max_memory_mb": limits.max_memory_mb, "max_cpu_percent": limits.max_cpu_percent,
-                       "max_parallel_instances": limits.max_parallel_instances},
-        }
-        if request.pools:
-            record["shared"] = {name: {"instances": shared.instances, "scope": shared.scope,
-                                       "memory_mb": shared.memory_mb, "cpu_percent": shared.cpu_percent}
-                                for name in request.pools if (shared := self.config.pools.get(name)) is not None}
-        return record
 
     # -- the wait queue ------------------------------------------------------------------
 
     def allocate_or_join(self, request: Request, owner: Owner, *, waiter_id: str,
                          waiter_owner: Owner) -> tuple[Allocation | None, Waiter | None, Decision]:
-        """Admit ``request`` now, or put it at the tail of the queue as ``waiter_id``.
+        """Admit ``request`` now, or put it in the queue as ``waiter_id``.
 
         ``owner`` will own the allocation; ``waiter_owner`` is the process that waits.
         """
         capacity = self._capacity()
-        with self.transaction() as (state, _):
-            decision = self.decide(state, request, capacity=capacity)
+        found = self.charges(request)
+        fast = self._fast_grant(request, owner, found, capacity)
+        if fast is not None:
+            return fast, None, Decision(admitted=True, slots=dict(fast.slots))
+        with self.transaction(self._scope(found, waiter_id=waiter_id), sweep=True) as (txn, _):
+            decision = self._decide(txn, request, found, capacity_now=capacity)
             if decision.admitted:
-                return self._grant(state, request, owner, decision), None, decision
-            waiter = Waiter(id=waiter_id, request=request, owner=waiter_owner, since=round(self.clock(), 3),
-                            fence=state.fencing_counter)
-            state.waiters.append(self._queue_entry(waiter))
-            state.changed = True
+                return self._grant(txn, request, owner, found, decision), None, decision
+            waiter = self._queue_entry(txn, waiter_id, request, found, waiter_owner)
+            txn.put_waiter(waiter)
             return None, waiter, decision
 
     def try_admit_waiter(self, waiter: Waiter, owner: Owner) -> tuple[Allocation | None, Decision]:
-        """Admit the queued ``waiter`` if its turn has come (see :meth:`decide`).
+        """Admit the queued ``waiter`` if its turn has come (see :meth:`_decide`).
 
-        A waiter missing from the queue (a ledger reset, say) joins again at the tail.
+        A waiter missing from the queue (a ledger reset, say) joins again.
         """
         capacity = self._capacity()
-        with self.transaction() as (state, _):
-            entry = next((w for w in state.waiters if w["id"] == waiter.id), None)
+        found = self.charges(waiter.request)
+        with self.transaction(self._scope(found, waiter_id=waiter.id), sweep=self._want_sweep()) as (txn, _):
+            entry = txn.waiter(waiter.id)
             if entry is None:
-                state.waiters.append(self._queue_entry(waiter))
-                state.changed = True
-            elif self.shared and entry.get("lease_expires_at") is not None:
+                entry = self._queue_entry(txn, waiter.id, waiter.request, found, waiter.owner, since=waiter.since)
+                txn.put_waiter(entry)
+            elif self.shared and entry.lease_expires_at is not None \
+                    and entry.lease_expires_at - txn.now < self.config.lease_seconds * 2 / 3:
                 # check in: other hosts drop a waiter whose lease lapsed (it died unseen)
-                now = self.clock()
-                if entry["lease_expires_at"] - now < self.config.lease_seconds * 2 / 3:
-                    entry["lease_expires_at"] = self._lease(waiter.owner, now)
-                    state.changed = True
-            decision = self.decide(state, waiter.request, waiter_id=waiter.id, capacity=capacity)
+                entry = dataclasses.replace(entry, lease_expires_at=self._lease(waiter.owner, txn.now))
+                txn.put_waiter(entry)
+            decision = self._decide(txn, waiter.request, found, waiter_id=waiter.id, since=entry.since,
+                                    capacity_now=capacity)
             if not decision.admitted:
                 return None, decision
-            state.waiters = [w for w in state.waiters if w["id"] != waiter.id]
-            waited = round(max(0.0, self.clock() - waiter.since), 3)
-            return self._grant(state, waiter.request, owner, decision, waited_seconds=waited), decision
+            txn.drop_waiter(waiter.id)
+            waited = round(max(0.0, txn.now - entry.since), 3)
+            return self._grant(txn, waiter.request, owner, found, decision, waited_seconds=waited), decision
 
-    def _queue_entry(self, waiter: Waiter) -> dict[str, Any]:
-        entry = waiter.to_dict()
-        lease = self._lease(waiter.owner, self.clock())
-        if lease is not None:
-            entry["lease_expires_at"] = lease
-        return entry
+    def _queue_entry(self, txn: Txn, waiter_id: str, request: Request, found: Sequence[Charge], owner: Owner,
+                     since: float | None = None) -> Waiter:
+        capacity = {c.key: c.capacity for c in found if c.capacity is not None}
+        for c in found:
+            record = txn.pool(c.key)
+            if record is not None:
+                capacity[c.key] = record.capacity
+        return Waiter(id=waiter_id, request=request, owner=owner, since=round(txn.now if since is None else since, 3),
+                      charges=tuple(c.key for c in found),
+                      capacity={k: _masked_capacity(v) for k, v in capacity.items()},
+                      lease_expires_at=self._lease(owner, txn.now), fence=txn.counter)
 
     def leave_queue(self, waiter_id: str) -> bool:
         """Take ``waiter_id`` out of the queue (it gave up); True if it was there."""
-        with self.transaction() as (state, _):
-            kept = [w for w in state.waiters if w["id"] != waiter_id]
-            if len(kept) == len(state.waiters):
-                return False
-            state.waiters = kept
-            state.changed = True
-            return True
+        peek = self.ledger.read(Scope(waiter_id=waiter_id))
+        entry = next((w for w in peek.waiters if w.id == waiter_id), None)
+        keys = frozenset(entry.charges) if entry is not None else frozenset()
+        with self.transaction(Scope(keys=keys | self._keys_of_waiters_sharing(peek, keys), waiter_id=waiter_id)
+                              ) as (txn, _):
+            return txn.drop_waiter(waiter_id)
 
     def queue(self) -> list[Waiter]:
-        """The waiters, oldest first (dead ones already dropped)."""
-        with self.transaction() as (state, _):
-            return [Waiter.from_dict(w) for w in state.waiters]
+        """The waiters, in the order they are served (dead ones already dropped)."""
+        with self.transaction(Scope()) as (txn, _):
+            return ordered(txn.waiters, txn.now, self.config.aging_seconds)
+
+    def _servable(self, txn: Txn, *, exclude: Collection[str] = ()) -> list[str]:
+        """The waiters that can be served now (the head of the queue, and those the
+        backfill rule lets through): those whose every key has room and that delay
+        nobody ahead of them. Keys this transaction did not read are taken to have room
+        (the waiter checks for itself when woken)."""
+        now = txn.now
+        queue = [w for w in ordered(txn.waiters, now, self.config.aging_seconds) if w.id not in exclude]
+        central = {k: r.capacity for k, r in txn.pools().items()}
+        servable: list[str] = []
+        for i, w in enumerate(queue):
+            room = True
+            for key in w.charges:
+                record = txn.pool(key)
+                if record is not None and record.drained:
+                    room = False
+                    break
+                cap = record.capacity if record is not None else w.capacity.get(key)
+                if cap is not None and not fits(w.request.usage, txn.usage(key), cap):
+                    room = False
+                    break
+            if room and blocking_waiter(w.request.usage, w.charges, queue[:i], central=central) is None:
+                servable.append(w.id)
+        return servable
+
+    def _keys_of_waiters_sharing(self, snapshot: Snapshot, keys: Collection[str]) -> frozenset[str]:
+        """The keys of every waiter that shares one of ``keys`` (a release must see them
+        to tell which waiters it can serve)."""
+        mine = set(keys)
+        found: set[str] = set()
+        for w in snapshot.waiters:
+            if mine.intersection(w.charges):
+                found.update(w.charges)
+        return frozenset(found)
 
     def allocate(self, request: Request, owner: Owner) -> Allocation:
         """Admit ``request`` now or raise :class:`NoCapacityError` with the reasons."""
         allocation, decision = self.try_allocate(request, owner)
         if allocation is None:
+            what = f"in layer {request.layer}" if request.layer else f"in pool {', '.join(request.pools)}"
             raise NoCapacityError(
-                f"no capacity for {request.category} in layer {request.layer}: {join_reasons(decision.reasons)}",
+                f"no capacity for {request.category} {what}: {join_reasons(decision.reasons)}",
                 reasons=decision.reasons,
                 remediation=["Wait for running allocations to finish (`netra-rm status` lists them), "
                              "or release stale ones with `netra-rm cleanup`."])
@@ -438,19 +605,35 @@ class Engine:
 
     # -- release and cleanup -------------------------------------------------------------
 
-    def release(self, ids: Iterable[str]) -> ReleaseResult:
-        """Release these allocations; the ids not found are reported, the others released."""
+    def release(self, ids: Iterable[str], *, measured: Mapping[str, Mapping[str, Any]] | None = None
+                ) -> ReleaseResult:
+        """Release these allocations; the ids not found are reported, the others released.
+
+        ``measured`` gives, per id, what its holder was measured to use (peak memory, CPU
+        seconds, ...), recorded in its release event.
+        """
         wanted = list(dict.fromkeys(ids))
-        release_now = getattr(self.ledger, "release_now", None)
-        if release_now is not None and wanted:  # Redis: one round trip, without the lock
-            outcome = release_now(wanted, now=self.clock())
-            if outcome is not None:
-                return ReleaseResult(released=outcome[0], missing=outcome[1])
-        with self.transaction(releasing=set(wanted)) as (state, _):
-            released = state.remove(set(wanted))
-            now = self.clock()
-            for a in released:
-                state.events.append(_event("release", a, now))
+        if not wanted:
+            return ReleaseResult(released=[], missing=[])
+        fast = self.ledger.fast_release(wanted, events=measured)
+        if fast is not None:
+            return ReleaseResult(released=fast[0], missing=fast[1])
+        peek = self.ledger.read(Scope(ids=tuple(wanted)))
+        keys: set[str] = set()
+        for ident in wanted:
+            a = peek.known.get(ident)
+            if a is not None:
+                keys.update(a.charges)
+        keys |= self._keys_of_waiters_sharing(peek, keys)
+        with self.transaction(Scope(keys=frozenset(keys), ids=tuple(wanted)), releasing=set(wanted)) as (txn, _):
+            released = []
+            for ident in wanted:
+                a = txn.find(ident)
+                if a is None:
+                    continue
+                self._drop(txn, a, "release", **dict((measured or {}).get(ident, {})))
+                released.append(a)
+            txn.changes.outcome = [a.id for a in released]
         found = {a.id for a in released}
         return ReleaseResult(released=released, missing=[i for i in wanted if i not in found])
 
@@ -458,75 +641,208 @@ class Engine:
         """Renew the leases of these allocations (a holder's heartbeat, see
         :mod:`netra_rm.core.lease`) and, with ``hold_seconds``, keep each from expiring
         for at least that long from now; the ids the ledger no longer holds."""
-        wanted = set(ids)
-        with self.transaction() as (state, _):
-            now = self.clock()
-            found: set[str] = set()
-            renewed = []
-            for a in state.allocations:
-                if a.id in wanted:
-                    found.add(a.id)
-                    changes: dict[str, Any] = {}
-                    lease = self._lease(a.owner, now)
-                    if lease is not None and lease != a.lease_expires_at:
-                        changes["lease_expires_at"] = lease
-                    if hold_seconds is not None and now + hold_seconds > a.expires_at:
-                        changes["expires_at"] = now + hold_seconds
-                    if changes:
-                        a = dataclasses.replace(a, **changes)
-                        state.changed = True
-                renewed.append(a)
-            if state.changed:
-                state.allocations = renewed
-        return sorted(wanted - found)
-
-    def release_or_raise(self, ids: Iterable[str]) -> list[Allocation]:
-        result = self.release(ids)
-        if result.missing:
-            raise AllocationNotFoundError(
-                f"allocation {', '.join(result.missing)} not found (already released or expired).",
-                ids=result.missing)
-        return result.released
+        wanted = list(dict.fromkeys(ids))
+        with self.transaction(Scope(ids=tuple(wanted))) as (txn, _):
+            now = txn.now
+            missing = []
+            for ident in wanted:
+                a = txn.find(ident)
+                if a is None:
+                    missing.append(ident)
+                    continue
+                changes: dict[str, Any] = {}
+                lease = self._lease(a.owner, now)
+                if lease is not None and lease != a.lease_expires_at:
+                    changes["lease_expires_at"] = lease
+                if hold_seconds is not None and now + hold_seconds > a.expires_at:
+                    changes["expires_at"] = round(now + hold_seconds, 3)
+                if changes:
+                    txn.update(dataclasses.replace(a, **changes))
+        return sorted(missing)
 
     def cleanup(self, *, force: bool = False) -> list[Reclaimed]:
         """Drop expired and orphaned allocations; with ``force``, every allocation (and,
-        on a server ledger that lost its state, start it afresh: see
-        :mod:`netra_rm.ledger.remote`)."""
-        with self.transaction(reset=force) as (state, reclaimed):
-            if force and state.allocations:
-                now = self.clock()
-                dropped = state.remove({a.id for a in state.allocations})
-                for a in dropped:
-                    state.events.append(_event("release", a, now, reason="forced"))
-                reclaimed = reclaimed + [Reclaimed(a, "forced") for a in dropped]
+        on a ledger that lost its state, start it afresh)."""
+        with self.transaction(Scope(everything=True), reset=force, sweep=True) as (txn, reclaimed):
             if force:
-                state.changed = True  # write a fresh, valid ledger even when it was empty
+                dropped = txn.allocations()
+                for a in dropped:
+                    self._drop(txn, a, "release", reason="forced")
+                reclaimed = reclaimed + [Reclaimed(a, "forced") for a in dropped]
+                txn.changes.reset = True
             return reclaimed
+
+    # -- pools ---------------------------------------------------------------------------
+
+    def pool_key_for(self, name: str, *, host: str | None = None) -> str:
+        """The key ``pool show/set/drain/resume NAME`` acts on: a layer's pool or a shared
+        or ad-hoc pool, this host's for a host-scoped one (or ``host``'s)."""
+        from netra_rm.records import layer_key, pool_key
+
+        where = self.host_key if host is None else host
+        if name in self.config.layers:
+            return layer_key(name, self.config.layers[name].pool.scope, where)
+        if name in self.config.pools:
+            return pool_key(name, self.config.pools[name].scope, where)
+        _check_pool_name(name)
+        return pool_key(name, "global", "")
+
+    def instance_environment(self, allocation: Allocation) -> dict[str, str]:
+        """The variables that tell a holder which named instances it holds:
+        ``NETRA_RM_INSTANCE`` and ``NETRA_RM_INSTANCE_<PROPERTY>`` for the first pool the
+        allocation uses that names its instances, and ``NETRA_RM_POOL_<POOL>_INSTANCE``
+        (``_<PROPERTY>``) for each. Property values come from this host's configuration
+        (with their passwords), else from the ledger (masked)."""
+        env: dict[str, str] = {}
+        ordered_keys = [k for k in allocation.charges if k in allocation.instances]
+        registry: dict[str, PoolRecord] | None = None
+        for i, key in enumerate(ordered_keys):
+            name = allocation.instances[key]
+            charge = self._charge_for_key(key)
+            properties: Mapping[str, str] = {}
+            if charge is not None and charge.capacity is not None and name in charge.capacity.properties:
+                properties = charge.capacity.properties[name]
+            else:
+                if registry is None:
+                    registry = self.ledger.read(Scope(keys=frozenset(ordered_keys))).pools
+                record = registry.get(key)
+                if record is not None:
+                    properties = record.capacity.properties.get(name, {})
+            pool = _env_name(parse_key(key)[1])
+            env[f"NETRA_RM_POOL_{pool}_INSTANCE"] = name
+            for prop, value in properties.items():
+                env[f"NETRA_RM_POOL_{pool}_{_env_name(prop)}"] = value
+            if i == 0:
+                env["NETRA_RM_INSTANCE"] = name
+                for prop, value in properties.items():
+                    env[f"NETRA_RM_INSTANCE_{_env_name(prop)}"] = value
+        return env
+
+    def _charge_for_key(self, key: str) -> Charge | None:
+        kind, name, _ = parse_key(key)
+        if kind == "layer" and name in self.config.layers:
+            return self.view.layers.get(name) if self.view.layers[name].key == key else None
+        if kind == "pool" and name in self.config.pools:
+            return self.view.pools.get(name) if self.view.pools[name].key == key else None
+        return None
+
+    def change_pool(self, name: str, *, instances: int | None = None, memory_mb: int | None = None,
+                    cpu_percent_value: float | None = None, drained: bool | None = None,
+                    host: str | None = None) -> PoolRecord:
+        """``pool set`` / ``drain`` / ``resume``: change a pool's capacity or state in the
+        ledger, for every host at once; a journal event records it."""
+        key = self.pool_key_for(name, host=host)
+        peek = self.ledger.read(Scope(keys=frozenset({key})))
+        keys = frozenset({key}) | self._keys_of_waiters_sharing(peek, {key})
+        with self.transaction(Scope(keys=keys)) as (txn, _):
+            record = txn.pool(key)
+            charge = self._charge_for_key(key)
+            if record is None:
+                if charge is None or charge.capacity is None:
+                    raise UsageError(f"pool {name} is not known to the ledger {self.ledger.location} and not "
+                                     "configured here.", remediation=[
+                                         f"Create it on first use: netra-rm run --pool {name} --instances N -- CMD"])
+                record = PoolRecord(key=key, capacity=_masked_capacity(charge.capacity), source="config",
+                                    registered_by=self.host, changed_at=round(txn.now, 3),
+                                    description=charge.description)
+            before = record.capacity
+            capacity = before
+            action = "set"
+            if instances is not None or memory_mb is not None or cpu_percent_value is not None:
+                if instances is not None and before.names and instances != len(before.names):
+                    raise UsageError(f"pool {name} lists {len(before.names)} named instances; change the list in "
+                                     "the configuration instead of the count.")
+                capacity = dataclasses.replace(
+                    before, instances=before.instances if instances is None else instances,
+                    memory_mb=before.memory_mb if memory_mb is None else memory_mb,
+                    cpu_units=before.cpu_units if cpu_percent_value is None else cpu_units(cpu_percent_value))
+                record = dataclasses.replace(record, capacity=capacity, source="admin")
+            if drained is not None:
+                action = "drain" if drained else "resume"
+                record = dataclasses.replace(record, drained=drained)
+            record = dataclasses.replace(record, changed_at=round(txn.now, 3))
+            txn.put_pool(record, pool_event(action, record, txn.now, host=self.host, previous=before))
+            return record
+
+    def pools(self) -> list[dict[str, Any]]:
+        """Every pool this host sees, and every pool the ledger holds: capacity, usage,
+        state, and where its capacity comes from."""
+        snapshot = self.ledger.read(Scope(everything=True))
+        seen: set[str] = set()
+        views = []
+        for charge in (*self.view.layers.values(), *self.view.pools.values()):
+            seen.add(charge.key)
+            views.append(self._pool_view(charge.key, charge, snapshot))
+        for key in sorted(snapshot.pools):
+            if key not in seen:
+                views.append(self._pool_view(key, None, snapshot))
+        return views
+
+    def _pool_view(self, key: str, charge: Charge | None, snapshot: Snapshot) -> dict[str, Any]:
+        kind, name, host = parse_key(key)
+        record = snapshot.pools.get(key)
+        capacity = record.capacity if record is not None else (charge.capacity if charge else None)
+        used = snapshot.usage.get(key, Usage())
+        configured = charge.capacity if charge is not None else None
+        view: dict[str, Any] = {
+            "name": name, "kind": kind, "key": key, "scope": "host" if host else "global",
+            "source": record.source if record is not None else ("configuration" if configured else "unknown"),
+            "drained": bool(record and record.drained), "active_instances": used.instances,
+            "allocated_memory_mb": used.memory_mb, "allocated_cpu_percent": used.cpu_percent,
+        }
+        if capacity is not None:
+            view.update(max_parallel_instances=capacity.instances, max_memory_mb=capacity.memory_mb,
+                        max_cpu_percent=capacity.cpu_percent,
+                        available_instances=max(0, capacity.instances - used.instances))
+            if capacity.names:
+                view["instances"] = list(capacity.names)
+        if record is not None and configured is not None and not record.capacity.same_limits(configured):
+            view["configured"] = _masked_capacity(configured).to_dict()
+        return view
 
     # -- status --------------------------------------------------------------------------
 
+    def report(self) -> tuple[Snapshot, list[Reclaimed]]:
+        """Everything, for a report, and what was reclaimed on the way: read without the
+        lock; what is due (or owned by a dead process here) is reclaimed first, in a
+        transaction over the keys it held."""
+        snapshot = self.ledger.read(Scope(everything=True, sweep_host=self.host))
+        alive_cache: dict[tuple[int, str | None], bool] = {}
+        self._owners.refresh()
+        mine = [a for a in snapshot.known.values() if a.owner.host == self.host]
+        due = [a for a in (*snapshot.due, *mine) if self._reclaim_reason(a, snapshot.now, alive_cache) is not None]
+        if not due:
+            return snapshot, []
+        keys: set[str] = set()
+        for a in due:
+            keys.update(a.charges)
+        keys |= self._keys_of_waiters_sharing(snapshot, keys)
+        with self.transaction(Scope(keys=frozenset(keys), ids=tuple(a.id for a in due)), sweep=True) as (_, gone):
+            pass
+        return self.ledger.read(Scope(everything=True)), gone
+
+    def _report_snapshot(self) -> Snapshot:
+        return self.report()[0]
+
     def active_allocations(self) -> list[Allocation]:
-        with self.transaction() as (state, _):
-            return list(state.allocations)
+        return self._report_snapshot().allocations()
 
     def resource_status(self, *, system_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The pools, the active allocations and the machine, as the contract's dict."""
-        with self.transaction() as (state, _):
-            allocations = list(state.allocations)
-            queued = [Waiter.from_dict(w) for w in state.waiters]
-        now = self.clock()
-        waiters = [waiter_view(w, i, now) for i, w in enumerate(queued, 1)]
-        local = self._local(allocations)
-        pools = self._pools(allocations, local)
-        total = Usage.of(local)
+        snapshot = self._report_snapshot()
+        now = snapshot.now
+        allocations = sorted(snapshot.allocations(), key=lambda a: (a.created_at, a.id))
+        queue = ordered(snapshot.waiters, now, self.config.aging_seconds)
+        waiters = [waiter_view(w, i, now, self.config.aging_seconds) for i, w in enumerate(queue, 1)]
+        caps = self.view.caps
+        total = snapshot.usage.get(caps.key, Usage())
         limits = self.config.limits
-        holders = self._shared_holders(allocations, self.config.pools, local)
         capacity = self.capacity_reader()
         metrics: dict[str, Any] = dict(system_metrics or {})
         metrics.setdefault("capacity", capacity.to_dict())
         return {
             "total_allocations": len(allocations),
-            "resource_pools": pools,
+            "resource_pools": self._layer_pools(snapshot),
             "active_allocations": [allocation_view(a, now) for a in allocations],
             "global_limits": {
                 "max_memory_mb": limits.max_memory_mb, "allocated_memory_mb": total.memory_mb,
@@ -537,75 +853,101 @@ class Engine:
             "system_metrics": metrics,
             "waiters": waiters,
             "ledger": self.ledger.location,
+            "ledger_warnings": list(snapshot.warnings),
             "host": self.host,
-            "shared_pools": {name: shared_pool_status(pool, holders.get(name, ()))
-                             for name, pool in self.config.pools.items()},
+            "shared_pools": self._shared_pools(snapshot),
         }
 
+    def _layer_pools(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+        """Each layer's pool as this host counts it (its own key for a host pool, the
+        fleet's for a global one), with the ledger's capacity for a central pool."""
+        pools = {}
+        for name, charge in self.view.layers.items():
+            record = snapshot.pools.get(charge.key)
+            capacity = record.capacity if record is not None else charge.capacity
+            assert capacity is not None
+            view = pool_status(capacity, snapshot.usage.get(charge.key, Usage()), scope=charge.scope)
+            view["key"] = charge.key
+            view["drained"] = bool(record and record.drained)
+            pools[name] = view
+        return pools
+
+    def _shared_pools(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+        found = {}
+        for name, charge in self.view.pools.items():
+            record = snapshot.pools.get(charge.key)
+            capacity = record.capacity if record is not None else charge.capacity
+            assert capacity is not None
+            found[name] = shared_pool_status(capacity, snapshot.usage.get(charge.key, Usage()), scope=charge.scope,
+                                             drained=bool(record and record.drained))
+        for key, record in snapshot.pools.items():
+            kind, name, host = parse_key(key)
+            if kind == "pool" and name not in found and host is None:
+                found[name] = shared_pool_status(record.capacity, snapshot.usage.get(key, Usage()), scope="global",
+                                                 drained=record.drained)
+                found[name]["adhoc"] = True
+        return found
+
     def pool_usage(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        """The layers' pools and the active allocations, for a view that asks every second.
-
-        A read, not a transaction: it takes no write lock and writes nothing, unless it
-        sees an allocation to reclaim (expired, owner gone, lease lapsed), which it then
-        reclaims in a transaction as :meth:`resource_status` would. Unlike that, it leaves
-        out the machine's capacity, the queue and the shared pools.
-        """
-        allocations = self.ledger.read().allocations
-        now = self.clock()
-        alive_cache: dict[tuple[int, str | None], bool] = {}
-        self._owners.refresh()
-        if any(self._reclaim_reason(a, now, alive_cache) is not None for a in allocations):
-            with self.transaction() as (state, _):
-                allocations = list(state.allocations)
-            now = self.clock()
-        return self._pools(allocations, self._local(allocations)), [allocation_view(a, now) for a in allocations]
-
-    def _pools(self, allocations: list[Allocation], local: list[Allocation]) -> dict[str, dict[str, Any]]:
-        """Each layer's pool with its usage: this host's allocations for a host-scoped
-        pool, everyone's for a global one."""
-        by_layer = usage_by_layer(allocations)
-        local_by_layer = usage_by_layer(local)
-        return {name: pool_status(layer.pool, (local_by_layer if layer.pool.scope == "host" else by_layer)
-                                  .get(name, ()))
-                for name, layer in self.config.layers.items()}
+        """The layers' pools and the active allocations, for a view that asks every second:
+        a read, not a transaction, unless something is due to be reclaimed."""
+        snapshot = self._report_snapshot()
+        now = snapshot.now
+        allocations = sorted(snapshot.allocations(), key=lambda a: (a.created_at, a.id))
+        return self._layer_pools(snapshot), [allocation_view(a, now) for a in allocations]
 
     def pool_status(self, layer: str) -> dict[str, Any]:
-        """One layer's pool with its usage now."""
-        spec = self.config.layer(layer)
-        with self.transaction() as (state, _):
-            source = self._local(state.allocations) if spec.pool.scope == "host" else state.allocations
-            in_layer = [a for a in source if a.layer == layer]
-        return pool_status(spec.pool, in_layer)
+        """One layer's pool with its usage now (as this host counts it)."""
+        self.config.layer(layer)
+        charge = self.view.layers[layer]
+        snapshot = self.ledger.read(Scope(keys=frozenset({charge.key})))
+        record = snapshot.pools.get(charge.key)
+        capacity = record.capacity if record is not None else charge.capacity
+        assert capacity is not None
+        view = pool_status(capacity, snapshot.usage.get(charge.key, Usage()), scope=charge.scope)
+        view["drained"] = bool(record and record.drained)
+        return view
 
 
-def pool_status(pool: Any, allocations: Iterable[Allocation]) -> dict[str, Any]:
+def pool_status(capacity: Capacity, used: Usage, *, scope: str = "host") -> dict[str, Any]:
     """The contract's per-layer pool dict."""
-    used = Usage.of(allocations)
-    return {
-        "max_memory_mb": pool.memory_mb, "allocated_memory_mb": used.memory_mb,
-        "available_memory_mb": max(0, pool.memory_mb - used.memory_mb),
-        "max_cpu_percent": pool.cpu_percent, "allocated_cpu_percent": used.cpu_percent,
-        "available_cpu_percent": round(max(0.0, pool.cpu_percent - used.cpu_percent), 6),
-        "max_parallel_instances": pool.instances, "active_instances": used.instances,
-        "available_instances": max(0, pool.instances - used.instances) if not used.dedicated else 0,
-        "dedicated": used.dedicated,
-        "scope": getattr(pool, "scope", "host"),
+    memory = capacity.memory_mb or 0
+    cpu = capacity.cpu_units or 0
+    data = {
+        "max_memory_mb": memory, "allocated_memory_mb": used.memory_mb,
+        "available_memory_mb": max(0, memory - used.memory_mb),
+        "max_cpu_percent": cpu_percent(cpu), "allocated_cpu_percent": used.cpu_percent,
+        "available_cpu_percent": cpu_percent(max(0, cpu - used.cpu_units)),
+        "max_parallel_instances": capacity.instances, "active_instances": used.instances,
+        "available_instances": max(0, capacity.instances - used.instances) if not used.dedicated else 0,
+        "dedicated": bool(used.dedicated),
+        "scope": scope,
     }
+    if capacity.names:
+        data["instances"] = list(capacity.names)
+    return data
 
 
-def shared_pool_status(pool: SharedPool, allocations: Iterable[Allocation]) -> dict[str, Any]:
-    """A shared pool (configuration ``pools:``) with its usage: instances, and memory and
-    CPU where it limits them."""
-    used = Usage.of(allocations)
-    return {"scope": pool.scope, "max_parallel_instances": pool.instances, "active_instances": used.instances,
-            "available_instances": max(0, pool.instances - used.instances),
-            "max_memory_mb": pool.memory_mb, "allocated_memory_mb": used.memory_mb,
-            "max_cpu_percent": pool.cpu_percent, "allocated_cpu_percent": used.cpu_percent}
+def shared_pool_status(capacity: Capacity, used: Usage, *, scope: str, drained: bool = False) -> dict[str, Any]:
+    """A shared pool with its usage: instances, and memory and CPU where it limits them."""
+    data = {"scope": scope, "max_parallel_instances": capacity.instances, "active_instances": used.instances,
+            "available_instances": max(0, capacity.instances - used.instances),
+            "max_memory_mb": capacity.memory_mb, "allocated_memory_mb": used.memory_mb,
+            "max_cpu_percent": capacity.cpu_percent, "allocated_cpu_percent": used.cpu_percent,
+            "drained": drained}
+    if capacity.names:
+        data["instances"] = list(capacity.names)
+    return data
 
 
 def allocation_view(allocation: Allocation, now: float) -> dict[str, Any]:
-    """An allocation as shown to users: the ledger record plus age and time left."""
+    """An allocation as shown to users: the ledger record plus age and time left (the
+    internal bookkeeping left out)."""
     data = allocation.to_dict()
+    for internal in ("behind", "slot_key", "request_id"):
+        data.pop(internal, None)
+    if allocation.instances:
+        data["instances"] = {parse_key(k)[1] or k: v for k, v in allocation.instances.items()}
     data["age_seconds"] = round(max(0.0, now - allocation.created_at), 1)
     data["expires_in_seconds"] = round(allocation.expires_at - now, 1)
     return data
@@ -616,21 +958,42 @@ def join_reasons(reasons: Iterable[str]) -> str:
     return "; ".join(r.rstrip(".") for r in reasons) + "."
 
 
-def _new_id(state: LedgerState) -> str:
-    taken = {a.id for a in state.allocations}
+def _new_id(txn: Txn) -> str:
     while True:
         candidate = os.urandom(6).hex()
-        if candidate not in taken:
+        if txn.find(candidate) is None:
             return candidate
 
 
-def _event(kind: str, allocation: Allocation, now: float, **extra: Any) -> dict[str, Any]:
-    event = {"time": round(now, 3), "event": kind, "id": allocation.id, "layer": allocation.layer,
-             "category": allocation.category, "memory_mb": allocation.memory_mb,
-             "cpu_percent": allocation.cpu_percent, "dedicated": allocation.dedicated,
-             "slot": allocation.slot, "fencing_token": allocation.fencing_token,
-             "owner": allocation.owner.to_dict()}
-    if allocation.pools:
-        event["pools"] = list(allocation.pools)
-    event.update(extra)
-    return event
+def _env_name(text: str) -> str:
+    """A pool or property name as part of an environment variable's name."""
+    return "".join(c if c.isalnum() else "_" for c in text).upper()
+
+
+def _check_pool_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise UsageError(f"the pool name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+                         "letter or digit.")
+
+
+def _masked_capacity(capacity: Capacity) -> Capacity:
+    """A capacity as the ledger may store it: property values that are URLs lose their
+    passwords (the holder gets the real ones from its own configuration)."""
+    if not capacity.properties:
+        return capacity
+    return dataclasses.replace(capacity, properties={
+        name: {k: (mask_url(v) or v) if "://" in v else v for k, v in props.items()}
+        for name, props in capacity.properties.items()})
+
+
+def _capacity_words(capacity: Capacity) -> str:
+    parts = [f"{capacity.instances} instance(s)"]
+    if capacity.memory_mb is not None:
+        parts.append(f"{capacity.memory_mb} MB")
+    if capacity.cpu_units is not None:
+        parts.append(f"{cpu_percent(capacity.cpu_units):g}% CPU")
+    if capacity.names:
+        parts.append("named " + ", ".join(capacity.names))
+    return ", ".join(parts)

@@ -105,13 +105,7 @@ def check_layer_once(engine: Engine, layer: str,
     services = {name: r.to_dict() for name, r in results.items()}
     missing = [name for name, r in results.items() if r.status != "healthy"]
     terminal = any(getattr(r, "terminal", False) for r in results.values() if r.status == "unhealthy")
-    request = engine.resolve_request(layer, "readiness-probe")
-    with engine.transaction() as (state, _):
-        decision = engine.decide(state, request)
-        in_layer = [a for a in state.allocations if a.layer == layer]
-    from netra_rm.core.engine import pool_status
-
-    pool = pool_status(engine.config.layer(layer).pool, in_layer)
+    decision, pool = engine.probe(engine.resolve_request(layer, "readiness-probe"))
     conflicts = conflicts_for(layer) if conflicts_for else []
     ready = not missing and decision.admitted and not conflicts
     _, found = effective_services(engine, announce=False)

@@ -73,17 +73,21 @@ class RunOutcome:
     notes: tuple[str, ...] = ()
 
 
-def allocation_environment(allocation: Allocation) -> dict[str, str]:
-    """The variables CMD finds in its environment, besides everything ours holds."""
-    return {
+def allocation_environment(allocation: Allocation, engine: Engine | None = None) -> dict[str, str]:
+    """The variables CMD finds in its environment, besides everything ours holds: the
+    allocation, and the named instances it holds (see :meth:`Engine.instance_environment`)."""
+    env = {
         "NETRA_RM_ALLOCATION_ID": allocation.id,
-        "NETRA_RM_LAYER": allocation.layer,
+        "NETRA_RM_LAYER": allocation.layer or "",
         "NETRA_RM_CATEGORY": allocation.category,
         "NETRA_RM_SLOT": str(allocation.slot),
         "NETRA_RM_MEMORY_MB": str(allocation.memory_mb),
         "NETRA_RM_CPU_PERCENT": f"{allocation.cpu_percent:g}",
         "NETRA_RM_FENCING_TOKEN": str(allocation.fencing_token),
     }
+    if engine is not None:
+        env.update(engine.instance_environment(allocation))
+    return env
 
 
 def run_command(engine: Engine, request: Request, argv: Sequence[str], *, wait: bool = False,
@@ -214,7 +218,7 @@ def _supervise(engine: Engine, child: BlockedChild, allocation: Allocation) -> R
     previous = None if has_sigwait else _forward_with_handlers(child.pid)
     keeper = _hold_while_running(engine, allocation)
     try:
-        error = child.start(envmod.child_environment(allocation_environment(allocation)))
+        error = child.start(envmod.child_environment(allocation_environment(allocation, engine)))
         if error is not None:
             _reap(child.pid)
             notes = _release(engine, allocation)

@@ -49,12 +49,14 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
         return engine.allocate(request, owner)
     deadline = None if timeout is None else clock() + timeout
     waiter_id = os.urandom(6).hex()
-    open_channel = getattr(engine.ledger, "waiter_channel", None)
-    channel = open_channel(waiter_id) if open_channel is not None else None
+    channel = engine.ledger.waiter_channel(waiter_id)
     if channel is None:
         max_pause = min(max_pause, MAX_PAUSE_WITHOUT_WAKEUPS)
-    if engine.shared:  # each check renews the queue entry's lease: check in often enough
-        max_pause = min(max_pause, engine.config.lease_seconds / 3)
+    elif engine.shared:
+        # woken when it can be served; it re-checks (and renews its queue entry's lease, so
+        # other hosts know it is alive) three times a lease, for room that came back with
+        # nobody to wake it (an expiry, a holder that died)
+        max_pause = max(max_pause, min(engine.config.lease_seconds / 3, 5.0))
     waiter: Waiter | None = None
     admitted = False
     try:

@@ -8,9 +8,10 @@ from typing import Any
 
 from netra_rm.config import env as envmod
 from netra_rm.errors import UsageError
-from netra_rm.ledger.base import SCHEMA_VERSION, Ledger, LedgerState
+from netra_rm.ledger.base import EVERYTHING, SCHEMA_VERSION, GrantPlan, Ledger, Scope, Snapshot, Txn
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "LedgerState", "default_ledger_path", "is_server_location", "open_ledger"]
+__all__ = ["EVERYTHING", "SCHEMA_VERSION", "GrantPlan", "Ledger", "Scope", "Snapshot", "Txn", "default_ledger_path",
+           "is_server_location", "open_ledger"]
 
 LEDGER_FILE_NAME = "ledger.json"
 REDIS_SCHEMES = ("redis", "rediss", "unix")  # unix:///path.sock: Redis on its Unix socket
@@ -33,7 +34,8 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
     from netra_rm.ledger.file import FileLedger
 
     location = location or envmod.ledger_location(env)
-    options: dict[str, Any] = {"journal_sync": envmod.journal_sync(env)}
+    options: dict[str, Any] = {"journal_sync": envmod.journal_sync(env), "lock_timeout": envmod.lock_timeout(env),
+                               "group_shared": envmod.group_shared(env)}
     max_bytes = envmod.journal_max_bytes(env)
     if max_bytes is not None:
         options["journal_max_bytes"] = max_bytes
@@ -47,11 +49,11 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
         if scheme in REDIS_SCHEMES:
             from netra_rm.ledger.redis import RedisLedger
 
-            return RedisLedger(text, state_dir=envmod.state_dir(env))
+            return RedisLedger(text, state_dir=envmod.state_dir(env), group_shared=options["group_shared"])
         if scheme in POSTGRES_SCHEMES:
             from netra_rm.ledger.postgres import PostgresLedger
 
-            return PostgresLedger(text, state_dir=envmod.state_dir(env))
+            return PostgresLedger(text, state_dir=envmod.state_dir(env), group_shared=options["group_shared"])
         raise UsageError(f"the ledger location {scheme}://... is not supported; give a file path, or a file://, "
                          "redis:// or postgresql:// URL.",
                          remediation=["Use --ledger PATH|URL or NETRA_RM_LEDGER=PATH|URL."])

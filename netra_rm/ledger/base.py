@@ -1,105 +1,329 @@
-"""The ledger: where allocations live so that other processes can see them.
+"""The ledger: where allocations live so that other processes (and hosts) can see them.
 
-A backend offers one thing: an exclusive transaction over the whole state. The engine
-does every read-modify-write inside one, so admission never races.
+Every backend (the JSON file, Redis, PostgreSQL) offers the same thing: a transaction
+over the part of the ledger a decision needs. The engine opens one with a
+:class:`Scope` (the pool keys it will look at, the allocations it names), reads the
+:class:`Snapshot` the backend gathered (usage per pool key, the instances taken, the
+registered pools, the queue, what is due to be reclaimed, the ledger's clock), records
+its changes through the :class:`Txn` and, on a clean exit, the backend applies them all
+at once, or none of them.
+
+What a transaction reads and writes does not grow with the number of active allocations:
+usage per key is kept current with every grant and release (see
+:mod:`netra_rm.core.accounting` for what the keys are), expiries are indexed, and the
+file ledger, which holds everything in one document, simply has it all at hand.
+
+Backends only read and store; every decision (admission, the queue, reclaiming) is made
+by the engine, in Python, once.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import abc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from netra_rm.core.model import Allocation
+from netra_rm.records import Allocation, PoolRecord, Usage, Waiter
 
-SCHEMA_VERSION = 1
+#: The ledger's schema: 1 was one document (allocations, waiters, counters); 2 adds each
+#: allocation's pool keys, usage per key, registered pools, priorities and named instances.
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a transaction needs to see.
+
+    ``keys``: the pool keys it will decide over (their usage, instances taken and
+    registered capacity; PostgreSQL locks exactly these rows). ``ids``: allocations it
+    names (to release or renew). ``everything``: every allocation (status, cleanup
+    --force, migrate). ``sweep_host``: this host's allocations too, to reclaim those whose
+    owner process is gone.
+    """
+
+    keys: frozenset[str] = frozenset()
+    ids: tuple[str, ...] = ()
+    everything: bool = False
+    sweep_host: str | None = None
+    #: the waiting request this transaction acts for, if any (its queue entry is read)
+    waiter_id: str | None = None
+
+    def with_keys(self, keys: Iterable[str]) -> Scope:
+        return replace(self, keys=self.keys | frozenset(keys))
+
+
+EVERYTHING = Scope(everything=True)
 
 
 @dataclass
-class LedgerState:
-    """The whole ledger in memory. Mutate through the methods so ``changed`` is right."""
+class Snapshot:
+    """What a backend read at the start of a transaction (or for a plain read).
 
-    allocations: list[Allocation] = field(default_factory=list)
-    fencing_counter: int = 0
-    waiters: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)  # journal lines to append on commit
-    changed: bool = False
-    #: The sequence number of the last journal line committed with this ledger: the commit
-    #: marker that tells ``verify`` which journal lines belong to transactions that never
-    #: reached the ledger (a process killed between the journal append and the replace).
+    ``now`` is the ledger's clock (the server's for Redis and PostgreSQL). ``known`` holds
+    the allocations read: all of them when ``complete``, else those named, those due and
+    (with ``sweep_host``) the host's. ``due`` are the allocations whose time or lease ran
+    out by ``now``.
+    """
+
+    now: float
+    counter: int = 0
+    usage: dict[str, Usage] = field(default_factory=dict)
+    taken: dict[str, set[int]] = field(default_factory=dict)
+    pools: dict[str, PoolRecord] = field(default_factory=dict)
+    waiters: list[Waiter] = field(default_factory=list)
+    known: dict[str, Allocation] = field(default_factory=dict)
+    due: list[Allocation] = field(default_factory=list)
+    host_allocations: list[Allocation] | None = None
+    complete: bool = False
+    ledger_id: str | None = None
+    origin: str | None = None
     journal_seq: int = 0
+    #: things a reader should know about the backend (e.g. Redis without persistence)
+    warnings: tuple[str, ...] = ()
 
-    def add(self, allocation: Allocation) -> None:
-        self.allocations.append(allocation)
-        self.changed = True
+    def allocations(self) -> list[Allocation]:
+        """Every allocation read (all of them when ``complete``)."""
+        return list(self.known.values())
 
-    def remove(self, ids: set[str]) -> list[Allocation]:
-        """Drop the allocations with these ids; return those that were there."""
-        removed = [a for a in self.allocations if a.id in ids]
-        if removed:
-            self.allocations = [a for a in self.allocations if a.id not in ids]
-            self.changed = True
-        return removed
 
-    def next_fencing_token(self) -> int:
-        self.fencing_counter += 1
-        self.changed = True
-        return self.fencing_counter
+@dataclass
+class Changes:
+    """What a transaction changes, as the backend applies it: all at once, or none."""
+
+    grants: list[Allocation] = field(default_factory=list)
+    removals: list[Allocation] = field(default_factory=list)
+    updates: list[Allocation] = field(default_factory=list)
+    pools: list[PoolRecord] = field(default_factory=list)
+    waiters_put: dict[str, Waiter] = field(default_factory=dict)
+    waiters_gone: set[str] = field(default_factory=set)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    deltas: dict[str, Usage] = field(default_factory=dict)
+    slots_taken: dict[str, set[int]] = field(default_factory=dict)
+    slots_freed: dict[str, set[int]] = field(default_factory=dict)
+    counter: int | None = None
+    #: an id of the request this transaction carries out, recorded with the change so a
+    #: client whose reply was lost can ask whether it happened (see ``outcome``)
+    request_id: str | None = None
+    outcome: Any = None
+    reset: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.grants or self.removals or self.updates or self.pools or self.waiters_put
+                    or self.waiters_gone or self.events or self.counter is not None or self.reset)
+
+
+@dataclass(frozen=True)
+class GrantPlan:
+    """Everything a backend needs to grant in one step when nobody waits (see
+    :meth:`Ledger.fast_grant`): the request, its charges (with this host's configured
+    capacities), the owner, the lease, the machine's free memory, and fresh ids."""
+
+    request: Any
+    charges: tuple[Any, ...]
+    owner: Any
+    host: str
+    lease_seconds: float | None
+    machine_free_mb: float | None
+    allocation_id: str
+    request_id: str
+
+
+class Txn:
+    """One transaction as the engine sees it: the snapshot, kept current with the
+    changes made so far, and the changes themselves."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.now = snapshot.now
+        self.changes = Changes()
+        self._counter = snapshot.counter
+        self._known = dict(snapshot.known)
+        self._usage = dict(snapshot.usage)
+        self._taken = {k: set(v) for k, v in snapshot.taken.items()}
+        self._pools = dict(snapshot.pools)
+        self._waiters = {w.id: w for w in snapshot.waiters}
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def counter(self) -> int:
+        return self._counter
+
+    @property
+    def waiters(self) -> list[Waiter]:
+        """The queue as it stands in this transaction (unordered: see core.queue)."""
+        return list(self._waiters.values())
+
+    def waiter(self, waiter_id: str) -> Waiter | None:
+        return self._waiters.get(waiter_id)
+
+    def usage(self, key: str) -> Usage:
+        return self._usage.get(key, Usage())
+
+    def usages(self) -> dict[str, Usage]:
+        return dict(self._usage)
+
+    def taken(self, key: str) -> set[int]:
+        return set(self._taken.get(key, ()))
+
+    def pool(self, key: str) -> PoolRecord | None:
+        return self._pools.get(key)
+
+    def pools(self) -> dict[str, PoolRecord]:
+        return dict(self._pools)
 
     def find(self, allocation_id: str) -> Allocation | None:
-        return next((a for a in self.allocations if a.id == allocation_id), None)
+        return self._known.get(allocation_id)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "fencing_counter": self.fencing_counter,
-            "journal_seq": self.journal_seq,
-            "allocations": [a.to_dict() for a in self.allocations],
-            "waiters": self.waiters,
-        }
+    def allocations(self) -> list[Allocation]:
+        """The allocations known to this transaction (all of them on a complete snapshot)."""
+        return list(self._known.values())
 
-    def to_json(self) -> bytes:
-        """The ledger document, built from each allocation's cached JSON."""
-        head = json.dumps({"schema_version": SCHEMA_VERSION, "fencing_counter": self.fencing_counter,
-                           "journal_seq": self.journal_seq, "waiters": self.waiters}, separators=(",", ":"))
-        return (head[:-1] + ',"allocations":[' + ",".join(a.json for a in self.allocations) + "]}").encode()
+    # -- writing ----------------------------------------------------------------------------
 
-    def copy(self) -> LedgerState:
-        """An independent copy (allocations are immutable and shared)."""
-        return LedgerState(allocations=list(self.allocations), fencing_counter=self.fencing_counter,
-                           waiters=copy.deepcopy(self.waiters) if self.waiters else [],
-                           journal_seq=self.journal_seq)
+    def next_token(self) -> int:
+        self._counter += 1
+        self.changes.counter = self._counter
+        return self._counter
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LedgerState:
-        return cls(
-            allocations=[Allocation.from_dict(a) for a in data.get("allocations", [])],
-            fencing_counter=int(data.get("fencing_counter", 0)),
-            waiters=list(data.get("waiters", [])),
-            journal_seq=int(data.get("journal_seq", 0)),
-        )
+    def raise_counter(self, floor: int) -> None:
+        if floor > self._counter:
+            self._counter = floor
+            self.changes.counter = floor
+
+    def grant(self, allocation: Allocation, event: Mapping[str, Any] | None = None) -> None:
+        self.changes.grants.append(allocation)
+        self._known[allocation.id] = allocation
+        self._add(allocation, +1)
+        if event is not None:
+            self.changes.events.append(dict(event))
+
+    def remove(self, allocation: Allocation, event: Mapping[str, Any] | None = None) -> None:
+        if allocation.id not in self._known:
+            return
+        del self._known[allocation.id]
+        if any(g.id == allocation.id for g in self.changes.grants):
+            self.changes.grants = [g for g in self.changes.grants if g.id != allocation.id]
+        else:
+            self.changes.removals.append(allocation)
+        self._add(allocation, -1)
+        if event is not None:
+            self.changes.events.append(dict(event))
+
+    def update(self, allocation: Allocation) -> None:
+        """Replace an allocation with a changed copy (lease, expiry): same pools, same amounts."""
+        self._known[allocation.id] = allocation
+        for i, g in enumerate(self.changes.grants):
+            if g.id == allocation.id:
+                self.changes.grants[i] = allocation
+                return
+        self.changes.updates = [u for u in self.changes.updates if u.id != allocation.id] + [allocation]
+
+    def put_pool(self, record: PoolRecord, event: Mapping[str, Any] | None = None) -> None:
+        self._pools[record.key] = record
+        self.changes.pools = [p for p in self.changes.pools if p.key != record.key] + [record]
+        if event is not None:
+            self.changes.events.append(dict(event))
+
+    def put_waiter(self, waiter: Waiter) -> None:
+        self._waiters[waiter.id] = waiter
+        self.changes.waiters_put[waiter.id] = waiter
+        self.changes.waiters_gone.discard(waiter.id)
+
+    def drop_waiter(self, waiter_id: str) -> bool:
+        if self._waiters.pop(waiter_id, None) is None:
+            return False
+        self.changes.waiters_put.pop(waiter_id, None)
+        self.changes.waiters_gone.add(waiter_id)
+        return True
+
+    def journal(self, event: Mapping[str, Any]) -> None:
+        self.changes.events.append(dict(event))
+
+    def _add(self, allocation: Allocation, sign: int) -> None:
+        held = allocation.usage
+        for key in allocation.charges:
+            before = self._usage.get(key, Usage())
+            self._usage[key] = before.plus(held) if sign > 0 else before.minus(held)
+            delta = self.changes.deltas.get(key, Usage())
+            self.changes.deltas[key] = delta.plus(held) if sign > 0 else delta.minus(held)
+        for key, index in allocation.slots.items():
+            slots = self._taken.setdefault(key, set())
+            if sign > 0:
+                slots.add(index)
+                if index in self.changes.slots_freed.get(key, set()):
+                    self.changes.slots_freed[key].discard(index)
+                else:
+                    self.changes.slots_taken.setdefault(key, set()).add(index)
+            else:
+                slots.discard(index)
+                if index in self.changes.slots_taken.get(key, set()):
+                    self.changes.slots_taken[key].discard(index)
+                else:
+                    self.changes.slots_freed.setdefault(key, set()).add(index)
 
 
-class Ledger(Protocol):
-    """What every ledger backend offers."""
+class Ledger(abc.ABC):
+    """What every ledger backend offers. See the module docstring."""
 
+    #: where it is, as shown to users (a URL's password masked)
     location: str
+    #: other hosts use it too: leases apply, and host pools count this host only
+    shared: bool = False
+    #: the backend's name in messages ("file", "Redis", "PostgreSQL")
+    backend: str = "file"
 
-    def transaction(self) -> AbstractContextManager[LedgerState]:
-        """Hold the ledger exclusively; commit the state on a clean exit if it changed."""
-        ...
+    @abc.abstractmethod
+    def transaction(self, scope: Scope, *, reset: bool = False) -> AbstractContextManager[Txn]:
+        """Hold what ``scope`` needs exclusively; apply the changes on a clean exit.
 
-    def read(self) -> LedgerState:
-        """A consistent snapshot, without holding the ledger afterwards."""
-        ...
+        ``reset`` (``cleanup --force``) accepts a ledger whose state was lost or went back
+        in time, and starts it afresh, instead of refusing it.
+        """
 
-    # Optional, found with getattr by the engine and the commands (the file ledger has them):
-    #   read_with_journal() -> (state, journal lines, journal files)   for verify and history
-    #   waiter_channel(waiter_id) -> a wake-up channel, or None         for waiting
-    #   notify(waiter_ids), forget_waiters(waiter_ids)                  wake, or clean up after, waiters
-    # Server ledgers (netra_rm.ledger.remote) also have:
-    #   shared = True                         other hosts use it: leases apply, host pools count this host
-    #   transaction(reset=True)               accept (and start afresh) a ledger that lost its state
-    #   release_now(ids, now=) -> (released, missing) | None   Redis: release without the lock
+    @abc.abstractmethod
+    def read(self, scope: Scope = EVERYTHING) -> Snapshot:
+        """A consistent snapshot without holding the ledger afterwards."""
+
+    @abc.abstractmethod
+    def journal_lines(self) -> tuple[Snapshot, list[bytes], list[str]]:
+        """Every allocation and every journal line (oldest first), read together, and the
+        names of the journal files (or lists, or generations) read."""
+
+    @abc.abstractmethod
+    def journal_tail(self, limit: int) -> tuple[int, list[bytes]]:
+        """The ledger's committed journal sequence number and at most the last ``limit``
+        journal lines, read from the end (``history --limit N``)."""
+
+    def waiter_channel(self, waiter_id: str) -> Any:
+        """A wake-up channel the waiter ``waiter_id`` sleeps on, or None (it then polls)."""
+        return None
+
+    def notify(self, waiter_ids: Sequence[str]) -> None:
+        """Wake these waiters: capacity was freed for them, or the queue ahead moved."""
+
+    def forget_waiters(self, waiter_ids: Sequence[str]) -> None:
+        """Clean up after waiters that left or died."""
+
+    def fast_grant(self, plan: Any) -> Any:
+        """Grant in one step without the engine's transaction, where the backend can (see
+        :mod:`netra_rm.ledger.redis`); None: take the transaction."""
+        return None
+
+    def fast_release(self, ids: Sequence[str], *, events: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+        """Release in one step where the backend can; None: take the transaction."""
+        return None
+
+    def health(self) -> tuple[str, ...]:
+        """Warnings about the backend itself (e.g. a Redis without persistence)."""
+        return ()
+
+    def close(self) -> None:
+        """Close connections (the process may also simply exit)."""
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

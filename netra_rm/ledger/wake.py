@@ -19,20 +19,30 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from netra_rm.records import is_id
+
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class WakeChannel:
-    """The receiving end of one waiter's FIFO. Open it before joining the queue."""
+    """The receiving end of one waiter's FIFO. Open it before joining the queue.
 
-    def __init__(self, path: Path) -> None:
+    ``directory`` must already be checked as private (see
+    :func:`netra_rm.fsutil.ensure_private_dir`); ``waiter_id`` follows the id grammar, so
+    the FIFO is always a file of that directory and nothing else.
+    """
+
+    def __init__(self, directory: Path, waiter_id: str) -> None:
+        if not is_id(waiter_id):
+            raise ValueError(f"not a waiter id: {waiter_id!r}")
+        path = directory / waiter_id
         self.path = path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             os.mkfifo(path, 0o600)
         except FileExistsError:
-            if not stat.S_ISFIFO(os.lstat(path).st_mode):
+            st = os.lstat(path)
+            if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid():
                 raise
         # O_RDWR: we hold a writer ourselves, so the pipe never reports end-of-file after
         # a notifier closes its end (which would make poll() return at once, forever).
@@ -71,6 +81,8 @@ class WakeChannel:
 def notify(directory: Path, waiter_ids: Iterable[str]) -> None:
     """Write one byte into each waiter's FIFO; waiters that are gone are skipped."""
     for waiter_id in waiter_ids:
+        if not is_id(waiter_id):
+            continue
         try:
             fd = os.open(directory / waiter_id, os.O_WRONLY | os.O_NONBLOCK | _CLOEXEC | _NOFOLLOW)
         except OSError:
@@ -85,8 +97,17 @@ def notify(directory: Path, waiter_ids: Iterable[str]) -> None:
 
 
 def remove_channels(directory: Path, waiter_ids: Iterable[str]) -> None:
-    """Remove the FIFOs of waiters that left or died (quietly: they may be gone already)."""
+    """Remove the FIFOs of waiters that left or died (quietly: they may be gone already).
+    Only in a directory of our own, and only names that are waiter ids."""
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), 0):
+        return
     for waiter_id in waiter_ids:
+        if not is_id(waiter_id):
+            continue
         try:
             os.unlink(directory / waiter_id)
         except OSError:

@@ -75,7 +75,7 @@ def pools_table(pools: Mapping[str, Mapping[str, Any]]) -> Table:
     table.add_column("instances", no_wrap=True)
     for layer, p in pools.items():
         table.add_row(
-            layer + ("\n(dedicated)" if p.get("dedicated") else ""),
+            layer + ("\n(dedicated)" if p.get("dedicated") else "") + ("\nDRAINING" if p.get("drained") else ""),
             usage_cell(p["allocated_memory_mb"], p["max_memory_mb"], " MB"),
             usage_cell(p["allocated_cpu_percent"], p["max_cpu_percent"], "%"),
             usage_cell(p["active_instances"], p["max_parallel_instances"], ""),
@@ -93,7 +93,8 @@ def shared_pools_table(pools: Mapping[str, Mapping[str, Any]]) -> Table:
         memory, cpu = p.get("max_memory_mb"), p.get("max_cpu_percent")
         unlimited = Text("no limit", style="dim")
         table.add_row(
-            name, str(p.get("scope", "host")),
+            name + (" (ad hoc)" if p.get("adhoc") else "") + ("\nDRAINING" if p.get("drained") else ""),
+            str(p.get("scope", "host")),
             usage_cell(p["active_instances"], p["max_parallel_instances"], ""),
             usage_cell(p["allocated_memory_mb"], memory, " MB") if memory is not None else unlimited,
             usage_cell(p["allocated_cpu_percent"], cpu, "%") if cpu is not None else unlimited,
@@ -101,18 +102,74 @@ def shared_pools_table(pools: Mapping[str, Mapping[str, Any]]) -> Table:
     return table
 
 
-def allocations_table(allocations: Sequence[Mapping[str, Any]]) -> Table:
-    table = Table(title=f"Allocations ({len(allocations)})", title_justify="left")
+#: past this many allocations, ``status`` summarises them (``--all`` shows every row)
+SUMMARY_THRESHOLD = 25
+#: how many of the oldest and the longest-held the summary lists
+SUMMARY_ROWS = 5
+
+
+def allocations_table(allocations: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    table = Table(title=title or f"Allocations ({len(allocations)})", title_justify="left")
     for column in ("id", "layer", "category", "slot", "memory", "cpu", "age", "expires in", "owner"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "id")
     for a in allocations:
         owner = a.get("owner") or {}
         who = f"{owner.get('user', '?')}@{owner.get('host', '?')}"
         who += f" pid {owner['pid']}" if owner.get("pid") is not None else " (until released)"
-        table.add_row(a["id"], a["layer"], a["category"], str(a.get("slot", "-")), f"{a['memory_mb']} MB",
+        where = a.get("layer") or ", ".join(a.get("pools") or ()) or "-"
+        slot = ", ".join(f"{pool}={name}" for pool, name in a["instances"].items()) if a.get("instances") \
+            else str(a.get("slot", "-"))
+        table.add_row(a["id"], where, a["category"], slot, f"{a['memory_mb']} MB",
                       f"{a['cpu_percent']:g}%", duration(a.get("age_seconds")),
                       duration(a.get("expires_in_seconds")), who)
     return table
+
+
+def allocations_summary(allocations: Sequence[Mapping[str, Any]]) -> list[Table]:
+    """Many allocations in a few lines: counts per layer and category, then the oldest
+    and the longest-held few (``status --all`` lists every one)."""
+    counts: dict[tuple[str, str], list[float]] = {}
+    for a in allocations:
+        key = (a.get("layer") or ", ".join(a.get("pools") or ()) or "-", a.get("category", ""))
+        entry = counts.setdefault(key, [0, 0, 0.0])
+        entry[0] += 1
+        entry[1] += a.get("memory_mb", 0)
+        entry[2] += a.get("cpu_percent", 0.0)
+    table = Table(title=f"Allocations ({len(allocations)}; `netra-rm status --all` lists every one)",
+                  title_justify="left")
+    for column in ("layer", "category", "count", "memory", "cpu"):
+        table.add_column(column, justify="right" if column in ("count", "memory", "cpu") else "left")
+    for (layer, category), (n, memory, cpu) in sorted(counts.items(), key=lambda kv: -kv[1][0]):
+        table.add_row(layer, category, str(int(n)), f"{int(memory)} MB", f"{cpu:g}%")
+    oldest = sorted(allocations, key=lambda a: -(a.get("age_seconds") or 0))[:SUMMARY_ROWS]
+    longest = sorted(allocations, key=lambda a: -((a.get("expires_at") or 0) - (a.get("created_at") or 0)))
+    longest = [a for a in longest if a not in oldest][:SUMMARY_ROWS]
+    tables = [table, allocations_table(oldest, title=f"Oldest {len(oldest)}")]
+    if longest:
+        tables.append(allocations_table(longest, title=f"Longest-held {len(longest)}"))
+    return tables
+
+
+def render_pools(console: Console, pools: Sequence[Mapping[str, Any]]) -> None:
+    """``pool show``: each pool's capacity and use, its state and where its size comes from."""
+    table = Table(title="Pools", title_justify="left")
+    for column in ("pool", "kind", "scope", "instances", "memory", "cpu", "state", "capacity from"):
+        table.add_column(column, no_wrap=column not in ("pool", "capacity from"))
+    for p in pools:
+        limit = p.get("max_parallel_instances")
+        memory, cpu = p.get("max_memory_mb"), p.get("max_cpu_percent")
+        unlimited = Text("no limit", style="dim")
+        source = {"admin": "netra-rm pool set", "config": "ledger (registered from configuration)",
+                  "configuration": "this host's configuration"}.get(str(p.get("source")), str(p.get("source")))
+        if p.get("configured"):
+            source += f"; configuration here says {p['configured'].get('instances')} instance(s)"
+        table.add_row(
+            p["name"] + (f"\n{', '.join(p['instances'])}" if p.get("instances") else ""), p["kind"], p["scope"],
+            usage_cell(p["active_instances"], limit, "") if limit is not None else "?",
+            usage_cell(p["allocated_memory_mb"], memory, " MB") if memory is not None else unlimited,
+            usage_cell(p["allocated_cpu_percent"], cpu, "%") if cpu is not None else unlimited,
+            Text("DRAINING", style="yellow") if p.get("drained") else "granting", source)
+    console.print(table)
 
 
 def limits_table(limits: Mapping[str, Any], system: Mapping[str, Any]) -> Table:
@@ -147,25 +204,34 @@ def limits_table(limits: Mapping[str, Any], system: Mapping[str, Any]) -> Table:
 
 def waiters_table(waiters: Sequence[Mapping[str, Any]], now: float) -> Table:
     table = Table(title=f"Waiting ({len(waiters)})", title_justify="left")
-    for column in ("position", "layer", "category", "memory", "cpu", "waited", "owner"):
+    for column in ("position", "layer", "category", "priority", "memory", "cpu", "waited", "owner"):
         table.add_column(column)
     for i, w in enumerate(waiters, 1):
         owner = w.get("owner") or {}
-        table.add_row(str(i), w.get("layer", "?"), w.get("category", "?"), f"{w.get('memory_mb', 0)} MB",
+        priority = str(w.get("priority", 0))
+        if w.get("effective_priority", w.get("priority", 0)) != w.get("priority", 0):
+            priority += f" (now {w['effective_priority']})"
+        table.add_row(str(i), w.get("layer") or ", ".join(w.get("pools") or ()) or "?", w.get("category", "?"),
+                      priority, f"{w.get('memory_mb', 0)} MB",
                       f"{w.get('cpu_percent', 0):g}%", duration(now - w.get("since", now)),
                       f"{owner.get('user', '?')}@{owner.get('host', '?')} pid {owner.get('pid', '?')}")
     return table
 
 
 def render_status(console: Console, resources: Mapping[str, Any], services: Mapping[str, Any],
-                  conflicts: Sequence[str], now: float) -> None:
+                  conflicts: Sequence[str], now: float, *, every_allocation: bool = False) -> None:
     console.print(services_table(services.get("services", {})))
     console.print(f"{services.get('healthy_services', 0)} of {services.get('total_services', 0)} services healthy")
     console.print()
     console.print(pools_table(resources["resource_pools"]))
     if resources.get("shared_pools"):
         console.print(shared_pools_table(resources["shared_pools"]))
-    console.print(allocations_table(resources["active_allocations"]))
+    allocations = resources["active_allocations"]
+    if every_allocation or len(allocations) <= SUMMARY_THRESHOLD:
+        console.print(allocations_table(allocations))
+    else:
+        for table in allocations_summary(allocations):
+            console.print(table)
     if resources.get("waiters"):
         console.print(waiters_table(resources["waiters"], now))
     console.print(limits_table(resources["global_limits"], resources.get("system_metrics", {})))
