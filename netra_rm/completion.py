@@ -83,7 +83,7 @@ def complete_allocation_id(ctx: typer.Context, incomplete: str) -> list[Candidat
         return []
     now = time.time()
     given = {v for value in ctx.params.values() if isinstance(value, (list, tuple)) for v in value}
-    return [(a.id, f"{a.layer or ','.join(a.pools)}/{a.category} slot {a.slot}") for a in state.allocations()
+    return [(a.id, f"{a.layer or ','.join(a.pools)}/{a.category} slot {a.slot}") for a in state.allocations
             if a.expires_at > now and a.id.startswith(incomplete) and a.id not in given]
 
 

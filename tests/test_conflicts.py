@@ -9,6 +9,7 @@ from pathlib import Path
 
 from netra_rm import create_resource_manager
 from netra_rm.core.conflicts import find_conflicts
+from netra_rm.ledger import EVERYTHING
 from netra_rm.core.engine import Engine
 from netra_rm.core.model import Owner
 
@@ -74,9 +75,9 @@ def test_critical_machine_with_active_allocations(tmp_path: Path) -> None:
 def test_dedicated_allocation_sharing_its_layer(tmp_path: Path) -> None:
     e = engine(tmp_path, BIG)
     fill(e, 1)
-    with e.ledger.transaction() as state:  # as an older netra-rm or a hand edit could leave it
-        other = state.allocations[0]
-        state.add(replace(other, id="dddddddddddd", dedicated=True, slot=1))
+    with e.ledger.transaction(EVERYTHING) as txn:  # as an older netra-rm or a hand edit could leave it
+        other = txn.allocations()[0]
+        txn.grant(replace(other, id="dddddddddddd", dedicated=True, slots={"layer:tiny": 1}))
     found = find_conflicts(e)
     assert "layer tiny: dedicated allocation dddddddddddd shares the layer with 1 other allocation(s)." in found
 
@@ -84,10 +85,10 @@ def test_dedicated_allocation_sharing_its_layer(tmp_path: Path) -> None:
 def test_reclaimed_allocations_are_reported_and_gone(tmp_path: Path) -> None:
     e = engine(tmp_path, BIG)
     fill(e, 1)
-    with e.ledger.transaction() as state:
-        a = state.allocations[0]
-        state.remove({a.id})
-        state.add(replace(a, owner=Owner(host=e.host, user="u", pid=999999999, start="x")))
+    with e.ledger.transaction(EVERYTHING) as txn:
+        a = txn.allocations()[0]
+        txn.remove(a)
+        txn.grant(replace(a, owner=Owner(host=e.host, user="u", pid=999999999, start="x")))
     found = find_conflicts(e)
     assert found == [f"allocation {a.id} (tiny/c) was reclaimed: its owner process is gone."]
     assert e.active_allocations() == []

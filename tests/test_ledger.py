@@ -36,7 +36,7 @@ def add(ledger: FileLedger, *allocations: Allocation) -> None:
 
 def test_missing_ledger_reads_empty_and_is_created_0600(tmp_path: Path) -> None:
     ledger = FileLedger(tmp_path / "sub" / "ledger.json")
-    assert ledger.read().allocations() == []
+    assert ledger.read().allocations == []
     add(ledger, allocation(1))
     assert stat.S_IMODE(os.stat(ledger.path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(ledger.path.parent).st_mode) == 0o700

@@ -22,7 +22,7 @@ def find_conflicts(engine: Engine, *, sample: Any = None, layer: str | None = No
     snapshot, reclaimed = engine.report()
     snapshot_usage = snapshot.usage
     pools = snapshot.pools
-    allocations = snapshot.allocations()
+    allocations = snapshot.allocations
     found: list[str] = []
     for r in reclaimed:
         if layer in (None, r.allocation.layer):

@@ -825,13 +825,13 @@ class Engine:
         return self.report()[0]
 
     def active_allocations(self) -> list[Allocation]:
-        return self._report_snapshot().allocations()
+        return self._report_snapshot().allocations
 
     def resource_status(self, *, system_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The pools, the active allocations and the machine, as the contract's dict."""
         snapshot = self._report_snapshot()
         now = snapshot.now
-        allocations = sorted(snapshot.allocations(), key=lambda a: (a.created_at, a.id))
+        allocations = sorted(snapshot.allocations, key=lambda a: (a.created_at, a.id))
         queue = ordered(snapshot.waiters, now, self.config.aging_seconds)
         waiters = [waiter_view(w, i, now, self.config.aging_seconds) for i, w in enumerate(queue, 1)]
         caps = self.view.caps
@@ -893,7 +893,7 @@ class Engine:
         a read, not a transaction, unless something is due to be reclaimed."""
         snapshot = self._report_snapshot()
         now = snapshot.now
-        allocations = sorted(snapshot.allocations(), key=lambda a: (a.created_at, a.id))
+        allocations = sorted(snapshot.allocations, key=lambda a: (a.created_at, a.id))
         return self._layer_pools(snapshot), [allocation_view(a, now) for a in allocations]
 
     def pool_status(self, layer: str) -> dict[str, Any]:

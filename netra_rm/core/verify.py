@@ -569,7 +569,7 @@ def verify_ledger(engine: Engine) -> Report:
     snapshot, lines, files = engine.ledger.journal_lines()
     from netra_rm.ledger.journal import allocation_record
 
-    return verify(lines, ledger_allocations=[allocation_record(a) for a in snapshot.allocations()],
+    return verify(lines, ledger_allocations=[allocation_record(a) for a in snapshot.allocations],
                   committed_seq=snapshot.journal_seq, keys_of=keys_for_config(engine.config, shared=engine.shared),
                   current=current_capacities(engine), files=files, ledger=engine.ledger.location,
                   ledger_usage=snapshot.usage)

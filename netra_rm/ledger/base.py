@@ -20,7 +20,7 @@ by the engine, in Python, once.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -83,6 +83,7 @@ class Snapshot:
     #: things a reader should know about the backend (e.g. Redis without persistence)
     warnings: tuple[str, ...] = ()
 
+    @property
     def allocations(self) -> list[Allocation]:
         """Every allocation read (all of them when ``complete``)."""
         return list(self.known.values())
@@ -134,10 +135,14 @@ class Txn:
     """One transaction as the engine sees it: the snapshot, kept current with the
     changes made so far, and the changes themselves."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, *, tokens: Callable[[], int] | None = None) -> None:
         self.snapshot = snapshot
         self.now = snapshot.now
         self.changes = Changes()
+        #: where fencing tokens come from when the backend hands them out itself (a
+        #: PostgreSQL sequence, so that transactions on disjoint pools need not meet);
+        #: by default the snapshot's counter, written back with the changes
+        self._tokens = tokens
         self._counter = snapshot.counter
         self._known = dict(snapshot.known)
         self._usage = dict(snapshot.usage)
@@ -184,6 +189,10 @@ class Txn:
     # -- writing ----------------------------------------------------------------------------
 
     def next_token(self) -> int:
+        if self._tokens is not None:
+            token = self._tokens()
+            self._counter = max(self._counter, token)
+            return token
         self._counter += 1
         self.changes.counter = self._counter
         return self._counter

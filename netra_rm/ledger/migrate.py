@@ -91,7 +91,7 @@ def migrate(source: Ledger, target: Ledger, *, scope_of: ScopeOf = host_scoped,
             if txn.pool(record.key) is None:
                 txn.put_pool(record, pool_event("register", record, now, host=f"migrated from {source.location}"))
                 pools.append(record.key)
-        for allocation in sorted(snapshot.allocations(), key=lambda a: a.fencing_token):
+        for allocation in sorted(snapshot.allocations, key=lambda a: a.fencing_token):
             if allocation.expires_at <= now:
                 expired.append(allocation.id)
                 continue

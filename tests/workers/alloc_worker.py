@@ -76,13 +76,13 @@ return {1, nv}
         # a busy machine where the workers would otherwise rarely overlap
         from netra_rm.ledger.file import FileLedger
 
-        write = FileLedger._write_unlocked
+        write = FileLedger._write
 
-        def slow_write(self, state):  # type: ignore[no-untyped-def]
+        def slow_write(self, doc):  # type: ignore[no-untyped-def]
             time.sleep(0.002)
-            write(self, state)
+            write(self, doc)
 
-        FileLedger._write_unlocked = slow_write  # type: ignore[method-assign]
+        FileLedger._write = slow_write  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""What the server ledgers (Redis, PostgreSQL) share, whatever the server: their URL
+options, the bounds on every call, error messages that name the ledger with its password
+masked, and the base class.
+
+Both keep the records of :mod:`netra_rm.records` in the server's own data model (keys in
+Redis, tables in PostgreSQL), judge time by the server's clock, and remember what they
+saw (:mod:`netra_rm.ledger.fencing`) to refuse a ledger that lost its state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from netra_rm.errors import LedgerError, UsageError
+from netra_rm.ledger.base import Ledger
+from netra_rm.ledger.fencing import FencingMemory, memory_path
+from netra_rm.ledger.upgrade import ScopeOf, host_scoped
+from netra_rm.redact import mask_text, mask_url, url_password
+
+#: The URL query parameter that names a ledger inside one server (several may share it).
+LEDGER_PARAMETER = "ledger"
+#: The URL query parameter that bounds connecting and each reply, in seconds.
+TIMEOUT_PARAMETER = "timeout"
+#: The longest ``?timeout=`` accepted, in seconds.
+MAX_TIMEOUT = 3600.0
+DEFAULT_LEDGER_NAME = "default"
+#: Journal lines kept before the journal starts again with a checkpoint (the previous
+#: lines are kept, as the file backend keeps ``journal.1``).
+DEFAULT_JOURNAL_MAX_LINES = 20000
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Bounds on every call to a server, in seconds.
+
+    ``connect_timeout`` and ``io_timeout`` bound each connection attempt and each reply;
+    ``lock_ttl`` is how long a holder of a lock may keep it before others may take it (a
+    process killed mid-transaction blocks the others at most this long); ``lock_wait`` is
+    how long a transaction waits for a lock before it gives up (exit 5). A command's
+    ``--timeout`` shortens all of them (see :mod:`netra_rm.deadline`).
+    """
+
+    connect_timeout: float = 2.0
+    io_timeout: float = 5.0
+    lock_ttl: float = 5.0
+    lock_wait: float = 30.0
+    journal_max_lines: int = DEFAULT_JOURNAL_MAX_LINES
+
+
+def split_location(url: str) -> tuple[str, str, dict[str, str]]:
+    """The server URL without netra-rm's parameters, the ledger's name (``ledger=NAME``)
+    and netra-rm's other parameters (``timeout=S``)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    name = DEFAULT_LEDGER_NAME
+    ours: dict[str, str] = {}
+    kept = []
+    for key, value in query:
+        if key == LEDGER_PARAMETER:
+            name = value or DEFAULT_LEDGER_NAME
+        elif key == TIMEOUT_PARAMETER:
+            ours[key] = value
+        else:
+            kept.append((key, value))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment)), name, ours
+
+
+def options_from(parameters: dict[str, str], location: str, base: ServerOptions | None = None) -> ServerOptions:
+    """:class:`ServerOptions` with the URL's ``timeout=S`` applied (connect and replies)."""
+    options = base or ServerOptions()
+    text = parameters.get(TIMEOUT_PARAMETER)
+    if text is None:
+        return options
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
+        raise UsageError(f"timeout={text} in the ledger URL {location} must be a number of seconds above 0 and at "
+                         f"most {MAX_TIMEOUT:g}.")
+    return replace(options, connect_timeout=seconds, io_timeout=seconds)
+
+
+class ServerLedger(Ledger):
+    """The part of a server ledger that does not depend on the server: its URL, options,
+    fencing memory and error messages. Backends implement :class:`Ledger`'s methods."""
+
+    backend = "server"
+    #: allocations here may belong to processes on other hosts: leases apply
+    shared = True
+
+    def __init__(self, url: str, *, state_dir: Path | None = None, options: ServerOptions | None = None,
+                 group_shared: bool = False) -> None:
+        self.url = url
+        self.server_url, self.name, parameters = split_location(url)
+        self.location = mask_url(url) or url
+        self.options = options_from(parameters, self.location, options)
+        self._password = url_password(url)
+        identity = f"{mask_url(self.server_url)}#{self.name}"  # the same ledger, whatever the options
+        self.memory = FencingMemory(memory_path(state_dir, identity), self.location)
+        #: how the configuration scopes pools, for upgrading a schema-1 ledger
+        self.scope_of: ScopeOf = host_scoped
+
+    def reset_steps(self, seen: int) -> list[str]:
+        return [f"Once the jobs that held allocations in it have ended, start a fresh ledger: netra-rm --ledger "
+                f"'{self.location}' cleanup --force (its fencing tokens continue above {seen}).",
+                *self.persistence_advice()]
+
+    def persistence_advice(self) -> list[str]:
+        return []
+
+    def error(self, what: str, *, corrupt: bool = False, remediation: list[str] | None = None) -> LedgerError:
+        """A :class:`LedgerError` naming this ledger (its URL with the password masked)."""
+        text = self.scrub(what)
+        if corrupt:
+            return LedgerError(f"the {self.backend} ledger at {self.location} is corrupt: {text}; it was left "
+                               "untouched.", remediation=remediation or [
+                                   f"Start a fresh ledger with netra-rm --ledger '{self.location}' cleanup --force "
+                                   "(active allocations recorded in it are forgotten), or use another ledger."])
+        return LedgerError(f"the {self.backend} ledger at {self.location} {text}", remediation=remediation or [])
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this ledger's password masked, wherever it appears."""
+        return mask_text(text, [self._password] if self._password else [])
