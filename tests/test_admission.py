@@ -32,8 +32,9 @@ def use(memory: int = 0, cpu: float = 0, n: int = 0, dedicated: int = 0) -> Usag
     return Usage(memory, cpu_units(cpu), n, dedicated)
 
 
-def decide(request: Request, layer: Usage = Usage(), caps: Usage | None = None, *, taken: set[int] | None = None,
+def decide(request: Request, layer: Usage | None = None, caps: Usage | None = None, *, taken: set[int] | None = None,
            capacity: dict | None = None, machine: float | None = None, drained: tuple[str, ...] = ()):
+    layer = layer or Usage()
     return admit(request, CHARGES, capacity=capacity or CAPACITY, usage={LKEY: layer, CKEY: caps or layer},
                  taken={LKEY: taken or set(range(layer.instances))}, machine_free_mb=machine, drained=drained)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from netra_rm import create_resource_manager
 from netra_rm.core.conflicts import find_conflicts
-from netra_rm.ledger import EVERYTHING
 from netra_rm.core.engine import Engine
 from netra_rm.core.model import Owner
+from netra_rm.ledger import EVERYTHING
 
 BIG = """
 layers:

@@ -100,7 +100,7 @@ def test_kill_storm(tmp_path: Path) -> None:
 
             # the ledger parses, and the journal explains it: verify reads, never reclaims
             data = json.loads(ledger.read_bytes())
-            assert data["schema_version"] == 1
+            assert data["schema_version"] == 2
             check = _netra(env, "verify", "--json")
             assert check.returncode == 0, f"round {round_no} (seed {seed}): {check.stdout}{check.stderr}"
             report = json.loads(check.stdout)

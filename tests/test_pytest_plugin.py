@@ -76,11 +76,11 @@ def test_session_holds_one_allocation_and_releases_it(pytester: pytest.Pytester,
     result = pytester.runpytest("--netra-layer", "webonly", "--netra-category", "api_tests", "-s")
 
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["netra-rm: layer webonly ready; holding allocation * (slot 0, fencing token 1)"])
+    result.stdout.fnmatch_lines(["netra-rm: layer webonly ready; holding allocation * (slot 0, fencing token *)"])
     line = next(text for text in result.stdout.lines if "ALLOCATION " in text)
     allocation = json.loads(line.split("ALLOCATION ", 1)[1])
     assert allocation["layer"] == "webonly" and allocation["category"] == "api_tests"
-    assert allocation["slot"] == 0 and allocation["fencing_token"] == 1 and allocation["worker"] == "main"
+    assert allocation["slot"] == 0 and allocation["fencing_token"] > 0 and allocation["worker"] == "main"
     assert allocation["memory_mb"] == 300  # the layer's share: 600 MB over 2 instances
     assert ledger_ids(ledger_path) == []  # released when the session ended
 

@@ -105,7 +105,8 @@ def test_going_past_and_giving_back_keep_the_running_sums() -> None:
 # -- blocking_waiter: every waiter ahead is protected, the first one named ------------------
 
 def test_blocking_waiter_names_the_first_waiter_delayed() -> None:
-    ahead = [waiter("0000000000a1", request(100, layer="other")), waiter("0000000000a2", request(250)), waiter("w3", request(300))]
+    ahead = [waiter("w1", request(100, layer="other")), waiter("w2", request(250)),
+             waiter("w3", request(300))]
     assert blocking_waiter(*want(request(100)), ahead).id == ahead[1].id
     assert blocking_waiter(*want(request(50)), ahead).id == ahead[2].id
     assert blocking_waiter(*want(request(50)), ahead[:2]) is None
@@ -206,7 +207,7 @@ def test_newcomers_do_not_jump_the_queue_but_may_go_past_when_harmless(engine) -
 def test_leaving_the_queue(engine) -> None:
     me = engine.current_process_owner()
     engine.allocate(engine.resolve_request("tiny", "holder", memory_mb=300), me)
-    _, w, _ = engine.allocate_or_join(engine.resolve_request("tiny", "00000000000f", memory_mb=10), me, waiter_id="00000000000f",
+    _, w, _ = engine.allocate_or_join(engine.resolve_request("tiny", "w", memory_mb=10), me, waiter_id="00000000000f",
                                       waiter_owner=me)
     assert engine.leave_queue("00000000000f") is True
     assert engine.leave_queue("00000000000f") is False
@@ -219,7 +220,7 @@ def test_dead_waiters_leave_the_queue(engine) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         ghost = engine.owner(proc.pid)
-        engine.allocate_or_join(engine.resolve_request("tiny", "00000000000b", memory_mb=10), me, waiter_id="00000000000b",
+        engine.allocate_or_join(engine.resolve_request("tiny", "ghost", memory_mb=10), me, waiter_id="00000000000b",
                                 waiter_owner=ghost)
         assert [w.id for w in engine.queue()] == ["00000000000b"]
     finally:
@@ -231,8 +232,9 @@ def test_dead_waiters_leave_the_queue(engine) -> None:
 def test_status_shows_waiters_with_their_wait(engine) -> None:
     me = engine.current_process_owner()
     engine.allocate(engine.resolve_request("tiny", "holder", memory_mb=300), me)
-    engine.allocate_or_join(engine.resolve_request("tiny", "00000000000f", memory_mb=10), me, waiter_id="00000000000f", waiter_owner=me)
+    engine.allocate_or_join(engine.resolve_request("tiny", "w", memory_mb=10), me, waiter_id="00000000000f",
+                            waiter_owner=me)
     waiters = engine.resource_status()["waiters"]
     assert len(waiters) == 1
-    assert waiters[0]["position"] == 1 and waiters[0]["category"] == "00000000000f"
+    assert waiters[0]["position"] == 1 and waiters[0]["category"] == "w"
     assert waiters[0]["waited_seconds"] >= 0 and waiters[0]["owner"]["pid"] == me.pid

@@ -99,7 +99,7 @@ def test_exit_code_environment_and_release(cli, small_config: Path, ledger_path:
     assert seen["INHERITED_VARIABLE"] == "kept" and seen["PATH"] == os.environ["PATH"], "CMD inherits our environment"
     assert seen["NETRA_RM_LAYER"] == "tiny" and seen["NETRA_RM_CATEGORY"] == "runner"
     assert seen["NETRA_RM_MEMORY_MB"] == "100" and seen["NETRA_RM_CPU_PERCENT"] == "10"
-    assert seen["NETRA_RM_SLOT"] == "0" and int(seen["NETRA_RM_FENCING_TOKEN"]) == 1
+    assert seen["NETRA_RM_SLOT"] == "0" and int(seen["NETRA_RM_FENCING_TOKEN"]) > 0
     assert len(seen["NETRA_RM_ALLOCATION_ID"]) == 12
     assert ledger_allocations(ledger_path) == []
     history = cli("history", "--json").json()["events"]

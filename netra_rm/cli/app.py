@@ -32,7 +32,7 @@ config_app = typer.Typer(help="Show or check the configuration.\n\nExample: netr
                          no_args_is_help=True)
 app.add_typer(config_app, name="config")
 pool_app = typer.Typer(help="Show and change pools held in the ledger: sizes, draining, ad-hoc pools.\n\n"
-                            "Example: netra-rm pool set staging_db --instances 3", no_args_is_help=True)
+                            "Example: netra-rm pool show", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
 ledger_app = typer.Typer(help="Work on ledgers themselves: copy allocations between backends (file, Redis, "
                               "PostgreSQL).\n\nExample: netra-rm ledger migrate --help", no_args_is_help=True)
@@ -424,9 +424,8 @@ def allocate(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.core.waiting import allocate_waiting
-
         from netra_rm import deadline
+        from netra_rm.core.waiting import allocate_waiting
 
         with deadline.bounded(timeout):
             engine = st.engine()
@@ -537,9 +536,8 @@ def run_(
     st = state(ctx)
     out = st.output(False)
     with guard(out):
-        from netra_rm.core.run import run_command
-
         from netra_rm import deadline
+        from netra_rm.core.run import run_command
 
         with deadline.bounded(timeout):
             engine = st.engine()

@@ -133,10 +133,9 @@ def main(argv: Sequence[str]) -> int | None:
     out = Output(quiet=args.quiet, color=args.color and not envmod.no_color(), stdout=sys.stdout,
                  stderr=sys.stderr)
     try:
+        from netra_rm import deadline
         from netra_rm.core.engine import Engine
         from netra_rm.core.run import run_command
-
-        from netra_rm import deadline
 
         with deadline.bounded(timeout):
             engine = Engine.from_options(config_path=args.config, ledger=args.ledger)

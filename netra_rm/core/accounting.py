@@ -37,7 +37,6 @@ from netra_rm.records import (
     Allocation,
     Capacity,
     Request,
-    Usage,
     caps_key,
     cpu_units,
     layer_key,

@@ -266,16 +266,16 @@ class Engine:
             txn.put_waiter(w)
         txn.remove(allocation, event_record(kind, allocation, txn.now, **extra))
 
-    def _drop_dead_waiters(self, txn: Txn, alive_cache: dict[tuple[int, str | None], bool]) -> None:
+    def _dead_waiters(self, waiters: Iterable[Waiter], now: float,
+                      alive_cache: dict[tuple[int, str | None], bool]) -> list[str]:
         """Waiters whose waiting process on this host is gone, or whose lease lapsed on
-        another host, leave the queue."""
+        another host (it stopped checking in)."""
         dead: list[str] = []
-        now = txn.now
-        for w in txn.waiters:
+        for w in waiters:
             owner = w.owner
             if owner.host != self.host:
                 if w.lease_expires_at is not None and w.lease_expires_at <= now:
-                    dead.append(w.id)  # a waiter on another host that stopped checking in
+                    dead.append(w.id)
                 continue
             if owner.pid is None:
                 continue
@@ -285,6 +285,11 @@ class Engine:
                 alive = alive_cache[key] = self._owners.alive(owner.pid, owner.start)
             if not alive:
                 dead.append(w.id)
+        return dead
+
+    def _drop_dead_waiters(self, txn: Txn, alive_cache: dict[tuple[int, str | None], bool]) -> None:
+        """Dead waiters (see :meth:`_dead_waiters`) leave the queue."""
+        dead = self._dead_waiters(txn.waiters, txn.now, alive_cache)
         for waiter_id in dead:
             txn.drop_waiter(waiter_id)
         if dead:
@@ -811,7 +816,7 @@ class Engine:
         self._owners.refresh()
         mine = [a for a in snapshot.known.values() if a.owner.host == self.host]
         due = [a for a in (*snapshot.due, *mine) if self._reclaim_reason(a, snapshot.now, alive_cache) is not None]
-        if not due:
+        if not due and not self._dead_waiters(snapshot.waiters, snapshot.now, alive_cache):
             return snapshot, []
         keys: set[str] = set()
         for a in due:

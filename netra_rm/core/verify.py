@@ -269,9 +269,9 @@ def _v1_capacities(event: Mapping[str, Any], keys: Sequence[str]) -> dict[str, C
             elif kind == "pool" and isinstance(recorded.get("shared"), Mapping) \
                     and isinstance(recorded["shared"].get(name), Mapping):
                 s = recorded["shared"][name]
-                out[key] = Capacity(instances=int(s["instances"]),
-                                    memory_mb=None if s.get("memory_mb") is None else int(s["memory_mb"]),
-                                    cpu_units=None if s.get("cpu_percent") is None else cpu_units(float(s["cpu_percent"])))
+                memory, cpu = s.get("memory_mb"), s.get("cpu_percent")
+                out[key] = Capacity(instances=int(s["instances"]), memory_mb=None if memory is None else int(memory),
+                                    cpu_units=None if cpu is None else cpu_units(float(cpu)))
     except (KeyError, TypeError, ValueError):
         return out
     return out

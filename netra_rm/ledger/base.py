@@ -310,10 +310,10 @@ class Ledger(abc.ABC):
         """A wake-up channel the waiter ``waiter_id`` sleeps on, or None (it then polls)."""
         return None
 
-    def notify(self, waiter_ids: Sequence[str]) -> None:
+    def notify(self, waiter_ids: Sequence[str]) -> None:  # noqa: B027 - optional: a backend may not wake
         """Wake these waiters: capacity was freed for them, or the queue ahead moved."""
 
-    def forget_waiters(self, waiter_ids: Sequence[str]) -> None:
+    def forget_waiters(self, waiter_ids: Sequence[str]) -> None:  # noqa: B027 - optional clean-up
         """Clean up after waiters that left or died."""
 
     def fast_grant(self, plan: Any) -> Any:
@@ -329,7 +329,7 @@ class Ledger(abc.ABC):
         """Warnings about the backend itself (e.g. a Redis without persistence)."""
         return ()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - nothing to close for a file
         """Close connections (the process may also simply exit)."""
 
 

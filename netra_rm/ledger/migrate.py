@@ -79,7 +79,7 @@ def migrate(source: Ledger, target: Ledger, *, scope_of: ScopeOf = host_scoped,
         raise UsageError(f"--from and --to name the same ledger ({source.location}); nothing to copy.")
     for ledger in (source, target):
         if hasattr(ledger, "scope_of"):
-            ledger.scope_of = scope_of  # type: ignore[attr-defined]
+            ledger.scope_of = scope_of
     snapshot = source.read(EVERYTHING)
     copied: list[str] = []
     already: list[str] = []
