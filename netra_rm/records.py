@@ -322,6 +322,16 @@ class Allocation:
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "allocation") -> Allocation:
+        """A checked record; :class:`RecordError` names what is wrong. Well-formed records
+        (all of them, normally) take a fast path of plain type and range tests; anything
+        it does not accept is checked field by field, to say which field is at fault."""
+        fast = _fast_allocation(data)
+        if fast is not None:
+            return fast
+        return cls._checked(data, what)
+
+    @classmethod
+    def _checked(cls, data: Any, what: str) -> Allocation:
         f = _Fields(data, what)
         ident = f.ident("id")
         what = f"allocation {ident}"
@@ -535,6 +545,56 @@ class Waiter:
                    since=f.number("since", default=0.0), charges=f.strings("charges"), capacity=capacity,
                    after=after, lease_expires_at=f.number("lease_expires_at", optional=True),
                    fence=f.integer("fence", default=0))
+
+
+def _num(value: Any, maximum: float) -> bool:
+    t = type(value)
+    return (t is float and 0.0 <= value <= maximum) or (t is int and 0 <= value <= maximum)
+
+
+def _fast_allocation(d: Any) -> Allocation | None:
+    """The allocation in ``d`` when every field is plainly right, else None (the careful
+    path then says what is wrong)."""
+    if type(d) is not dict:
+        return None
+    try:
+        ident, layer, owner = d["id"], d.get("layer"), d["owner"]
+        memory, cpu, created, expires = d["memory_mb"], d["cpu_percent"], d["created_at"], d["expires_at"]
+        token, lease, priority = d.get("fencing_token", 0), d.get("lease_expires_at"), d.get("priority", 0)
+        charges, slots, dedicated = d.get("charges", ()), d.get("slots", {}), d.get("dedicated", False)
+        requires, pools, instances = d.get("requires", ()), d.get("pools", ()), d.get("instances", {})
+        behind, request_id, slot_key = d.get("behind", ()), d.get("request_id"), d.get("slot_key")
+        category = d.get("category", "")
+        if not (type(ident) is str and ID_PATTERN.fullmatch(ident) and (layer is None or type(layer) is str)
+                and type(category) is str and len(category) <= MAX_TEXT
+                and type(memory) is int and 0 <= memory <= MAX_MEMORY_MB and _num(cpu, MAX_CPU_PERCENT)
+                and _num(created, MAX_TIME) and _num(expires, MAX_TIME) and type(token) is int
+                and 0 <= token <= MAX_TOKEN and (lease is None or _num(lease, MAX_TIME)) and type(priority) is int
+                and -MAX_PRIORITY <= priority <= MAX_PRIORITY and type(dedicated) is bool
+                and type(owner) is dict and type(owner.get("host")) is str and type(owner.get("user", "")) is str
+                and type(charges) in (list, tuple) and all(type(k) is str for k in charges)
+                and type(slots) is dict and all(type(k) is str and type(v) is int and 0 <= v < MAX_INSTANCES
+                                                for k, v in slots.items())
+                and type(requires) in (list, tuple) and all(type(r) is str for r in requires)
+                and type(pools) in (list, tuple) and all(type(p) is str for p in pools)
+                and type(instances) is dict and all(type(k) is str and type(v) is str for k, v in instances.items())
+                and type(behind) in (list, tuple) and all(type(b) is str and ID_PATTERN.fullmatch(b) for b in behind)
+                and (request_id is None or (type(request_id) is str and ID_PATTERN.fullmatch(request_id)))
+                and (slot_key is None or type(slot_key) is str)):
+            return None
+        pid, start = owner.get("pid"), owner.get("start")
+        if not ((pid is None or (type(pid) is int and 1 <= pid <= 1 << 31)) and (start is None or type(start) is str)
+                and len(owner["host"]) <= MAX_TEXT):
+            return None
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return Allocation(
+        id=ident, layer=layer, category=category, memory_mb=memory, cpu_units=int(round(cpu * CPU_UNITS)),
+        dedicated=dedicated, requires=tuple(requires), created_at=float(created), expires_at=float(expires),
+        owner=Owner(owner["host"], owner.get("user", ""), pid, start), fencing_token=token, charges=tuple(charges),
+        slots=slots, instances=instances, pools=tuple(pools),
+        lease_expires_at=None if lease is None else float(lease), priority=priority, behind=tuple(behind),
+        request_id=request_id, slot_key=slot_key)
 
 
 def allocations_from(items: Sequence[Any], where: str) -> list[Allocation]:

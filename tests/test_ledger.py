@@ -343,3 +343,17 @@ def test_a_world_writable_directory_without_the_sticky_bit_is_refused(tmp_path: 
     loose.chmod(0o777)
     with pytest.raises(UnsafePathError, match="sticky bit"):
         FileLedger(loose / "ledger.json").read()
+
+
+def test_the_readmes_recovery_keeps_fencing_tokens_growing(cli, ledger_path: Path) -> None:
+    """`mv ledger.json ledger.json.bad; netra-rm cleanup --force` starts a fresh ledger
+    whose tokens are above any the old one handed out (they start from the clock)."""
+    old = [int(cli("allocate", "--layer", "fast_feedback", "--category", "c", "--json").json()["fencing_token"])
+           for _ in range(3)]
+    ledger_path.rename(ledger_path.with_name("ledger.json.bad"))
+    assert cli("cleanup", "--force").code == 0
+    new = int(cli("allocate", "--layer", "fast_feedback", "--category", "c", "--json").json()["fencing_token"])
+    assert new > max(old)
+    ledger_path.write_text("{broken")  # a ledger nobody can read is never overwritten, even by --force
+    forced = cli("cleanup", "--force")
+    assert forced.code == 5 and "mv " in forced.stderr and ledger_path.read_text() == "{broken"

@@ -121,25 +121,24 @@ def _is_number(value: Any) -> bool:
 
 
 def _readable(record: Any) -> bool:
-    """Is ``record`` a journal event this checker can use (types and required keys)?"""
-    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+    """Is ``record`` a journal event this checker can use? The structure only (an event
+    name, a sequence number, an id for allocation events); amounts are checked as the
+    replay applies them, and an event whose amounts are wrong is reported there."""
+    if type(record) is not dict:
         return False
-    kind = record["event"]
+    kind = record.get("event")
     if kind == "checkpoint":
-        return isinstance(record.get("allocations", []), list) and all(
-            isinstance(a, dict) and isinstance(a.get("id"), str) for a in record.get("allocations", []))
-    if not isinstance(record.get("seq"), int) or isinstance(record.get("seq"), bool):
-        return False
-    if "time" in record and not _is_number(record["time"]):
+        allocations = record.get("allocations", [])
+        return type(allocations) is list and all(type(a) is dict and type(a.get("id")) is str for a in allocations)
+    if type(kind) is not str or type(record.get("seq")) is not int:
         return False
     if kind in ALLOCATION_EVENTS:
-        if not isinstance(record.get("id"), str):
+        if type(record.get("id")) is not str:
             return False
         if kind in ("grant", "migrate"):
-            return (_is_number(record.get("memory_mb")) and _is_number(record.get("cpu_percent"))
-                    and (record.get("layer") is None or isinstance(record.get("layer"), str))
-                    and isinstance(record.get("fencing_token", 0), int)
-                    and isinstance(record.get("charges", []), list) and isinstance(record.get("slots", {}), dict))
+            memory, cpu = record.get("memory_mb"), record.get("cpu_percent")
+            return (type(memory) in (int, float) and type(cpu) in (int, float) and memory == memory and cpu == cpu
+                    and type(record.get("charges", ())) in (list, tuple) and type(record.get("slots", {})) is dict)
     return True
 
 
@@ -219,10 +218,8 @@ def keys_for_config(config: Config, *, shared: bool) -> KeysOf:
 
     def keys_of(record: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, int]]:
         charges = record.get("charges")
-        slots = record.get("slots")
-        if isinstance(charges, list) and charges:
-            return tuple(str(k) for k in charges), {str(k): v for k, v in (slots or {}).items()
-                                                    if isinstance(v, int)}
+        if charges:  # schema 2: recorded with it (the structure was checked when it was read)
+            return tuple(charges), record.get("slots") or {}
         owner = record.get("owner")
         host = owner.get("host", "") if shared and isinstance(owner, Mapping) else ""
         host = host if isinstance(host, str) else ""
@@ -277,21 +274,35 @@ def _v1_capacities(event: Mapping[str, Any], keys: Sequence[str]) -> dict[str, C
     return out
 
 
-def _recorded_capacities(event: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Capacity]:
+#: the last capacity parsed per key, with the dict it was parsed from: consecutive grants
+#: nearly always record the same capacity, so it is parsed once, not once per grant
+_CapacityCache = dict[str, tuple[Any, Capacity | None]]
+
+
+def _recorded_capacities(event: Mapping[str, Any], keys: Sequence[str], cache: _CapacityCache | None = None
+                         ) -> dict[str, Capacity]:
     recorded = event.get("limits")
     if not isinstance(recorded, Mapping):
         return {}
-    if any(k in recorded for k in ("pool", "global", "shared")):
+    if "pool" in recorded or "global" in recorded or "shared" in recorded:
         return _v1_capacities(event, keys)
     out: dict[str, Capacity] = {}
     for key in keys:
         raw = recorded.get(key)
         if raw is None:
             continue
-        try:
-            out[key] = Capacity.from_dict(raw, f"the capacity of {key}")
-        except RecordError:
-            continue
+        seen = cache.get(key) if cache is not None else None
+        if seen is not None and seen[0] == raw:
+            capacity = seen[1]
+        else:
+            try:
+                capacity = Capacity.from_dict(raw, f"the capacity of {key}")
+            except RecordError:
+                capacity = None
+            if cache is not None:
+                cache[key] = (raw, capacity)
+        if capacity is not None:
+            out[key] = capacity
     return out
 
 
@@ -319,6 +330,7 @@ class _Replay:
         self.findings: list[Finding] = []
         self.dropped_findings = 0
         self.unknown_keys: set[str] = set()
+        self.capacities: _CapacityCache = {}
 
     def find(self, kind: str, message: str, record: Mapping[str, Any] | None = None) -> None:
         if len(self.findings) >= MAX_FINDINGS:
@@ -338,26 +350,36 @@ class _Replay:
 
     def _hold(self, record: Mapping[str, Any]) -> _Held:
         keys, slots = self.keys_of(record)
-        usage = Usage(int(record["memory_mb"]), cpu_units(float(record["cpu_percent"])), 1,
-                      1 if record.get("dedicated") else 0)
-        held = _Held(keys, usage, slots, dict(record))
-        self.held[str(record["id"])] = held
+        memory, cpu, dedicated = int(record["memory_mb"]), int(round(record["cpu_percent"] * 1000)), \
+            1 if record.get("dedicated") else 0
+        ident = record["id"]
+        held = _Held(keys, Usage(memory, cpu, 1, dedicated), slots, record)  # type: ignore[arg-type]
+        self.held[ident] = held
+        sums = self.sums
         for key in keys:
-            s = self.sums.setdefault(key, [0, 0, 0, 0])
-            for i, v in enumerate(usage.to_list()):
-                s[i] += v
+            s = sums.get(key)
+            if s is None:
+                sums[key] = [memory, cpu, 1, dedicated]
+            else:
+                s[0] += memory
+                s[1] += cpu
+                s[2] += 1
+                s[3] += dedicated
         for key, index in slots.items():
-            self.slots.setdefault(key, {})[index] = str(record["id"])
+            self.slots.setdefault(key, {})[index] = ident
         return held
 
     def _free(self, ident: str) -> _Held | None:
         held = self.held.pop(ident, None)
         if held is None:
             return None
+        u = held.usage
         for key in held.keys:
             s = self.sums[key]
-            for i, v in enumerate(held.usage.to_list()):
-                s[i] -= v
+            s[0] -= u.memory_mb
+            s[1] -= u.cpu_units
+            s[2] -= 1
+            s[3] -= u.dedicated
         for key, index in held.slots.items():
             owners = self.slots.get(key, {})
             if owners.get(index) == ident:
@@ -395,7 +417,7 @@ class _Replay:
                 self.find("release without grant", f"{ident} was {_past(kind)} but is not held.", event)
 
     def check_after_grant(self, event: Mapping[str, Any], held: _Held) -> None:
-        recorded = _recorded_capacities(event, held.keys)
+        recorded = _recorded_capacities(event, held.keys, self.capacities)
         when = f"after granting {event.get('id')}"
         for key in held.keys:
             capacity = recorded.get(key) or self.current(key)

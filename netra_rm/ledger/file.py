@@ -339,16 +339,11 @@ class FileLedger(Ledger):
 
         The changes' events go to the journal first, then the ledger is replaced (the
         commit point; see :mod:`netra_rm.ledger.journal`). If the ledger cannot be
-        written, the journal is cut back and the error raised. ``reset`` starts an empty
-        ledger in place of one that cannot be read at all.
+        written, the journal is cut back and the error raised. (``reset`` matters to
+        server ledgers; a file that cannot be read is moved aside by hand, see the README.)
         """
         with self._locked(fcntl.LOCK_EX):
-            try:
-                doc = self._read_document()
-            except LedgerError:
-                if not reset or not self.path.exists():
-                    raise
-                doc = _Document(counter=token_floor(self.clock()))
+            doc = self._read_document()  # a corrupt file is never overwritten, even with reset
             fresh = doc.ledger_id is None
             txn = Txn(self._snapshot(doc))
             if fresh:
@@ -388,9 +383,30 @@ class FileLedger(Ledger):
 
     def journal_tail(self, limit: int) -> tuple[int, list[bytes]]:
         with self._locked(fcntl.LOCK_SH):
-            seq = self._read_document().journal_seq
+            seq = self._committed_seq()
             lines = self.journal.tail(limit)
         return seq, lines
+
+    def _committed_seq(self) -> int:
+        """The ledger's ``journal_seq``, read from the head of the file: the allocations,
+        written last, need not be parsed for it."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return 0
+        except OSError:
+            return self._read_document().journal_seq
+        cut = raw.find(b',"allocations":[')
+        if cut > 0:
+            try:
+                head = json.loads(raw[:cut] + b"}")
+                seq = head.get("journal_seq")
+                if head.get("schema_version") == SCHEMA_VERSION and type(seq) is int and seq >= 0:
+                    return seq
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                pass
+        return self._read_document().journal_seq
 
     def waiter_channel(self, waiter_id: str) -> wake.WakeChannel | None:
         """A FIFO the waiter ``waiter_id`` sleeps on; None where FIFOs cannot be made
