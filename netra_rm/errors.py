@@ -111,6 +111,16 @@ class LedgerError(NetraRMError):
     exit_code = ExitCode.LEDGER
 
 
+class UnsafePathError(LedgerError):
+    """A file or directory netra-rm would use, beside the ledger or in its cache, that
+    someone else could have planted or could change: owned by another user, writable by
+    others, or a symbolic link. The message names the path, its owner and mode, and the fix."""
+
+    def __init__(self, message: str, *, path: str, remediation: Sequence[str] = ()) -> None:
+        super().__init__(message, remediation=remediation)
+        self.path = path
+
+
 class ServiceUnavailableError(NetraRMError):
     """A service a layer needs is not healthy.
 
