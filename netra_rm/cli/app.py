@@ -4,12 +4,13 @@ exit code (``context.guard``) and hands the result to the renderer. No decisions
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from netra_rm import __version__
+from netra_rm import __version__, numbers
 from netra_rm import completion as complete
 from netra_rm.cli.context import AppState, finish, guard, state
 from netra_rm.config import env as envmod
@@ -37,19 +38,35 @@ app.add_typer(ledger_app, name="ledger")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 
+
+def _in(rng: numbers.Range) -> Callable[[Any], Any]:
+    """A Typer callback that refuses NaN, infinities and numbers outside ``rng`` (exit 2,
+    naming the option and the range); Typer's own ``min``/``max`` let NaN through."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            why = numbers.problem(value, rng)
+            if why is not None:
+                raise typer.BadParameter(f"{why}.")
+        return value
+
+    return check
+
+
 # The request options `allocate` and `run` share, defined once.
 LayerOpt = Annotated[str, typer.Option("--layer", metavar="LAYER", help="The layer whose pool to draw from.",
                                        autocompletion=complete.complete_layer)]
 CategoryOpt = Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")]
-MemoryOpt = Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
+MemoryOpt = Annotated[Optional[int], typer.Option("--memory-mb", metavar="N", callback=_in(numbers.MEMORY_MB),
                                                   help="Memory in MB (default: the layer's share).")]
-CpuOpt = Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N",
+CpuOpt = Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N", callback=_in(numbers.CPU_PERCENT),
                                                  help="CPU in percent of the machine (default: the layer's share).")]
 DedicatedOpt = Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")]
 RequiresOpt = Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
                                                           autocompletion=complete.complete_service,
                                                           help="A service the tests need (repeatable).")]
 DurationOpt = Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
+                                                      callback=_in(numbers.DURATION_MINUTES),
                                                       help="Hold time before it expires (default 30).")]
 
 
@@ -109,9 +126,10 @@ def main_callback(
                                                       autocompletion=complete.complete_layer,
                                                       help="Same as `netra-rm layer NAME`.")] = None,
     monitor_flag: Annotated[bool, typer.Option("--monitor", help="Same as `netra-rm monitor`.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=0, hidden=True)] = 0.0,
-    interval: Annotated[float, typer.Option("--interval", min=0.5, hidden=True)] = 2.0,
-    count: Annotated[Optional[int], typer.Option("--count", min=1, hidden=True)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", callback=_in(numbers.WAIT_SECONDS), hidden=True)] = 0.0,
+    interval: Annotated[float, typer.Option("--interval", callback=_in(numbers.INTERVAL_SECONDS),
+                                            hidden=True)] = 2.0,
+    count: Annotated[Optional[int], typer.Option("--count", callback=_in(numbers.COUNT), hidden=True)] = None,
     strict: Annotated[bool, typer.Option("--strict", hidden=True)] = False,
 ) -> None:
     """Decide whether a test layer may run now, and on what.
@@ -226,7 +244,7 @@ def layer(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The layer, e.g. core_integration.",
                                         autocompletion=complete.complete_layer)],
-    timeout: Annotated[float, typer.Option("--timeout", min=0, metavar="S",
+    timeout: Annotated[float, typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                            help="Wait up to S seconds, with backoff, for the layer to be "
                                                 "ready.")] = 0.0,
     json_: JsonOpt = False,
@@ -298,7 +316,7 @@ DiscoverOpt = Annotated[Optional[DiscoverSource], typer.Option(
 def up(
     ctx: typer.Context,
     targets: TargetsArg = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, metavar="S",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="One deadline for the whole run (default 60).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the services and print the plan; start "
                                                             "nothing.")] = False,
@@ -332,7 +350,7 @@ def up(
 def down(
     ctx: typer.Context,
     targets: TargetsArg = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, metavar="S",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="One deadline for the whole run (default 60).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be stopped; stop nothing.")] = False,
     discover: DiscoverOpt = None,
@@ -389,9 +407,9 @@ def allocate(
     requires: RequiresOpt = None,
     duration_minutes: DurationOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="With --wait: give up after S seconds (exit 3).")] = None,
-    owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID",
+    owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID", callback=_in(numbers.PID),
                                                      help="Release automatically when process PID ends (on a "
                                                           "shared ledger a detached keeper renews its lease "
                                                           "meanwhile).")] = None,
@@ -493,7 +511,7 @@ def run_(
     duration_minutes: DurationOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Queue for room (fairly, first come first served) "
                                                       "instead of failing.")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="Wait at most S seconds for room (exit 3); implies "
                                                           "--wait.")] = None,
 ) -> None:
@@ -551,7 +569,8 @@ def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=0, help="Show the last N events.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", callback=_in(numbers.EVENTS),
+                                       help="Show the last N events.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
     """Recent grants, releases, expiries and reclaims, from the journal (oldest first).
@@ -577,12 +596,12 @@ def history(
 @app.command()
 def monitor(
     ctx: typer.Context,
-    interval: Annotated[float, typer.Option("--interval", metavar="S", min=0.5,
+    interval: Annotated[float, typer.Option("--interval", metavar="S", callback=_in(numbers.INTERVAL_SECONDS),
                                             help="Seconds between samples (at least 0.5).")] = 2.0,
-    count: Annotated[Optional[int], typer.Option("--count", metavar="N", min=1,
+    count: Annotated[Optional[int], typer.Option("--count", metavar="N", callback=_in(numbers.COUNT),
                                                  help="Stop after N samples.")] = None,
     services_interval: Annotated[Optional[float], typer.Option(
-        "--services-interval", metavar="S", min=0,
+        "--services-interval", metavar="S", callback=_in(numbers.SERVICES_INTERVAL_SECONDS),
         help="Seconds between service checks, in the background (default: 5 samples, at least 10 s; "
              "0: no service checks).")] = None,
     json_: JsonOpt = False,
