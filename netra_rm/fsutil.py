@@ -103,25 +103,26 @@ def _problem(st: os.stat_result, *, group_shared: bool, directory: bool) -> tupl
     """Why ``st`` may not be used (what is wrong, how to fix it), or None when it may."""
     mode = stat.S_IMODE(st.st_mode)
     if not _trusted_owner(st, group_shared):
-        return ("is not yours", "remove it, or point netra-rm at a directory of your own")
+        return ("is not yours", "remove it (as its owner or root), or point netra-rm at a directory of your own")
     if mode & stat.S_IWOTH:
-        return ("is writable by every user", "run `chmod o-w` on it, or remove it")
+        return ("is writable by every user", "run `chmod o-w {path}`, or remove it")
     if mode & stat.S_IWGRP:
         setgid_dir = not directory or mode & stat.S_ISGID
         if not (group_shared and setgid_dir and st.st_gid in _my_groups()):
             if group_shared:
                 return ("is group-writable but not a setgid directory of one of your groups",
-                        "run `chmod g+s` on it and make it belong to the shared group, or `chmod g-w` it")
-            return ("is group-writable", "run `chmod g-w` on it, or set NETRA_RM_SHARED_GROUP=1 if the "
-                                         "group is meant to share it (a setgid directory, see the README)")
+                        "run `chgrp GROUP {path}` and `chmod g+s {path}` for the shared group, or "
+                        "`chmod g-w {path}`")
+            return ("is group-writable", "run `chmod g-w {path}`, or set NETRA_RM_SHARED_GROUP=1 if the group "
+                                         "is meant to share it (a setgid directory, see the README)")
     if not directory and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         return (f"has {st.st_nlink} hard links, so it may be another file in disguise", "remove it")
     return None
 
 
 def _refuse(path: str | Path, st: os.stat_result, why: str, fix: str) -> UnsafePathError:
-    return UnsafePathError(f"{path} {why} ({_describe(st)}); {fix}, then run the command again.",
-                           path=str(path))
+    return UnsafePathError(f"{path} {why} ({_describe(st)}); {fix.format(path=path)}, then run the command "
+                           "again.", path=str(path))
 
 
 def check_owned_file(fd_or_stat: int | os.stat_result, path: str | Path, *, group_shared: bool = False,
