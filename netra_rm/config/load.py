@@ -20,6 +20,7 @@ from netra_rm import numbers
 from netra_rm.config import env as envmod
 from netra_rm.config.model import POOL_SCOPES, CheckSettings, Config, Layer, Limits, MachineSettings, Pool, SharedPool
 from netra_rm.errors import ConfigError
+from netra_rm.redact import normalized_url
 from netra_rm.services.graph import find_cycle
 from netra_rm.services.spec import SERVICE_KINDS, AddressOrigin, ServiceSpec
 
@@ -338,6 +339,7 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings, env: Mapping
             if override:
                 url = override
                 origin = AddressOrigin("environment", variable=url_env)
+        url = normalized_url(url)  # a password written raw (with / # @) is read as its user meant it
         depends_on = tuple(v.string_list(entry.get("depends_on", []), f"{key}.depends_on"))
         statuses = v.list_of(entry.get("expect_status", []), f"{key}.expect_status")
         expect = tuple(v.integer(s, f"{key}.expect_status[{i}]", _HTTP_STATUS)
