@@ -44,6 +44,9 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
         scheme, _, rest = text.partition("://")
         if scheme == "file":
             return FileLedger(rest, **options)
+        from netra_rm.redact import normalized_url
+
+        text = normalized_url(text)  # a password written raw (with / # @) is read as its user meant it
         if scheme in REDIS_SCHEMES:
             from netra_rm.ledger.redis import RedisLedger
 
