@@ -180,3 +180,24 @@ def test_pytest_plugin_options_refuse_bad_numbers() -> None:
             with pytest.raises(argparse.ArgumentTypeError):
                 _number(name)(bad)
     assert _number("CPU_PERCENT")("12.5") == 12.5
+
+
+# -- the Python API ----------------------------------------------------------------------------
+
+def test_the_python_api_refuses_bad_numbers(home: Path, tmp_path: Path) -> None:
+    from netra_rm import ResourceRequirements, create_resource_manager, ensure_layer_resources_available
+
+    options = {"ledger": str(tmp_path / "ledger.json"), "env": {}}
+    with pytest.raises(UsageError, match="monitor_interval must be a number of seconds from 0.5 to 86400"):
+        create_resource_manager(monitor_interval=float("nan"), **options)
+    with create_resource_manager(enable_monitoring=False, **options) as rm:
+        for requirements, duration in ((None, float("inf")), (None, 1e23),
+                                       (ResourceRequirements(min_cpu_percent=float("nan")), 30),
+                                       (ResourceRequirements(min_memory_mb=-1), 30)):
+            with pytest.raises(UsageError):
+                rm.allocate_resources("fast_feedback", "c", requirements, duration_minutes=duration)
+        with pytest.raises(UsageError, match="timeout_seconds"):
+            ensure_layer_resources_available(rm, "fast_feedback", timeout_seconds=float("nan"))
+        with pytest.raises(UsageError, match="timeout_seconds"):
+            rm.ensure_layer_services("fast_feedback", timeout_seconds=float("inf"))
+        assert rm.get_resource_status()["total_allocations"] == 0
