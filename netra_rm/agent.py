@@ -55,7 +55,7 @@ class ResourceManagementAgent:
             return
         from netra_rm.monitor.background import MonitorThread
 
-        interval = float(numbers.finite("monitor_interval", interval, numbers.INTERVAL_SECONDS))
+        interval = float(numbers.finite("monitor_interval", interval, numbers.SAMPLE_SECONDS))
         self._monitor = MonitorThread(interval=interval, history_size=history)
         self._monitor.start()
 

@@ -74,6 +74,8 @@ NETWORK_SECONDS = Range(0, 3_600, above_minimum=True, unit="seconds")
 LEASE_SECONDS = Range(0, 86_400, above_minimum=True, unit="seconds")
 #: Seconds between monitor samples.
 INTERVAL_SECONDS = Range(0.5, 86_400, unit="seconds")
+#: Seconds between the Python API's background samples.
+SAMPLE_SECONDS = Range(0, 86_400, above_minimum=True, unit="seconds")
 #: Seconds between the monitor's service checks (0: none).
 SERVICES_INTERVAL_SECONDS = Range(0, 86_400, unit="seconds")
 #: How long a threshold must be crossed before it counts.

@@ -188,7 +188,7 @@ def test_the_python_api_refuses_bad_numbers(home: Path, tmp_path: Path) -> None:
     from netra_rm import ResourceRequirements, create_resource_manager, ensure_layer_resources_available
 
     options = {"ledger": str(tmp_path / "ledger.json"), "env": {}}
-    with pytest.raises(UsageError, match="monitor_interval must be a number of seconds from 0.5 to 86400"):
+    with pytest.raises(UsageError, match="monitor_interval must be a number of seconds above 0 and at most 86400"):
         create_resource_manager(monitor_interval=float("nan"), **options)
     with create_resource_manager(enable_monitoring=False, **options) as rm:
         for requirements, duration in ((None, float("inf")), (None, 1e23),
