@@ -10,6 +10,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from netra_rm import numbers
 from netra_rm.config.model import Config
 from netra_rm.core.engine import Engine
 from netra_rm.core.model import ResourceRequirements
@@ -54,6 +55,7 @@ class ResourceManagementAgent:
             return
         from netra_rm.monitor.background import MonitorThread
 
+        interval = float(numbers.finite("monitor_interval", interval, numbers.SAMPLE_SECONDS))
         self._monitor = MonitorThread(interval=interval, history_size=history)
         self._monitor.start()
 
@@ -90,6 +92,7 @@ class ResourceManagementAgent:
         ``start_missing`` the missing ones are first started with their configured start
         commands, as ``netra-rm up LAYER`` does, within ``timeout_seconds`` (60 when 0).
         """
+        timeout_seconds = float(numbers.finite("timeout_seconds", timeout_seconds, numbers.WAIT_SECONDS))
         if start_missing:
             from netra_rm.core.startup import DEFAULT_UP_TIMEOUT, bring_up
 
@@ -120,7 +123,15 @@ class ResourceManagementAgent:
     def allocate_resources(self, layer_name: str, category_name: str,
                            requirements: ResourceRequirements | None = None,
                            duration_minutes: float = 30) -> str | None:
-        """Admit an allocation owned by this process; its id, or None when there is no room."""
+        """Admit an allocation owned by this process; its id, or None when there is no room.
+        A number that is not finite or not in its range raises
+        :class:`~netra_rm.errors.UsageError` (a ``ValueError``)."""
+        numbers.finite("duration_minutes", duration_minutes, numbers.DURATION_MINUTES)
+        if requirements is not None:
+            for name, value, rng in (("min_memory_mb", requirements.min_memory_mb, numbers.MEMORY_MB),
+                                     ("min_cpu_percent", requirements.min_cpu_percent, numbers.CPU_PERCENT)):
+                if value is not None:
+                    numbers.finite(name, value, rng)
         request = self.engine.request_from_requirements(layer_name, category_name, requirements,
                                                         duration_minutes)
         allocation, _ = self.engine.try_allocate(request, self.engine.current_process_owner())
@@ -207,6 +218,7 @@ def ensure_layer_resources_available(rm: ResourceManagementAgent, layer: str, ti
 
     from netra_rm.core.readiness import check_layer
 
+    timeout_seconds = float(numbers.finite("timeout_seconds", timeout_seconds, numbers.WAIT_SECONDS))
     began = time.monotonic()
     if start_missing:
         from netra_rm.core.startup import bring_up

@@ -112,8 +112,13 @@ class LedgerError(NetraRMError):
 
 
 class UnsafePathError(LedgerError):
-    """A file or directory beside the ledger that another user could control (owned by
-    them, writable by others, a symbolic link): refused rather than used."""
+    """A file or directory netra-rm would use, beside the ledger or in its cache, that
+    someone else could have planted or could change: owned by another user, writable by
+    others, or a symbolic link. The message names the path, its owner and mode, and the fix."""
+
+    def __init__(self, message: str, *, path: str, remediation: Sequence[str] = ()) -> None:
+        super().__init__(message, remediation=remediation)
+        self.path = path
 
 
 class LedgerBusyError(LedgerError, TimeoutError):

@@ -18,7 +18,9 @@ ini value) is given; service checks only for tests that carry the marker.
 
 from __future__ import annotations
 
+import argparse
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,24 +83,40 @@ class NetraAllocation:
 
 # -- options and markers (at import: nothing of netra-rm is loaded) --------------------
 
+def _number(range_name: str) -> Callable[[str], float | int]:
+    """An option type that accepts a finite number within :mod:`netra_rm.numbers`'
+    ``range_name`` (NaN and infinities are refused like out-of-range values)."""
+
+    def parse(text: str) -> float | int:
+        from netra_rm import numbers
+
+        rng: numbers.Range = getattr(numbers, range_name)
+        why = numbers.problem(text, rng)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
+        return numbers.finite("value", text, rng)
+
+    return parse
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("netra-rm", "netra-rm: service readiness and resource pools")
     group.addoption("--netra-layer", metavar="NAME", default=None,
                     help="check this layer's services before the session and hold one allocation from its "
                          "pool (one per xdist worker) until it ends. ini: netra_layer")
-    group.addoption("--netra-timeout", metavar="S", type=float, default=None,
+    group.addoption("--netra-timeout", metavar="S", type=_number("WAIT_SECONDS"), default=None,
                     help="wait up to S seconds for the layer's services and pool room (default 0: fail at "
                          "once). ini: netra_timeout")
     group.addoption("--netra-category", metavar="NAME", default=None,
                     help=f"the allocation's category (default {DEFAULT_CATEGORY!r}). ini: netra_category")
-    group.addoption("--netra-memory-mb", metavar="N", type=int, default=None,
+    group.addoption("--netra-memory-mb", metavar="N", type=_number("MEMORY_MB"), default=None,
                     help="memory per allocation in MB (default: the layer's share)")
-    group.addoption("--netra-cpu-percent", metavar="N", type=float, default=None,
+    group.addoption("--netra-cpu-percent", metavar="N", type=_number("CPU_PERCENT"), default=None,
                     help="CPU per allocation in percent of the machine (default: the layer's share)")
-    group.addoption("--netra-duration-minutes", metavar="M", type=float, default=None,
+    group.addoption("--netra-duration-minutes", metavar="M", type=_number("DURATION_MINUTES"), default=None,
                     help=f"hold time before the allocation expires (default {DEFAULT_DURATION_MINUTES:g}; it "
                          "is released when the session ends, or reclaimed if pytest dies)")
-    group.addoption("--netra-priority", metavar="N", type=int, default=None,
+    group.addoption("--netra-priority", metavar="N", type=_number("PRIORITY"), default=None,
                     help="place in the wait queue for the pool: higher first (default 0)")
     group.addoption("--netra-missing", choices=MISSING_MODES, default=None,
                     help="what @pytest.mark.netra_services does when a service is down: skip (default) or "
@@ -155,14 +173,13 @@ def _layer(config: pytest.Config) -> str | None:
 
 
 def _timeout(config: pytest.Config) -> float:
+    from netra_rm import numbers
+
     raw = _option(config, "netra_timeout")
-    try:
-        timeout = float(raw or 0)
-    except ValueError:
-        raise pytest.UsageError(f"netra_timeout must be a number of seconds, got {raw!r}") from None
-    if timeout < 0:
-        raise pytest.UsageError(f"--netra-timeout must be zero or more, got {timeout:g}")
-    return timeout
+    why = numbers.problem(raw or 0, numbers.WAIT_SECONDS)
+    if why is not None:
+        raise pytest.UsageError(f"netra_timeout (--netra-timeout) {why}")
+    return float(numbers.finite("netra_timeout", raw or 0, numbers.WAIT_SECONDS))
 
 
 def _engine(config: pytest.Config) -> Engine:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py and
 
 from backends import backend, server_backend  # noqa: E402,F401 - a ledger per backend, as a fixture
 from ci_stack import stack, web_server  # noqa: E402,F401 - the small CI stack, as fixtures
+from hostile import other_user, shared_dir  # noqa: E402,F401 - another local user, a 1777 directory
 from servers import *  # noqa: E402,F403 - the real-server fixtures (pg_server, live_servers, ...)
 from start_commands import pg, pg_cluster, redis  # noqa: E402,F401 - servers that `up` starts, as fixtures
 

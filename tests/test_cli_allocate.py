@@ -128,8 +128,12 @@ def test_owner_pid_allocation_is_reclaimed_when_the_process_ends(cli, ledger_pat
 
 
 def test_owner_pid_that_does_not_exist_exits_2(cli) -> None:
-    r = cli("allocate", "--layer", "fast_feedback", "--category", "c", "--owner-pid", "999999999")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    r = cli("allocate", "--layer", "fast_feedback", "--category", "c", "--owner-pid", str(gone.pid))
     assert r.code == 2 and "no such process" in r.stderr
+    r = cli("allocate", "--layer", "fast_feedback", "--category", "c", "--owner-pid", "999999999")
+    assert r.code == 2 and "--owner-pid" in r.stderr and "from 1 to 4194304" in r.stderr
 
 
 def test_expired_allocations_are_dropped_and_cleanup_reports_them(cli, ledger_path: Path) -> None:

@@ -4,12 +4,13 @@ exit code (``context.guard``) and hands the result to the renderer. No decisions
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from netra_rm import __version__
+from netra_rm import __version__, numbers
 from netra_rm import completion as complete
 from netra_rm.cli.context import AppState, finish, guard, state
 from netra_rm.config import env as envmod
@@ -40,6 +41,21 @@ app.add_typer(ledger_app, name="ledger")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 
+
+def _in(rng: numbers.Range) -> Callable[[Any], Any]:
+    """A Typer callback that refuses NaN, infinities and numbers outside ``rng`` (exit 2,
+    naming the option and the range); Typer's own ``min``/``max`` let NaN through."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            why = numbers.problem(value, rng)
+            if why is not None:
+                raise typer.BadParameter(f"{why}.")
+        return value
+
+    return check
+
+
 # The request options `allocate` and `run` share, defined once.
 LayerOpt = Annotated[Optional[str], typer.Option("--layer", metavar="LAYER",
                                                  help="The layer whose pool to draw from (optional with --pool).",
@@ -47,22 +63,23 @@ LayerOpt = Annotated[Optional[str], typer.Option("--layer", metavar="LAYER",
 PoolOpt = Annotated[Optional[list[str]], typer.Option(
     "--pool", metavar="NAME", help="Also take one instance of this pool, fleet-wide on a shared ledger; created in "
                                    "the ledger on first use with --instances (repeatable).")]
-InstancesOpt = Annotated[Optional[int], typer.Option("--instances", metavar="N",
+InstancesOpt = Annotated[Optional[int], typer.Option("--instances", metavar="N", callback=_in(numbers.INSTANCES),
                                                      help="The size of an ad-hoc --pool that the ledger does not "
                                                           "know yet.")]
-PriorityOpt = Annotated[int, typer.Option("--priority", metavar="N",
+PriorityOpt = Annotated[int, typer.Option("--priority", metavar="N", callback=_in(numbers.PRIORITY),
                                           help="Place in the wait queue: higher first (default 0, from -1000 to "
                                                "1000).")]
 CategoryOpt = Annotated[str, typer.Option("--category", metavar="NAME", help="What kind of tests, e.g. api_tests.")]
-MemoryOpt = Annotated[Optional[int], typer.Option("--memory-mb", metavar="N",
+MemoryOpt = Annotated[Optional[int], typer.Option("--memory-mb", metavar="N", callback=_in(numbers.MEMORY_MB),
                                                   help="Memory in MB (default: the layer's share).")]
-CpuOpt = Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N",
+CpuOpt = Annotated[Optional[float], typer.Option("--cpu-percent", metavar="N", callback=_in(numbers.CPU_PERCENT),
                                                  help="CPU in percent of the machine (default: the layer's share).")]
 DedicatedOpt = Annotated[bool, typer.Option("--dedicated", help="No other allocation in the layer meanwhile.")]
 RequiresOpt = Annotated[Optional[list[str]], typer.Option("--requires", metavar="SVC",
                                                           autocompletion=complete.complete_service,
                                                           help="A service the tests need (repeatable).")]
 DurationOpt = Annotated[Optional[float], typer.Option("--duration-minutes", metavar="M",
+                                                      callback=_in(numbers.DURATION_MINUTES),
                                                       help="Hold time before it expires (default 30).")]
 
 
@@ -122,9 +139,10 @@ def main_callback(
                                                       autocompletion=complete.complete_layer,
                                                       help="Same as `netra-rm layer NAME`.")] = None,
     monitor_flag: Annotated[bool, typer.Option("--monitor", help="Same as `netra-rm monitor`.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=0, hidden=True)] = 0.0,
-    interval: Annotated[float, typer.Option("--interval", min=0.5, hidden=True)] = 2.0,
-    count: Annotated[Optional[int], typer.Option("--count", min=1, hidden=True)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", callback=_in(numbers.WAIT_SECONDS), hidden=True)] = 0.0,
+    interval: Annotated[float, typer.Option("--interval", callback=_in(numbers.INTERVAL_SECONDS),
+                                            hidden=True)] = 2.0,
+    count: Annotated[Optional[int], typer.Option("--count", callback=_in(numbers.COUNT), hidden=True)] = None,
     strict: Annotated[bool, typer.Option("--strict", hidden=True)] = False,
 ) -> None:
     """Decide whether a test layer may run now, and on what.
@@ -241,7 +259,7 @@ def layer(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The layer, e.g. core_integration.",
                                         autocompletion=complete.complete_layer)],
-    timeout: Annotated[float, typer.Option("--timeout", min=0, metavar="S",
+    timeout: Annotated[float, typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                            help="Wait up to S seconds, with backoff, for the layer to be "
                                                 "ready.")] = 0.0,
     json_: JsonOpt = False,
@@ -313,7 +331,7 @@ DiscoverOpt = Annotated[Optional[DiscoverSource], typer.Option(
 def up(
     ctx: typer.Context,
     targets: TargetsArg = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, metavar="S",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="One deadline for the whole run (default 60).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the services and print the plan; start "
                                                             "nothing.")] = False,
@@ -347,7 +365,7 @@ def up(
 def down(
     ctx: typer.Context,
     targets: TargetsArg = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, metavar="S",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="One deadline for the whole run (default 60).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be stopped; stop nothing.")] = False,
     discover: DiscoverOpt = None,
@@ -407,9 +425,9 @@ def allocate(
     instances: InstancesOpt = None,
     priority: PriorityOpt = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="With --wait: give up after S seconds (exit 3).")] = None,
-    owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID",
+    owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID", callback=_in(numbers.PID),
                                                      help="Release automatically when process PID ends (on a "
                                                           "shared ledger a detached keeper renews its lease "
                                                           "meanwhile).")] = None,
@@ -517,7 +535,7 @@ def run_(
     priority: PriorityOpt = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Queue for room instead of failing (higher --priority "
                                                       "first, then arrival; see the README).")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
                                                      help="Wait at most S seconds for room (exit 3); implies "
                                                           "--wait.")] = None,
 ) -> None:
@@ -579,7 +597,8 @@ def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=0, help="Show the last N events.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", callback=_in(numbers.EVENTS),
+                                       help="Show the last N events.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
     """Recent grants, releases, expiries and reclaims, from the journal (oldest first).
@@ -609,12 +628,12 @@ def history(
 @app.command()
 def monitor(
     ctx: typer.Context,
-    interval: Annotated[float, typer.Option("--interval", metavar="S", min=0.5,
+    interval: Annotated[float, typer.Option("--interval", metavar="S", callback=_in(numbers.INTERVAL_SECONDS),
                                             help="Seconds between samples (at least 0.5).")] = 2.0,
-    count: Annotated[Optional[int], typer.Option("--count", metavar="N", min=1,
+    count: Annotated[Optional[int], typer.Option("--count", metavar="N", callback=_in(numbers.COUNT),
                                                  help="Stop after N samples.")] = None,
     services_interval: Annotated[Optional[float], typer.Option(
-        "--services-interval", metavar="S", min=0,
+        "--services-interval", metavar="S", callback=_in(numbers.SERVICES_INTERVAL_SECONDS),
         help="Seconds between service checks, in the background (default: 5 samples, at least 10 s; "
              "0: no service checks).")] = None,
     json_: JsonOpt = False,
@@ -784,11 +803,13 @@ def pool_show(
 def pool_set(
     ctx: typer.Context,
     name: PoolNameArg,
-    instances: Annotated[Optional[int], typer.Option("--instances", metavar="N", min=0, max=100_000,
+    instances: Annotated[Optional[int], typer.Option("--instances", metavar="N", callback=_in(numbers.INSTANCES),
                                                      help="How many may hold it at once.")] = None,
-    memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="M", min=0,
+    memory_mb: Annotated[Optional[int], typer.Option("--memory-mb", metavar="M",
+                                                     callback=_in(numbers.POOL_MEMORY_MB),
                                                      help="Memory it may hand out, in MB.")] = None,
-    cpu_percent: Annotated[Optional[float], typer.Option("--cpu-percent", metavar="C", min=0, max=100,
+    cpu_percent: Annotated[Optional[float], typer.Option("--cpu-percent", metavar="C",
+                                                         callback=_in(numbers.FLEET_CPU_PERCENT),
                                                          help="CPU it may hand out, in percent.")] = None,
     host: HostOpt = None,
     json_: JsonOpt = False,

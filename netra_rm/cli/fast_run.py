@@ -17,12 +17,18 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from netra_rm import numbers
+
 #: The global options (before ``run``) this path understands, and whether they take a value.
 GLOBAL_OPTIONS = {"--config": True, "--ledger": True, "--quiet": False, "-q": False, "--no-color": False}
 #: The options of ``run`` and whether they take a value; keep in step with ``app.run_``.
 RUN_OPTIONS = {"--layer": True, "--category": True, "--memory-mb": True, "--cpu-percent": True,
                "--dedicated": False, "--requires": True, "--duration-minutes": True, "--wait": False,
                "--timeout": True, "--pool": True, "--instances": True, "--priority": True}
+
+#: The range each numeric option of ``run`` accepts (the Typer command checks the same).
+RUN_NUMBERS = {"--memory-mb": numbers.MEMORY_MB, "--cpu-percent": numbers.CPU_PERCENT,
+               "--duration-minutes": numbers.DURATION_MINUTES, "--timeout": numbers.WAIT_SECONDS}
 
 
 @dataclass
@@ -123,8 +129,9 @@ def main(argv: Sequence[str]) -> int | None:
         priority = _int(args.options.get("--priority")) or 0
     except ValueError:
         return None  # Typer says which value is wrong
-    if timeout is not None and timeout < 0:
-        return None
+    for name, rng in RUN_NUMBERS.items():
+        if name in args.options and numbers.problem(args.options[name], rng) is not None:
+            return None  # NaN, infinite or out of range: Typer says so, naming the range
 
     from netra_rm.config import env as envmod
     from netra_rm.errors import ExitCode, NetraRMError

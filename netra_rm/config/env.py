@@ -11,6 +11,9 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+from netra_rm import numbers
+from netra_rm.numbers import Range
+
 #: Variables that override a service's address (the configuration's ``url_env``).
 SERVICE_URL_VARIABLES: tuple[str, ...] = (
     "DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL",
@@ -110,40 +113,42 @@ def journal_max_bytes(env: Mapping[str, str] | None = None) -> int | None:
     value = get("NETRA_RM_JOURNAL_MAX_BYTES", env)
     if value is None:
         return None
-    try:
-        return max(1, int(value))
-    except ValueError:
-        from netra_rm.errors import UsageError
-
-        raise UsageError(f"NETRA_RM_JOURNAL_MAX_BYTES must be a whole number of bytes, got {value!r}.") from None
+    return int(env_number("NETRA_RM_JOURNAL_MAX_BYTES", value, numbers.JOURNAL_BYTES))
 
 
-def journal_sync(env: Mapping[str, str] | None = None) -> bool:
-    """``NETRA_RM_JOURNAL_SYNC=1``: fdatasync each journal append (survives power loss)."""
-    return get("NETRA_RM_JOURNAL_SYNC", env) not in (None, "0", "false", "no")
+#: ``NETRA_RM_LOCK_TIMEOUT``'s default: seconds to wait for the file ledger's lock.
+DEFAULT_LOCK_TIMEOUT = 10.0
 
 
 def lock_timeout(env: Mapping[str, str] | None = None) -> float:
     """``NETRA_RM_LOCK_TIMEOUT``: the longest wait, in seconds, for the file ledger's lock
-    (default 10; 0 means do not wait)."""
+    (default 10; 0 tries once). Anything but a finite number in range is bad input (exit 2)."""
     value = get("NETRA_RM_LOCK_TIMEOUT", env)
     if value is None:
-        return 10.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 86400:  # also refuses NaN
-        from netra_rm.errors import UsageError
-
-        raise UsageError(f"NETRA_RM_LOCK_TIMEOUT must be a number of seconds from 0 to 86400, got {value!r}.")
-    return seconds
+        return DEFAULT_LOCK_TIMEOUT
+    return float(env_number("NETRA_RM_LOCK_TIMEOUT", value, numbers.LOCK_SECONDS))
 
 
-def group_shared(env: Mapping[str, str] | None = None) -> bool:
-    """``NETRA_RM_SHARED_GROUP=1``: the ledger's directory is shared by the members of its
-    group (files 0660 in a group-owned setgid directory)."""
-    return get("NETRA_RM_SHARED_GROUP", env) not in (None, "0", "false", "no")
+def shared_group(env: Mapping[str, str] | None = None) -> bool:
+    """``NETRA_RM_SHARED_GROUP=1``: several users of one group share the ledger's directory
+    (a group-owned setgid directory; files are created 0660 and group members' files are
+    trusted). Off by default: then only the user's own (or root's) files are used."""
+    return _flag("NETRA_RM_SHARED_GROUP", env)
+
+
+def _flag(name: str, env: Mapping[str, str] | None) -> bool:
+    return get(name, env) not in (None, "0", "false", "no")
+
+
+def env_number(name: str, value: str, rng: Range) -> float | int:
+    """The number in variable ``name``, checked against ``rng``; bad input (exit 2) naming
+    the variable and the range otherwise."""
+    return numbers.finite(name, value, rng, remediation=f"Set {name} to {rng.describe()}, or unset it.")
+
+
+def journal_sync(env: Mapping[str, str] | None = None) -> bool:
+    """``NETRA_RM_JOURNAL_SYNC=1``: fdatasync each journal append (survives power loss)."""
+    return _flag("NETRA_RM_JOURNAL_SYNC", env)
 
 
 def child_environment(extra: Mapping[str, str], env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -10,19 +10,29 @@ import copy
 import os
 import re
 import shlex
+import stat
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from netra_rm import numbers
 from netra_rm.config import env as envmod
 from netra_rm.config.model import POOL_SCOPES, CheckSettings, Config, Layer, Limits, MachineSettings, Pool, SharedPool
-from netra_rm.errors import ConfigError, UsageError
+from netra_rm.errors import ConfigError
+from netra_rm.redact import normalized_url
 from netra_rm.services.graph import find_cycle
 from netra_rm.services.spec import SERVICE_KINDS, AddressOrigin, ServiceSpec
 
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG_NAME = "netra-rm.yaml"
+BUILTIN_SOURCE = "<built-in netra-rm.yaml>"
+#: The largest configuration file netra-rm reads (1 MiB).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: The most aliases (``*name``) a configuration may use, and the most values they may add
+#: once expanded: a few nested aliases can otherwise stand for billions of values.
+MAX_ALIASES = 1000
+MAX_ALIAS_VALUES = 100_000
 
 _TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations", "pools",
              "discovery", "queue"}
@@ -54,24 +64,28 @@ def default_config_text() -> str:
     return (Path(__file__).resolve().parent.parent / "defaults" / DEFAULT_CONFIG_NAME).read_text("utf-8")
 
 
-def _parse_yaml(text: str, source: str) -> Any:
-    """Parse YAML text, through a cache keyed by the whole text (see :mod:`.cache`)."""
+def _parse_yaml(text: str, source: str) -> tuple[Any, bool]:
+    """Parse YAML text, through a cache keyed by the whole text (see :mod:`.cache`); the
+    data and whether it came from the cache. Nothing is cached here: :func:`load_config`
+    stores what it parsed once the configuration passed validation."""
     from netra_rm.config import cache
 
     found = cache.lookup(source, text)
     if found is not cache.MISS:
-        return found
-    data = _parse_yaml_uncached(text, source)
-    cache.store(source, text, data)
-    return data
+        return found, True
+    return _parse_yaml_uncached(text, source), False
 
 
 def _parse_yaml_uncached(text: str, source: str) -> Any:
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_aliases(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -79,25 +93,115 @@ def _parse_yaml_uncached(text: str, source: str) -> Any:
         raise ConfigError(f"malformed YAML{where}: {problem}.", path=source,
                           remediation=["Fix the YAML syntax, then run `netra-rm config validate "
                                        f"{source}`."]) from None
+    finally:
+        loader.dispose()
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse one configuration file into a mapping (not yet validated)."""
+def _check_aliases(root: Any, source: str) -> None:
+    """Refuse a document whose aliases are too many, refer to themselves, or expand it by
+    more than :data:`MAX_ALIAS_VALUES` values (a "billion laughs"). Linear in the
+    document: each node's expanded size is computed once."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    aliases = 0
+    distinct = 0
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if finished:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            distinct += 1
+            if sizes[key] - distinct > MAX_ALIAS_VALUES:
+                raise ConfigError(f"its aliases expand it by more than {MAX_ALIAS_VALUES} values; netra-rm "
+                                  "refuses such files (a \"billion laughs\").", path=source,
+                                  remediation=["Write the values out, or use fewer nested aliases."])
+            continue
+        if key in sizes:
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise ConfigError(f"it uses more than {MAX_ALIASES} aliases (*name); netra-rm refuses such "
+                                  "files.", path=source, remediation=["Write the values out instead."])
+            continue
+        if key in on_path:
+            raise ConfigError("an alias refers to a value that contains it; netra-rm refuses such files.",
+                              path=source, remediation=["Remove the alias that refers to its own anchor."])
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children)
+
+
+def _children(node: Any) -> list[Any]:
+    value = node.value
+    if isinstance(value, list):
+        if value and isinstance(value[0], tuple):  # a mapping: (key, value) pairs
+            return [part for pair in value for part in pair]
+        return value
+    return []
+
+
+def _read_text(path: str | Path) -> str:
+    """The text of a configuration file: a regular file of at most :data:`MAX_CONFIG_BYTES`.
+    A FIFO, a device or a directory is refused at once (never read, never waited on)."""
     source = str(path)
     try:
-        text = Path(path).read_text("utf-8")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ConfigError("the configuration file does not exist.", path=source,
                           remediation=["Check the path given to --config or NETRA_RM_CONFIG."]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read the configuration file ({exc.__class__.__name__}: "
-                          f"{getattr(exc, 'strerror', None) or exc}).", path=source) from None
-    data = _parse_yaml(text, source)
+                          f"{exc.strerror or exc}).", path=source) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise ConfigError(f"is {kind}, not a configuration file; netra-rm reads regular files only.",
+                              path=source, remediation=["Give --config (or NETRA_RM_CONFIG) the path of a "
+                                                        "YAML file."])
+        data = b""
+        if st.st_size <= MAX_CONFIG_BYTES:
+            chunks = []
+            left = MAX_CONFIG_BYTES + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            data = b"".join(chunks)
+        if st.st_size > MAX_CONFIG_BYTES or len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"is {max(st.st_size, len(data))} bytes; netra-rm reads configuration files of at "
+                              f"most {MAX_CONFIG_BYTES // 1024} KiB.", path=source,
+                              remediation=["Give --config the path of the YAML configuration file."])
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file ({exc.__class__.__name__}: "
+                          f"{exc.strerror or exc}).", path=source) from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read the configuration file (it is not UTF-8 text: {exc.reason} at byte "
+                          f"{exc.start}).", path=source) from None
+
+
+def _as_mapping(data: Any, source: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping, got {_type_name(data)}.", path=source)
     return data
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse one configuration file into a mapping (not yet validated)."""
+    source = str(path)
+    return _as_mapping(_parse_yaml(_read_text(path), source)[0], source)
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,22 +228,35 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
     """The effective configuration: defaults, then the file at ``path`` (or
-    ``NETRA_RM_CONFIG``), then environment overrides."""
+    ``NETRA_RM_CONFIG``), then environment overrides. Parsed files are cached only once
+    the whole configuration passed validation."""
     path = path or envmod.config_path(env)
-    defaults = _parse_yaml(default_config_text(), "<built-in netra-rm.yaml>")
+    parsed: list[tuple[str, str, Any, bool]] = []  # (source, text, data, from the cache)
+    default_text = default_config_text()
+    defaults, hit = _parse_yaml(default_text, BUILTIN_SOURCE)
+    parsed.append((BUILTIN_SOURCE, default_text, defaults, hit))
     if path:
-        user = read_config_file(path)
         source = str(path)
+        text = _read_text(path)
+        data, hit = _parse_yaml(text, source)
+        user = _as_mapping(data, source)
+        parsed.append((source, text, data, hit))
         raw = merge(defaults, user)
         _check_keys(user, _TOP_KEYS, "", source)
         section = user.get("services")
         named: dict[str, Any] = section if isinstance(section, dict) else {}
         builtin = frozenset(name for name in (raw.get("services") or {}) if name not in named)
     else:
-        source = "<built-in netra-rm.yaml>"
+        source = BUILTIN_SOURCE
         raw = defaults
         builtin = None
-    return build_config(raw, source=source, env=env, builtin_services=builtin)
+    config = build_config(raw, source=source, env=env, builtin_services=builtin)
+    from netra_rm.config import cache
+
+    for name, text, data, hit in parsed:
+        if not hit:
+            cache.store(name, text, data)
+    return config
 
 
 def validate_file(path: str | Path) -> Config:
@@ -163,9 +280,10 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     checks_raw = v.mapping(raw.get("checks", {}), "checks")
     v.keys(checks_raw, _CHECK_KEYS, "checks")
     checks = CheckSettings(
-        connect_timeout=v.positive(checks_raw.get("connect_timeout", 1.0), "checks.connect_timeout"),
-        timeout=v.positive(checks_raw.get("timeout", 2.0), "checks.timeout"),
-        deadline=v.positive(checks_raw.get("deadline", 5.0), "checks.deadline"),
+        connect_timeout=v.number(checks_raw.get("connect_timeout", 1.0), "checks.connect_timeout",
+                                 numbers.NETWORK_SECONDS),
+        timeout=v.number(checks_raw.get("timeout", 2.0), "checks.timeout", numbers.NETWORK_SECONDS),
+        deadline=v.number(checks_raw.get("deadline", 5.0), "checks.deadline", numbers.NETWORK_SECONDS),
     )
 
     if builtin_services is None and source.startswith("<built-in"):
@@ -186,19 +304,20 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     machine = MachineSettings(
         check_memory=v.boolean(machine_raw.get("check_memory", True), "machine.check_memory"),
         memory_reserve_mb=v.integer(machine_raw.get("memory_reserve_mb", 256), "machine.memory_reserve_mb",
-                                    minimum=0),
+                                    numbers.MEMORY_MB),
     )
 
     thresholds = _build_thresholds(v, raw.get("thresholds", {}))
 
     alloc_raw = v.mapping(raw.get("allocations", {}), "allocations")
     v.keys(alloc_raw, _ALLOCATION_KEYS, "allocations")
-    duration = v.positive(alloc_raw.get("default_duration_minutes", 30), "allocations.default_duration_minutes")
-    lease = v.positive(alloc_raw.get("lease_seconds", 30), "allocations.lease_seconds")
+    duration = v.number(alloc_raw.get("default_duration_minutes", 30), "allocations.default_duration_minutes",
+                        numbers.DURATION_MINUTES)
+    lease = v.number(alloc_raw.get("lease_seconds", 30), "allocations.lease_seconds", numbers.LEASE_SECONDS)
 
     queue_raw = v.mapping(raw.get("queue", {}), "queue")
     v.keys(queue_raw, _QUEUE_KEYS, "queue")
-    aging = v.positive(queue_raw.get("aging_seconds", 60), "queue.aging_seconds", maximum=86400 * 365)
+    aging = v.number(queue_raw.get("aging_seconds", 60), "queue.aging_seconds", numbers.AGING_SECONDS)
 
     return Config(source=source, layers=layers, services=services, limits=limits, machine=machine,
                   checks=checks, thresholds=thresholds, default_duration_minutes=duration, raw=dict(raw),
@@ -227,9 +346,10 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings, env: Mapping
             if override:
                 url = override
                 origin = AddressOrigin("environment", variable=url_env)
+        url = normalized_url(url)  # a password written raw (with / # @) is read as its user meant it
         depends_on = tuple(v.string_list(entry.get("depends_on", []), f"{key}.depends_on"))
         statuses = v.list_of(entry.get("expect_status", []), f"{key}.expect_status")
-        expect = tuple(v.integer(s, f"{key}.expect_status[{i}]", minimum=100, maximum=599)
+        expect = tuple(v.integer(s, f"{key}.expect_status[{i}]", _HTTP_STATUS)
                        for i, s in enumerate(statuses))
         health_path = entry.get("health_path")
         if health_path is not None:
@@ -245,9 +365,9 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings, env: Mapping
             name=str(name), kind=kind, url=url, url_env=url_env, depends_on=depends_on,
             health_path=health_path, expect_status=expect, json_field=json_field,
             json_value=entry.get("json_value"),
-            connect_timeout=v.positive(entry.get("connect_timeout", checks.connect_timeout),
-                                       f"{key}.connect_timeout"),
-            timeout=v.positive(entry.get("timeout", checks.timeout), f"{key}.timeout"),
+            connect_timeout=v.number(entry.get("connect_timeout", checks.connect_timeout),
+                                     f"{key}.connect_timeout", numbers.NETWORK_SECONDS),
+            timeout=v.number(entry.get("timeout", checks.timeout), f"{key}.timeout", numbers.NETWORK_SECONDS),
             start=v.command(entry.get("start"), f"{key}.start", shell=shell, shell_key=f"{key}.shell"),
             stop=v.command(entry.get("stop"), f"{key}.stop", shell=shell, shell_key=f"{key}.shell"),
             shell=shell, workdir=workdir,
@@ -313,8 +433,8 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec],
                 v.fail(f"{key}.pool.{required}", "is missing.")
         instances, names, properties = _instances(v, pool_raw["instances"], f"{key}.pool.instances")
         pool = Pool(
-            memory_mb=v.integer(pool_raw["memory_mb"], f"{key}.pool.memory_mb", minimum=1),
-            cpu_percent=v.positive(pool_raw["cpu_percent"], f"{key}.pool.cpu_percent", maximum=100),
+            memory_mb=v.integer(pool_raw["memory_mb"], f"{key}.pool.memory_mb", numbers.POOL_MEMORY_MB),
+            cpu_percent=v.number(pool_raw["cpu_percent"], f"{key}.pool.cpu_percent", numbers.POOL_CPU_PERCENT),
             instances=instances, scope=_scope(v, pool_raw.get("scope", "host"), f"{key}.pool.scope"),
             names=names, properties=properties,
         )
@@ -327,9 +447,9 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec],
         # thousandth of a percent), so that `instances` default shares always fit the pool
         share_cpu = (round(pool.cpu_percent * 1000) // pool.instances) / 1000
         default_memory = v.integer(entry.get("default_memory_mb", pool.memory_mb // pool.instances),
-                                   f"{key}.default_memory_mb", minimum=0, maximum=pool.memory_mb)
-        default_cpu = v.number(entry.get("default_cpu_percent", share_cpu),
-                               f"{key}.default_cpu_percent", minimum=0, maximum=pool.cpu_percent)
+                                   f"{key}.default_memory_mb", numbers.MEMORY_MB.within(maximum=pool.memory_mb))
+        default_cpu = v.number(entry.get("default_cpu_percent", share_cpu), f"{key}.default_cpu_percent",
+                               numbers.CPU_PERCENT.within(maximum=pool.cpu_percent))
         description = entry.get("description", "")
         layers[str(name)] = Layer(name=str(name), services=needed, pool=pool, default_memory_mb=default_memory,
                                   default_cpu_percent=default_cpu,
@@ -342,7 +462,7 @@ def _instances(v: _Validator, raw: Any, key: str) -> tuple[int, tuple[str, ...],
     """A pool's ``instances``: a count, or a list of named instances, each with optional
     ``properties`` (text values, passed to the holder as NETRA_RM_INSTANCE_<NAME>)."""
     if not isinstance(raw, list):
-        return v.integer(raw, key, minimum=1, maximum=100_000), (), {}
+        return v.integer(raw, key, numbers.INSTANCES), (), {}
     if not raw:
         v.fail(key, "lists no instances; give a count or at least one {name: ...}.")
     names: list[str] = []
@@ -392,8 +512,8 @@ def _build_shared_pools(v: _Validator, raw: Any) -> dict[str, SharedPool]:
         pools[str(name)] = SharedPool(
             name=str(name), instances=instances, names=names, properties=properties,
             scope=_scope(v, entry.get("scope", "host"), f"{key}.scope"),
-            memory_mb=None if memory is None else v.integer(memory, f"{key}.memory_mb", minimum=1),
-            cpu_percent=None if cpu is None else v.positive(cpu, f"{key}.cpu_percent"),
+            memory_mb=None if memory is None else v.integer(memory, f"{key}.memory_mb", numbers.POOL_MEMORY_MB),
+            cpu_percent=None if cpu is None else v.number(cpu, f"{key}.cpu_percent", numbers.FLEET_CPU_PERCENT),
             description=v.string(description, f"{key}.description") if description else "")
     return pools
 
@@ -402,31 +522,27 @@ def _build_limits(v: _Validator, raw: Any, env: Mapping[str, str] | None) -> Lim
     section = v.mapping(raw, "limits")
     v.keys(section, _LIMIT_KEYS, "limits")
     values: dict[str, Any] = {
-        "max_memory_mb": v.integer(section.get("max_memory_mb", 8192), "limits.max_memory_mb", minimum=1),
-        "max_cpu_percent": v.positive(section.get("max_cpu_percent", 90), "limits.max_cpu_percent"),
+        "max_memory_mb": v.integer(section.get("max_memory_mb", 8192), "limits.max_memory_mb",
+                                   numbers.POOL_MEMORY_MB),
+        "max_cpu_percent": v.number(section.get("max_cpu_percent", 90), "limits.max_cpu_percent",
+                                    numbers.FLEET_CPU_PERCENT),
         "max_parallel_instances": v.integer(section.get("max_parallel_instances", 10),
-                                            "limits.max_parallel_instances", minimum=1),
+                                            "limits.max_parallel_instances", numbers.INSTANCES),
     }
     sources = dict.fromkeys(values, "config")
     for variable, raw_value in envmod.limit_overrides(env).items():
         field_name = envmod.LIMIT_VARIABLES[variable]
-        values[field_name] = _env_number(variable, raw_value, integer=field_name != "max_cpu_percent")
+        values[field_name] = envmod.env_number(variable, raw_value, _LIMIT_RANGES[field_name])
         sources[field_name] = variable
     return Limits(sources=sources, **values)
 
 
-def _env_number(variable: str, raw: str, *, integer: bool) -> float | int:
-    try:
-        value: float | int = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise UsageError(f"{variable} must be {kind} greater than zero, got {raw!r}.",
-                         remediation=[f"Set {variable} to a positive number, or unset it to use the "
-                                      "configured limit."]) from None
-    if value <= 0 or value != value or value == float("inf"):
-        raise UsageError(f"{variable} must be greater than zero, got {raw!r}.",
-                         remediation=[f"Set {variable} to a positive number, or unset it."])
-    return value
+#: The range of each global cap, in the configuration and in its MAX_* variable.
+_LIMIT_RANGES = {"max_memory_mb": numbers.POOL_MEMORY_MB, "max_cpu_percent": numbers.FLEET_CPU_PERCENT,
+                 "max_parallel_instances": numbers.INSTANCES}
+_HTTP_STATUS = numbers.Range(100, 599, integer=True)
+_THRESHOLD_RANGES = {"memory_percent": numbers.PERCENT, "cpu_percent": numbers.PERCENT,
+                     "load_per_core": numbers.LOAD_PER_CORE, "processes": numbers.PROCESSES}
 
 
 def _build_thresholds(v: _Validator, raw: Any) -> dict[str, Any]:
@@ -440,12 +556,13 @@ def _build_thresholds(v: _Validator, raw: Any) -> dict[str, Any]:
         for required in ("warning", "critical"):
             if required not in levels:
                 v.fail(f"{key}.{required}", "is missing.")
-        warning = v.number(levels["warning"], f"{key}.warning", minimum=0)
-        critical = v.number(levels["critical"], f"{key}.critical", minimum=0)
+        warning = v.number(levels["warning"], f"{key}.warning", _THRESHOLD_RANGES[metric])
+        critical = v.number(levels["critical"], f"{key}.critical", _THRESHOLD_RANGES[metric])
         if warning > critical:
             v.fail(key, f"warning ({warning:g}) must not be above critical ({critical:g}).")
         result[metric] = {"warning": warning, "critical": critical}
-    result["hold_seconds"] = v.number(section.get("hold_seconds", 6), "thresholds.hold_seconds", minimum=0)
+    result["hold_seconds"] = v.number(section.get("hold_seconds", 6), "thresholds.hold_seconds",
+                                      numbers.HOLD_SECONDS)
     return result
 
 
@@ -546,28 +663,21 @@ class _Validator:
             self.fail(key, f"must be true or false, got {value!r}.")
         return value
 
-    def number(self, value: Any, key: str, *, minimum: float | None = None,
-               maximum: float | None = None) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            self.fail(key, f"must be a number, got {value!r}.")
-        if minimum is not None and value < minimum:
-            self.fail(key, f"must be at least {minimum:g}, got {value!r}.")
-        if maximum is not None and value > maximum:
-            self.fail(key, f"must be at most {maximum:g}, got {value!r}.")
-        return float(value) if isinstance(value, float) else value
+    def number(self, value: Any, key: str, rng: numbers.Range) -> float:
+        """A finite number within ``rng`` (see :mod:`netra_rm.numbers`)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, f"must be {rng.describe()}, got {_type_name(value)} ({value!r}).")
+        why = numbers.problem(value, rng)
+        if why is not None:
+            self.fail(key, f"{why}.")
+        return value
 
-    def positive(self, value: Any, key: str, *, maximum: float | None = None) -> float:
-        number = self.number(value, key, maximum=maximum)
-        if number <= 0:
-            self.fail(key, f"must be greater than zero, got {value!r}.")
-        return number
-
-    def integer(self, value: Any, key: str, *, minimum: int | None = None, maximum: float | None = None) -> int:
+    def integer(self, value: Any, key: str, rng: numbers.Range) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be a whole number, got {value!r}.")
-        return int(self.number(value, key, minimum=minimum, maximum=maximum))
+            self.fail(key, f"must be {rng.describe()}, got {value!r}.")
+        return int(self.number(value, key, rng))
 
 
 def _check_keys(user: Mapping[str, Any], allowed: set[str], key: str, source: str) -> None:

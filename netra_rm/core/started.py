@@ -7,6 +7,13 @@ the same directory, fsync, ``os.replace``, fsync of the directory. Readers need 
 ``<ledger>.started.lock`` (never deleted) for their whole run, so two of them never start
 or stop the same service at once. The file holds no command line and no URL, so no
 secret. Start and stop output goes to ``<ledger>.logs/<service>.log``.
+
+The ledger may sit in a directory other users can write, so every one of these files is
+opened through :mod:`netra_rm.fsutil`: no symbolic link is followed, a file or directory
+someone else made is refused (exit 5), the logs directory is private (0700, or 2770
+shared within a group with ``NETRA_RM_SHARED_GROUP=1``). A planted record could
+otherwise make ``down`` signal any process, and a planted log link make ``up`` append to
+any file.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netra_rm.errors import LedgerError, NetraRMError
-from netra_rm.fsutil import CLOEXEC, NOFOLLOW, fsync_dir, write_atomically
+from netra_rm.fsutil import ensure_private_dir, fsync_dir, make_missing_dirs, open_private, write_atomically
 
 if TYPE_CHECKING:
     from netra_rm.core.engine import Engine
@@ -66,22 +73,35 @@ class StartRecord:
 class StartedServices:
     """The record of started services for one ledger."""
 
-    def __init__(self, ledger_path: str | Path) -> None:
+    def __init__(self, ledger_path: str | Path, *, group_shared: bool = False) -> None:
         ledger = Path(ledger_path).expanduser().absolute()
         self.path = ledger.with_name(ledger.name + ".started.json")
         self.lock_path = ledger.with_name(ledger.name + ".started.lock")
         self.log_dir = ledger.with_name(ledger.name + ".logs")
+        self.group_shared = group_shared
 
     def log_path(self, service: str) -> Path:
         """Where the output of ``service``'s start and stop commands goes."""
         return self.log_dir / f"{service}.log"
+
+    def check_log_dir(self) -> Path:
+        """The logs directory, created private or checked to be (raises
+        :class:`~netra_rm.errors.UnsafePathError` when another user could write to it)."""
+        return ensure_private_dir(self.log_dir, group_shared=self.group_shared)
+
+    def open_log(self, service: str) -> int:
+        """``service``'s log, opened to append: never through a symbolic link, never a
+        file another user made (:class:`~netra_rm.errors.UnsafePathError`)."""
+        self.check_log_dir()
+        return open_private(self.log_path(service), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                            group_shared=self.group_shared)
 
     # -- reading -------------------------------------------------------------------------
 
     def read(self) -> dict[str, StartRecord]:
         """The started services by name (empty when nothing was started)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+            fd = open_private(self.path, os.O_RDONLY, group_shared=self.group_shared)
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -115,7 +135,7 @@ class StartedServices:
                                            for name, r in records.items()}},
                              indent=2, sort_keys=True).encode() + b"\n"
         try:
-            write_atomically(self.path, payload, make_parents=True)
+            write_atomically(self.path, payload, make_parents=True, group_shared=self.group_shared)
         except OSError as exc:
             raise LedgerError(f"cannot write {self.path}: {exc.strerror or exc}.",
                               remediation=["Free disk space or fix the directory's permissions."]) from None
@@ -135,8 +155,8 @@ class StartedServices:
         """Hold the run lock; wait for another ``up``/``down`` until ``deadline_at``
         (``time.monotonic()``), calling ``on_wait`` once when there is a wait."""
         try:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o600)
+            make_missing_dirs(self.lock_path.parent, group_shared=self.group_shared)
+            fd = open_private(self.lock_path, os.O_RDWR | os.O_CREAT, group_shared=self.group_shared)
         except OSError as exc:
             raise LedgerError(f"cannot open {self.lock_path}: {exc.strerror or exc}.",
                               remediation=["Check that the directory exists and you may write to it, or use "
@@ -168,12 +188,14 @@ class StartedServices:
 
 def started_services(engine: Engine) -> StartedServices:
     """The record of started services that belongs to ``engine``'s ledger."""
+    from netra_rm.config import env as envmod
+
     path = getattr(engine.ledger, "path", None)
     if path is None:
         from netra_rm.ledger import default_ledger_path
 
         path = default_ledger_path()
-    return StartedServices(path)
+    return StartedServices(path, group_shared=envmod.shared_group())
 
 
 def start_info(engine: Engine) -> dict[str, dict[str, Any]]:

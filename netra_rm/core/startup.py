@@ -8,7 +8,9 @@ step gets the time that is left. The first failure stops the run and is named: t
 service, its command, the command's exit code and the last lines of its output.
 
 The start-command policy: a start command runs in its own session with its output
-appended to ``<ledger>.logs/<service>.log``. It may return at once (``pg_ctl start``,
+appended to ``<ledger>.logs/<service>.log`` through a masking relay
+(:mod:`netra_rm.core.logrelay`), so every configured secret is masked before it is
+written; the logs directory is private and no log is opened through a link. It may return at once (``pg_ctl start``,
 ``redis-server --daemonize yes``, ``docker compose up -d``) or keep running as the
 server itself (``redis-server --port 6390``); either way the service is started when
 its checker says healthy. A command that exits non-zero fails the run; a command still
@@ -26,10 +28,12 @@ Everything shown is masked: URLs, command lines and output tails never carry a p
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 from netra_rm.config import env as envmod
 from netra_rm.core import liveness
 from netra_rm.core.started import StartedServices, StartRecord, started_services
-from netra_rm.errors import ServiceUnavailableError, UnknownNameError
+from netra_rm.errors import ExitCode, NetraRMError, ServiceUnavailableError, UnknownNameError
+from netra_rm.fsutil import CLOEXEC, NOFOLLOW
 from netra_rm.redact import mask_url
 from netra_rm.services import graph
 from netra_rm.services.cmdline import command_line, mask_command, secrets_of_all
@@ -266,24 +271,45 @@ def _dependents(deps: Mapping[str, Sequence[str]], name: str, among: Iterable[st
 
 # -- running commands --------------------------------------------------------------------------
 
+#: How long a finished command's masking relay gets to write the last of its output.
+_RELAY_GRACE = 2.0
+
+
 @dataclass
 class _Launch:
-    """A start or stop command that was started: its process and where its output goes."""
+    """A start or stop command that was started: its process, where its output goes and
+    the relay that masks it on the way."""
 
     process: subprocess.Popen[bytes] | None
     command: str  # masked
     log: Path
     offset: int
     error: str | None = None  # why it could not be started at all
+    relay: subprocess.Popen[bytes] | None = None
+
+    def drain(self) -> None:
+        """Once the command has ended, let the relay write the rest of its output (it ends
+        when nothing holds the pipe any more; a daemon the command left behind may)."""
+        if self.relay is not None and self.process is not None and self.process.poll() is not None:
+            try:
+                self.relay.wait(timeout=_RELAY_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def tail(self, secrets: Sequence[str]) -> tuple[str, ...]:
+        """The last lines of the command's output, masked (see :func:`_tail`)."""
+        self.drain()
+        return _tail(self.log, self.offset, secrets)
 
 
-def _launch(spec: ServiceSpec, argv: Sequence[str], *, verb: str, log: Path, secrets: Sequence[str],
+def _launch(spec: ServiceSpec, argv: Sequence[str], *, verb: str, store: StartedServices, secrets: Sequence[str],
             env: Mapping[str, str] | None) -> _Launch:
-    """Start ``argv`` of ``spec`` in its own session, output appended to ``log``."""
+    """Start ``argv`` of ``spec`` in its own session, its output appended, masked, to its
+    log (which is opened safely: see :meth:`StartedServices.open_log`)."""
     shown = mask_command(command_line(argv, shell=spec.shell), secrets)
-    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = store.log_path(spec.name)
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
+    fd = store.open_log(spec.name)
     with os.fdopen(fd, "ab") as out:
         out.write(f"==> {stamp} netra-rm {verb} {spec.name}: {shown}\n".encode())
         out.flush()
@@ -291,26 +317,55 @@ def _launch(spec: ServiceSpec, argv: Sequence[str], *, verb: str, log: Path, sec
         if spec.workdir and not Path(spec.workdir).is_dir():
             return _Launch(None, shown, log, offset,
                            f"its working directory {spec.workdir} does not exist (services.{spec.name}.workdir)")
+        try:
+            relay, pipe = _start_relay(out, secrets)
+        except OSError as exc:
+            return _Launch(None, shown, log, offset, f"cannot start the masking relay for its output: "
+                                                     f"{exc.strerror or exc}")
         args: Any = argv[0] if spec.shell else list(argv)
         try:
             process = subprocess.Popen(args, shell=spec.shell, cwd=spec.workdir or None,
                                        env=envmod.child_environment(spec.environment, env),
-                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, stdout=pipe, stderr=subprocess.STDOUT,
                                        start_new_session=True)
         except FileNotFoundError:
             return _Launch(None, shown, log, offset, f"cannot run {argv[0]!r}: no such program (PATH is searched "
-                                                     f"for names without a slash)")
+                                                     f"for names without a slash)", relay)
         except PermissionError:
-            return _Launch(None, shown, log, offset, f"cannot run {argv[0]!r}: permission denied")
+            return _Launch(None, shown, log, offset, f"cannot run {argv[0]!r}: permission denied", relay)
         except OSError as exc:
-            return _Launch(None, shown, log, offset, f"cannot run {argv[0]!r}: {exc.strerror or exc}")
-    return _Launch(process, shown, log, offset)
+            return _Launch(None, shown, log, offset, f"cannot run {argv[0]!r}: {exc.strerror or exc}", relay)
+        finally:
+            os.close(pipe)  # the command holds the write end now; the relay ends when it lets go
+    return _Launch(process, shown, log, offset, relay=relay)
+
+
+def _start_relay(log: Any, secrets: Sequence[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start :mod:`netra_rm.core.logrelay` appending to ``log``; the relay and the write end
+    of its pipe, the secrets already written down it (never in an argument list)."""
+    read_end, write_end = os.pipe()
+    try:
+        package_root = str(Path(__file__).resolve().parent.parent.parent)
+        code = f"import sys; sys.path.insert(0, {package_root!r}); from netra_rm.core.logrelay import main; main()"
+        relay = subprocess.Popen([sys.executable, "-c", code], stdin=read_end, stdout=log,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    header = json.dumps(list(secrets)).encode() + b"\n"
+    view = memoryview(header)
+    while view:
+        view = view[os.write(write_end, view):]
+    return relay, write_end
 
 
 def _tail(log: Path, offset: int, secrets: Sequence[str], lines: int = TAIL_LINES) -> tuple[str, ...]:
     """The last ``lines`` non-empty lines written to ``log`` after ``offset``, masked."""
     try:
-        with open(log, "rb") as f:
+        fd = os.open(log, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
             f.seek(offset)
             text = f.read().decode("utf-8", errors="replace")
     except OSError:
@@ -395,6 +450,7 @@ class _Run:
     cancel: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     first_failure: str | None = None  # the service whose failure stopped the run
+    fatal: NetraRMError | None = None  # a ledger-side file that may not be used (exit 5), from a thread
 
     def left(self) -> float:
         return self.deadline_at - time.monotonic()
@@ -498,6 +554,8 @@ def bring_up(engine: Engine, targets: Iterable[str] = (), *, timeout: float = DE
         for name in needed:
             if plan[name] != "left_alone":
                 levels.setdefault(level_of[name], []).append(name)
+        if levels:
+            store.check_log_dir()  # a logs directory another user could write fails the run (exit 5)
         for level in sorted(levels):
             group = levels[level]
             if run.left() <= 0:
@@ -516,6 +574,8 @@ def bring_up(engine: Engine, targets: Iterable[str] = (), *, timeout: float = DE
                     try:
                         outcomes[name] = _bring_one(run, steps[name], plan[name])
                     except BaseException as exc:  # noqa: BLE001 - a bug is a failed step, not a hang
+                        if isinstance(exc, NetraRMError) and exc.exit_code == ExitCode.LEDGER:
+                            run.fatal = exc
                         outcomes[name] = (replace(steps[name], action="failed", status="unhealthy",
                                                   error=f"{type(exc).__name__}: {exc}"),
                                           f"{type(exc).__name__}: {exc}", [])
@@ -532,6 +592,8 @@ def bring_up(engine: Engine, targets: Iterable[str] = (), *, timeout: float = DE
                 for thread in threads:
                     thread.join(_TERM_GRACE)
                 raise
+            if run.fatal is not None:
+                raise run.fatal
             first_failure: tuple[str, str, list[str]] | None = None
             if run.first_failure is not None and run.first_failure in outcomes:
                 outcome = outcomes[run.first_failure]
@@ -616,8 +678,8 @@ def _bring_one(run: _Run, step: ServiceStep, action: str) -> tuple[ServiceStep, 
         return replace(step, action="failed", status=result.status, reason=result.reason, error=result.error,
                        seconds=seconds), message, list(result.remediation)
 
-    log = run.store.log_path(name)
-    launch = _launch(spec, spec.start, verb="up", log=log, secrets=run.secrets, env=run.env)
+    launch = _launch(spec, spec.start, verb="up", store=run.store, secrets=run.secrets, env=run.env)
+    log = launch.log
     step = replace(step, command=launch.command, log=str(log))
     if launch.process is None:
         message = f"the start command of {name} `{launch.command}` could not be run: {launch.error}"
@@ -652,11 +714,11 @@ def _bring_one(run: _Run, step: ServiceStep, action: str) -> tuple[ServiceStep, 
             code = process.wait(timeout=max(0.0, min(_RETURN_GRACE, run.left())))
         except subprocess.TimeoutExpired:
             code = None
-    tail = _tail(log, launch.offset, run.secrets)
     if result.status == "healthy":
         run.progress(f"{name} is healthy ({seconds:.1f} s)")
         return replace(step, action="started", status="healthy", reason="ok", error=None, exit_code=code,
                        running=code is None, seconds=seconds), None, []
+    tail = launch.tail(run.secrets)
     steps = [f"Its whole output is in {log}."]
     if code is not None and code != 0:
         run.record(restore)
@@ -683,7 +745,7 @@ def _bring_one(run: _Run, step: ServiceStep, action: str) -> tuple[ServiceStep, 
     if code is None:  # not healthy, still running: stop it again, it is not a server we can use
         _stop_group(process.pid, grace=_TERM_GRACE, process=process)
         run.record(restore)
-        tail = _tail(log, launch.offset, run.secrets)
+        tail = launch.tail(run.secrets)
     elif spec.stop:  # it returned: what it started may run; `down` runs the stop command
         pass
     else:  # it returned and there is nothing `down` could do
@@ -815,8 +877,8 @@ def _stop_one(record: StartRecord, spec: ServiceSpec | None, store: StartedServi
     began = time.monotonic()
     same_host = record.host == envmod.host_id(env)
     if spec is not None and spec.stop:
-        log = store.log_path(name)
-        launch = _launch(spec, spec.stop, verb="down", log=log, secrets=secrets, env=env)
+        launch = _launch(spec, spec.stop, verb="down", store=store, secrets=secrets, env=env)
+        log = launch.log
         say(f"stopping {name}: {launch.command}")
         if launch.process is None:
             message = f"the stop command of {name} `{launch.command}` could not be run: {launch.error}"
@@ -828,7 +890,7 @@ def _stop_one(record: StartRecord, spec: ServiceSpec | None, store: StartedServi
         except subprocess.TimeoutExpired:
             _stop_group(process.pid, grace=1.0, process=process)
             code = None
-        tail = _tail(log, launch.offset, secrets)
+        tail = launch.tail(secrets)
         if code != 0:
             message = (f"the stop command of {name} `{launch.command}` exited with code {code}"
                        if code is not None else

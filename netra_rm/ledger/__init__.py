@@ -35,7 +35,7 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
 
     location = location or envmod.ledger_location(env)
     options: dict[str, Any] = {"journal_sync": envmod.journal_sync(env), "lock_timeout": envmod.lock_timeout(env),
-                               "group_shared": envmod.group_shared(env)}
+                               "group_shared": envmod.shared_group(env)}
     max_bytes = envmod.journal_max_bytes(env)
     if max_bytes is not None:
         options["journal_max_bytes"] = max_bytes
@@ -46,6 +46,9 @@ def open_ledger(location: str | Path | None = None, *, env: Mapping[str, str] | 
         scheme, _, rest = text.partition("://")
         if scheme == "file":
             return FileLedger(rest, **options)
+        from netra_rm.redact import normalized_url
+
+        text = normalized_url(text)  # a password written raw (with / # @) is read as its user meant it
         if scheme in REDIS_SCHEMES:
             from netra_rm.ledger.redis import RedisLedger
 

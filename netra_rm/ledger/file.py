@@ -39,7 +39,7 @@ from netra_rm.errors import LedgerBusyError, LedgerError, UnsafePathError
 from netra_rm.fsutil import (
     CLOEXEC,
     NOFOLLOW,
-    check_owned,
+    check_owned_file,
     check_parent,
     create_exclusive_temp,
     ensure_private_dir,
@@ -210,7 +210,7 @@ class FileLedger(Ledger):
                               remediation=["Check the file's owner and permissions (it should be yours, "
                                            "mode 0600)."]) from None
         try:
-            check_owned(os.fstat(fd), self.path, group_shared=self.group_shared)
+            check_owned_file(fd, self.path, group_shared=self.group_shared)
             chunks = [os.read(fd, 1 << 16)]
             while chunks[-1]:
                 chunks.append(os.read(fd, 1 << 20))

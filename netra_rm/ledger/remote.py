@@ -113,14 +113,10 @@ def options_from(parameters: dict[str, str], location: str, base: ServerOptions 
     text = parameters.get(TIMEOUT_PARAMETER)
     if text is None:
         return options
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        from netra_rm.errors import UsageError
+    from netra_rm import numbers
 
-        raise UsageError(f"timeout={text} in the ledger URL {location} must be a number of seconds above zero.")
+    seconds = float(numbers.finite(f"timeout= in the ledger URL {location}", text, numbers.NETWORK_SECONDS,
+                                   remediation=f"Set timeout= to {numbers.NETWORK_SECONDS.describe()}."))
     from dataclasses import replace
 
     return replace(options, connect_timeout=seconds, io_timeout=seconds)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ServiceCheckError
-from ..redact import mask_text, mask_url, url_password
+from ..redact import mask_text, mask_url, url_secrets
 from .remediation import remediation_for
 from .result import ServiceResult
 from .spec import ServiceSpec
@@ -178,7 +178,7 @@ def run_probe(spec: ServiceSpec, probe: Callable[[ServiceSpec], Probe]) -> Servi
 def failed_result(spec: ServiceSpec, exc: ServiceCheckError, *,
                   latency_ms: float | None = None) -> ServiceResult:
     """An unhealthy result for ``exc``, its message masked and remediation attached."""
-    secrets = tuple(s for s in (url_password(spec.url),) if s)
+    secrets = url_secrets(spec.url)
     # our own steps never hold the password (they are built from the masked URL), so a
     # password that is also a word in them (`postgres`) must not turn `-U postgres` into `-U ***`
     steps = [mask_text(step, secrets) for step in exc.remediation] + remediation_for(spec, exc.reason)

@@ -11,7 +11,7 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 
-from ..redact import MASK, mask_text, url_password
+from ..redact import MASK, mask_text, url_secrets
 from .spec import ServiceSpec
 
 #: Options whose next argument is a secret (``redis-server --requirepass S``, ``redis-cli -a S``).
@@ -19,11 +19,17 @@ SECRET_OPTIONS: frozenset[str] = frozenset({
     "--requirepass", "--masterauth", "--password", "--pass", "--passwd", "-a", "--auth", "--token",
     "--secret", "--api-key",
 })
-# NAME=value and --name=value where the name says it is a secret
-_SECRET_ASSIGNMENT = re.compile(
-    r"(?i)(?P<key>(?:--)?[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key|auth)[A-Za-z0-9_]*=)"
-    r"(?P<val>[^\s'\"]+)")
-_SECRET_NAME = re.compile(r"(?i)password|passwd|secret|token|api[_-]?key|auth|credential")
+# NAME=value and --name=value where the name says it is a secret. Found in lower-cased
+# text from the secret word on (a literal alternation scans fast), the rest of the name
+# bounded to 64 characters, so masking stays linear in the text.
+_SECRET_WORDS = r"password|passwd|secret|token|api[_-]?key|auth|credential"
+_SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
+_SECRET_ASSIGNMENT = re.compile(r"(?:" + _SECRET_WORDS + r")[a-z0-9_.-]{0,64}=([^\s'\"]+)")
+_SECRET_ASSIGNMENT_ANY_CASE = re.compile(_SECRET_ASSIGNMENT.pattern, re.IGNORECASE)
+# a secret option as a whole word (after a space) and the word after it
+_OPTION_VALUE = re.compile(r" (?P<option>"
+                           + "|".join(re.escape(o) for o in sorted(SECRET_OPTIONS, key=len, reverse=True))
+                           + r") [^ ]+")
 
 
 def command_line(argv: Sequence[str], *, shell: bool = False) -> str:
@@ -37,9 +43,7 @@ def secrets_of(spec: ServiceSpec) -> list[str]:
     """What must never be shown for ``spec``: its URL's password, secret-looking variables
     of its ``environment`` and the arguments that follow a password option."""
     found: list[str] = []
-    password = url_password(spec.url)
-    if password:
-        found.append(password)
+    found.extend(url_secrets(spec.url))
     found.extend(value for name, value in spec.environment.items() if _SECRET_NAME.search(name))
     for argv in (spec.start, spec.stop):
         words = list(argv)
@@ -68,12 +72,25 @@ def mask_command(text: str, secrets: Sequence[str] = ()) -> str:
     if not text:
         return text
     out = mask_text(text, list(secrets))
-    out = _SECRET_ASSIGNMENT.sub(lambda m: m.group("key") + MASK if m.group("val") != MASK else m.group(0), out)
-    words = out.split(" ")
-    for i in range(len(words) - 1):
-        if words[i] in SECRET_OPTIONS and words[i + 1]:
-            words[i + 1] = MASK
-    return " ".join(words)
+    if "=" in out:
+        lowered = out.lower()
+        found = (_SECRET_ASSIGNMENT.finditer(lowered) if len(lowered) == len(out)
+                 else _SECRET_ASSIGNMENT_ANY_CASE.finditer(out))
+        out = _masked_spans(out, [m.span(1) for m in found if m.group(1) != MASK.lower()])
+    return _OPTION_VALUE.sub(rf" \g<option> {MASK}", " " + out)[1:]
+
+
+def _masked_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    if not spans:
+        return text
+    parts: list[str] = []
+    last = 0
+    for start, stop in spans:
+        parts.append(text[last:start])
+        parts.append(MASK)
+        last = stop
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 def shown_command(spec: ServiceSpec, argv: Sequence[str], secrets: Sequence[str] = ()) -> str:
