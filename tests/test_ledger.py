@@ -266,74 +266,40 @@ def test_a_planted_waiter_whose_id_is_a_path_deletes_nothing(cli, ledger_path: P
 
 # -- a shared directory: another user's files are refused ---------------------------------------------
 
-@pytest.fixture(scope="session")
-def other_user() -> str:
-    """An unprivileged local user to plant files as (created once; root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a second user to plant files needs root")
-    import shutil
-
-    if shutil.which("useradd") is None or shutil.which("runuser") is None:
-        pytest.skip("useradd and runuser are needed to act as another user")
-    name = "netrarmtest"
-    if subprocess.run(["id", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
-    return name
-
-
-def as_user(user: str, script: str) -> None:
-    """Run a shell script as ``user``, with a umask that leaves files writable by all."""
-    subprocess.run(["runuser", "-u", user, "--", "/bin/sh", "-c", "umask 000; " + script], check=True)
-
-
-@pytest.fixture
-def sticky_dir():
-    """A shared temporary directory (mode 1777) that the other user can reach."""
-    import shutil
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="netra-rm-shared-"))
-    base.chmod(0o755)
-    shared = base / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    yield shared
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def test_a_ledger_planted_by_another_user_is_refused(cli, other_user: str, sticky_dir: Path) -> None:
-    target = sticky_dir / "ledger.json"
-    as_user(other_user, f"echo '{{\"schema_version\": 1, \"allocations\": []}}' > '{target}'")
+def test_a_ledger_planted_by_another_user_is_refused(cli, other_user, shared_dir: Path) -> None:
+    target = shared_dir / "ledger.json"
+    other_user.sh("umask 000; echo '{\"schema_version\": 1, \"allocations\": []}' > \"$1\"", str(target))
     result = cli("--ledger", str(target), "status")
     assert result.code == 5
-    assert f"refuses the file {target}" in result.stderr and f"owned by {other_user}" in result.stderr
+    assert f"{target} is not yours (owned by {other_user.name}" in result.stderr
 
 
-def test_a_lock_file_or_journal_planted_by_another_user_is_refused(cli, other_user: str, sticky_dir: Path) -> None:
-    target = sticky_dir / "ledger.json"
+def test_a_lock_file_or_journal_planted_by_another_user_is_refused(cli, other_user, shared_dir: Path) -> None:
+    target = shared_dir / "ledger.json"
     for planted in ("ledger.json.lock", "ledger.json.journal"):
         for name in ("ledger.json", "ledger.json.lock", "ledger.json.journal"):
-            (sticky_dir / name).unlink(missing_ok=True)
-        as_user(other_user, f"touch '{sticky_dir / planted}'")
+            (shared_dir / name).unlink(missing_ok=True)
+        other_user.sh('umask 000; touch "$1"', str(shared_dir / planted))
         result = cli("--ledger", str(target), "allocate", "--layer", "fast_feedback", "--category", "c")
         assert result.code == 5, result.stderr
-        assert f"refuses the file {sticky_dir / planted}" in result.stderr
+        assert f"{shared_dir / planted} is not yours" in result.stderr
 
 
-def test_a_predictable_temp_file_cannot_be_taken_over(cli, other_user: str, sticky_dir: Path) -> None:
+def test_a_predictable_temp_file_cannot_be_taken_over(cli, other_user, shared_dir: Path) -> None:
     """Another user pre-creates every name the old scheme would use; the write still goes
     through a fresh file of ours, and the ledger stays ours."""
-    target = sticky_dir / "ledger.json"
-    as_user(other_user, f"i=1; while [ $i -lt 4096 ]; do : > '{sticky_dir}/.ledger.json.'$i.tmp; i=$((i+1)); done")
+    target = shared_dir / "ledger.json"
+    other_user.sh('umask 000; i=1; while [ $i -lt 4096 ]; do : > "$1/.ledger.json.$i.tmp"; i=$((i+1)); done',
+                  str(shared_dir))
     result = cli("--ledger", str(target), "allocate", "--layer", "fast_feedback", "--category", "c")
     assert result.code == 0, result.stderr
     assert target.stat().st_uid == os.geteuid() and stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-def test_a_wait_directory_planted_by_another_user_is_refused(other_user: str, sticky_dir: Path) -> None:
-    target = sticky_dir / "ledger.json"
-    as_user(other_user, f"mkdir '{sticky_dir / 'ledger.json.wait'}'")
-    with pytest.raises(UnsafePathError, match="owned by netrarmtest"):
+def test_a_wait_directory_planted_by_another_user_is_refused(other_user, shared_dir: Path) -> None:
+    target = shared_dir / "ledger.json"
+    other_user.sh('umask 000; mkdir "$1"', str(shared_dir / "ledger.json.wait"))
+    with pytest.raises(UnsafePathError, match=f"owned by {other_user.name}"):
         FileLedger(target).waiter_channel("0123456789ab")
 
 
