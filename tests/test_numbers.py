@@ -16,7 +16,7 @@ from netra_rm.cli.app import app
 from netra_rm.config import env as envmod
 from netra_rm.config import load_config
 from netra_rm.errors import ConfigError, ExitCode, UsageError
-from netra_rm.ledger.remote import options_from
+from netra_rm.ledger.server import options_from
 
 BAD = ("nan", "NaN", "inf", "-inf", "infinity", "1e23", "-1")
 

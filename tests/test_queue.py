@@ -238,3 +238,31 @@ def test_status_shows_waiters_with_their_wait(engine) -> None:
     assert len(waiters) == 1
     assert waiters[0]["position"] == 1 and waiters[0]["category"] == "w"
     assert waiters[0]["waited_seconds"] >= 0 and waiters[0]["owner"]["pid"] == me.pid
+
+
+def test_a_release_wakes_only_the_waiters_it_can_serve(engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One wake per grant: of three waiters for a full pool, a release that frees room for
+    one wakes the head only; a waiter that fits beside the head (backfill) is woken too."""
+    me = engine.current_process_owner()
+    woken: list[list[str]] = []
+    monkeypatch.setattr(engine.ledger, "notify", lambda ids: woken.append(list(ids)))
+    holders = [engine.allocate(engine.resolve_request("tiny", "holder", memory_mb=100, cpu_percent=10), me)
+               for _ in range(3)]
+    ids = ["0000000000b1", "0000000000b2", "0000000000b3"]
+    for ident in ids:
+        engine.allocate_or_join(engine.resolve_request("tiny", "w", memory_mb=100, cpu_percent=10), me,
+                                waiter_id=ident, waiter_owner=me)
+    woken.clear()
+    engine.release([holders[0].id])
+    assert woken == [[ids[0]]]
+    woken.clear()
+    assert engine.leave_queue(ids[0]) is True  # the head gives up: the next one can take the free slot
+    assert woken == [[ids[1]]]
+    woken.clear()
+    big = engine.resolve_request("tiny", "big", memory_mb=250, cpu_percent=10)
+    engine.allocate_or_join(big, me, waiter_id="0000000000b4", waiter_owner=me)
+    engine.leave_queue(ids[1])
+    engine.leave_queue(ids[2])
+    woken.clear()
+    engine.release([holders[1].id])  # 200 MB held, 250 wanted at the head: nobody can be served yet
+    assert woken == []

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from netra_rm import numbers
 from netra_rm.config import env as envmod
 from netra_rm.config.model import Config
 from netra_rm.core import liveness
@@ -135,33 +136,24 @@ class Engine:
             self.config.service(name)
         for name in extra_pools:
             _check_pool_name(name)
-        if instances is not None and (isinstance(instances, bool) or not isinstance(instances, int)
-                                      or not 1 <= instances <= 100_000):
-            raise UsageError(f"--instances must be a whole number from 1 to 100000, got {instances!r}.")
+        if instances is not None:
+            instances = int(numbers.finite("--instances", instances, numbers.INSTANCES))
         if spec is not None:
             memory = spec.default_memory_mb if memory_mb is None else memory_mb
             cpu = spec.default_cpu_percent if cpu_percent is None else cpu_percent
             uses = spec.uses
         else:
             memory, cpu, uses = memory_mb or 0, cpu_percent or 0.0, ()
-        for label, value in (("--memory-mb", memory), ("--cpu-percent", cpu)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-                    or value in (float("inf"), float("-inf")):
-                raise UsageError(f"{label} must be a finite number, got {value!r}.")
-        if memory < 0:
-            raise UsageError(f"--memory-mb must be zero or more, got {memory}.")
-        if cpu < 0:
-            raise UsageError(f"--cpu-percent must be zero or more, got {cpu:g}.")
+        memory = int(numbers.finite("--memory-mb", memory, numbers.MEMORY_MB))
+        cpu = float(numbers.finite("--cpu-percent", cpu, numbers.CPU_PERCENT))
         duration = self.config.default_duration_minutes if duration_minutes is None else duration_minutes
-        if not isinstance(duration, (int, float)) or not 0 < duration <= 525_600 * 10:
-            raise UsageError(f"--duration-minutes must be above 0 and at most 5256000 (ten years), got {duration!r}.")
-        if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
-            raise UsageError(f"--priority must be a whole number from -1000 to 1000, got {priority!r}.")
+        duration = float(numbers.finite("--duration-minutes", duration, numbers.DURATION_MINUTES))
+        priority = int(numbers.finite("--priority", priority, numbers.PRIORITY))
         adhoc = tuple((name, instances) for name in extra_pools if instances is not None)
         request = Request(
             layer=layer, category=mask_text(category.strip()),  # a URL pasted here keeps no password
-            memory_mb=int(memory), cpu_units=cpu_units(cpu), dedicated=dedicated, requires=needed,
-            duration_minutes=float(duration), pools=tuple(dict.fromkeys((*uses, *extra_pools))),
+            memory_mb=memory, cpu_units=cpu_units(cpu), dedicated=dedicated, requires=needed,
+            duration_minutes=duration, pools=tuple(dict.fromkeys((*uses, *extra_pools))),
             priority=priority, adhoc=adhoc)
         found = self.charges(request)
         never_fits(request, found, {c.key: c.capacity for c in found if c.capacity is not None})
@@ -564,14 +556,17 @@ class Engine:
 
     def _servable(self, txn: Txn, *, exclude: Collection[str] = ()) -> list[str]:
         """The waiters that can be served now (the head of the queue, and those the
-        backfill rule lets through): those whose every key has room and that delay
-        nobody ahead of them. Keys this transaction did not read are taken to have room
-        (the waiter checks for itself when woken)."""
+        backfill rule lets through), as if each were granted in turn: a waiter is chosen
+        when its every key has room beside what is held and what the waiters chosen
+        before it would take, and when it would delay nobody still waiting ahead of it.
+        Keys this transaction did not read are taken to have room (the waiter checks for
+        itself when woken)."""
         now = txn.now
         queue = [w for w in ordered(txn.waiters, now, self.config.aging_seconds) if w.id not in exclude]
-        central = {k: r.capacity for k, r in txn.pools().items()}
-        servable: list[str] = []
+        taking: dict[str, Usage] = {}  # what the waiters chosen so far would take, per key
+        chosen: list[Waiter] = []
         for i, w in enumerate(queue):
+            want = w.request.usage
             room = True
             for key in w.charges:
                 record = txn.pool(key)
@@ -579,12 +574,34 @@ class Engine:
                     room = False
                     break
                 cap = record.capacity if record is not None else w.capacity.get(key)
-                if cap is not None and not fits(w.request.usage, txn.usage(key), cap):
+                if cap is not None and not fits(want, txn.usage(key).plus(taking.get(key, Usage())), cap):
                     room = False
                     break
-            if room and blocking_waiter(w.request.usage, w.charges, queue[:i], central=central) is None:
-                servable.append(w.id)
-        return servable
+            if not room:
+                continue
+            delays = False
+            for earlier in queue[:i]:
+                if earlier in chosen:
+                    continue
+                for key in earlier.charges:
+                    if key not in w.charges:
+                        continue
+                    record = txn.pool(key)
+                    cap = record.capacity if record is not None else earlier.capacity.get(key)
+                    if cap is None:
+                        continue
+                    after = earlier.after.get(key, Usage()).plus(taking.get(key, Usage())).plus(want)
+                    if not fits(earlier.request.usage, after, cap):
+                        delays = True
+                        break
+                if delays:
+                    break
+            if delays:
+                continue
+            chosen.append(w)
+            for key in w.charges:
+                taking[key] = taking.get(key, Usage()).plus(want)
+        return [w.id for w in chosen]
 
     def _keys_of_waiters_sharing(self, snapshot: Snapshot, keys: Collection[str]) -> frozenset[str]:
         """The keys of every waiter that shares one of ``keys`` (a release must see them

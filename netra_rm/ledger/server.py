@@ -9,12 +9,12 @@ saw (:mod:`netra_rm.ledger.fencing`) to refuse a ledger that lost its state.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from netra_rm.errors import LedgerError, UsageError
+from netra_rm import numbers
+from netra_rm.errors import LedgerError
 from netra_rm.ledger.base import Ledger
 from netra_rm.ledger.fencing import FencingMemory, memory_path
 from netra_rm.ledger.upgrade import ScopeOf, host_scoped
@@ -24,8 +24,6 @@ from netra_rm.redact import mask_text, mask_url, url_password
 LEDGER_PARAMETER = "ledger"
 #: The URL query parameter that bounds connecting and each reply, in seconds.
 TIMEOUT_PARAMETER = "timeout"
-#: The longest ``?timeout=`` accepted, in seconds.
-MAX_TIMEOUT = 3600.0
 DEFAULT_LEDGER_NAME = "default"
 #: Journal lines kept before the journal starts again with a checkpoint (the previous
 #: lines are kept, as the file backend keeps ``journal.1``).
@@ -74,13 +72,8 @@ def options_from(parameters: dict[str, str], location: str, base: ServerOptions 
     text = parameters.get(TIMEOUT_PARAMETER)
     if text is None:
         return options
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
-        raise UsageError(f"timeout={text} in the ledger URL {location} must be a number of seconds above 0 and at "
-                         f"most {MAX_TIMEOUT:g}.")
+    seconds = float(numbers.finite(f"timeout= in the ledger URL {location}", text, numbers.NETWORK_SECONDS,
+                                   remediation=f"Set timeout= to {numbers.NETWORK_SECONDS.describe()}."))
     return replace(options, connect_timeout=seconds, io_timeout=seconds)
 
 
