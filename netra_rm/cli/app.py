@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from netra_rm import __version__
-from netra_rm import completion as complete
+from netra_rm.cli import completers as complete
 from netra_rm.cli.context import AppState, finish, guard, state
 from netra_rm.config import env as envmod
 from netra_rm.errors import ExitCode
@@ -281,12 +281,8 @@ class DiscoverSource(str, Enum):
     none = "none"
 
 
-def _complete_target(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
-    return complete.complete_layer(ctx, incomplete) + complete.complete_service(ctx, incomplete)
-
-
 TargetsArg = Annotated[Optional[list[str]], typer.Argument(
-    metavar="[LAYER|SERVICE]...", autocompletion=_complete_target,
+    metavar="[LAYER|SERVICE]...", autocompletion=complete.complete_target,
     help="Layers or services (with what they depend on); all services when none is given.")]
 DiscoverOpt = Annotated[Optional[DiscoverSource], typer.Option(
     "--discover", help="compose: take the services' host ports from Docker Compose (`docker compose config` "

@@ -69,9 +69,11 @@ def guard(out: Output) -> Iterator[None]:
     except NetraRMError as exc:
         out.error(exc)
         raise typer.Exit(int(exc.exit_code)) from None
-    except KeyboardInterrupt:
-        out.info("interrupted")
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM in the commands that run until stopped
+        from netra_rm.cli.streams import interrupted_exit_code
+
+        out.info("interrupted" if not str(exc) else f"interrupted ({exc})")
+        raise typer.Exit(interrupted_exit_code(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if envmod.debug():
             raise

@@ -145,6 +145,8 @@ def run_monitor(
                 stream.write(json.dumps(snapshot_to_ndjson_dict(snapshot), separators=(",", ":")) + "\n")
                 stream.flush()
                 shown += 1
+                if getattr(stream, "broken", False):  # the reader went away (cli.streams.ClosedOutput)
+                    break
         else:
             view_console = console if console is not None else Console(file=out)
             waiting = Text(f"netra-rm monitor: first sample in {interval:g}s ...", style="dim")
