@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-#: Commands that run until they are stopped; they stop cleanly on SIGINT and SIGTERM
-#: even when started with SIGINT ignored.
-_LONG_RUNNING = {("monitor",), ("layer",)}
-_SEED_LONG_RUNNING = {"--monitor", "--layer"}
-
 
 def main() -> None:
     """Console-script entry point."""
@@ -27,10 +22,10 @@ def main() -> None:
 
     line = hoist_global_options(sys.argv[1:])
     quiet_closed_stdout()
-    if line.command in _LONG_RUNNING or (not line.command and line.root_flags & _SEED_LONG_RUNNING):
-        stop_on_signals()
     if line.command == ("run",):
-        stop_on_signals(sigterm=False)  # `run` forwards SIGTERM to CMD itself
+        # SIGINT inherited ignored would never reach CMD; `run` forwards SIGTERM itself.
+        # (`monitor` and `layer` do this in their command, see cli.context.stop_on_signals.)
+        stop_on_signals(sigterm=False)
         from netra_rm.cli.fast_run import main as fast_run  # skips Typer when it can
 
         code = fast_run(line.argv)

@@ -11,7 +11,7 @@ import typer
 
 from netra_rm import __version__
 from netra_rm.cli import completers as complete
-from netra_rm.cli.context import AppState, finish, guard, state
+from netra_rm.cli.context import AppState, finish, first_run_hint, guard, state, stop_on_signals
 from netra_rm.config import env as envmod
 from netra_rm.errors import ExitCode
 
@@ -199,7 +199,8 @@ def status(
         else:
             from netra_rm.render.human import render_status
 
-            render_status(out.console(), resources, services, conflicts, time.time())
+            render_status(out.console(), resources, services, conflicts, time.time(), quiet=out.quiet,
+                          first_run_hint=first_run_hint(st))
         if output is not None and captured is not None:
             _write_output(output, captured.getvalue())
         unhealthy = services["healthy_services"] < services["total_services"]
@@ -243,6 +244,7 @@ def layer(
     st = state(ctx)
     out = st.output(json_ or format_ is LayerFormat.json)
     with guard(out):
+        stop_on_signals()  # --timeout waits: SIGINT and SIGTERM end it, even if inherited ignored
         fmt = _report_format(st, json_, format_)
         from netra_rm.core.conflicts import find_conflicts
         from netra_rm.core.readiness import check_layer, missing_details
@@ -261,11 +263,11 @@ def layer(
             summary = envmod.github_step_summary()
             if summary:
                 github.append_summary(summary, github.layer_summary(data))
-        elif not out.quiet:
+        else:
             from netra_rm.render.human import render_layer
 
-            render_layer(out.console(), data)
-        if not verdict.ready and fmt == "table":
+            render_layer(out.console(), data, quiet=out.quiet)
+        if not verdict.ready and fmt == "table" and not out.quiet:
             from netra_rm.render.human import render_missing
 
             render_missing(out.stderr, missing_details(verdict))
@@ -441,9 +443,9 @@ def release(
         if out.json:
             out.emit_json({"released": [a.id for a in result.released], "missing": result.missing})
         else:
-            for a in result.released:
+            for a in result.released if not out.quiet else ():
                 out.line(f"released {a.id}")
-            for missing in result.missing:
+            for missing in result.missing if not out.quiet else ():
                 out.line(f"not found {missing}")
         if result.missing:
             out.error(f"allocation {', '.join(result.missing)} not found (already released or expired).")
@@ -467,7 +469,7 @@ def cleanup(
         if out.json:
             out.emit_json({"released": [r.to_dict() for r in reclaimed]})
         else:
-            for r in reclaimed:
+            for r in reclaimed if not out.quiet else ():
                 out.line(f"released {r.allocation.id} ({r.allocation.layer}/{r.allocation.category}): {r.reason}")
             if not reclaimed:
                 out.info("nothing to release")
@@ -537,10 +539,10 @@ def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
         report = verify_ledger(st.engine()).to_dict()
         if out.json:
             out.emit_json(report)
-        elif not out.quiet or not report["clean"]:
+        else:
             from netra_rm.render.journal import render_verify
 
-            render_verify(out.console(), report)
+            render_verify(out.console(), report, quiet=out.quiet)
         finish(ExitCode.OK if report["clean"] else ExitCode.UNAVAILABLE)
 
 
@@ -565,7 +567,7 @@ def history(
         else:
             from netra_rm.render.journal import render_history
 
-            render_history(out.console(), events)
+            render_history(out.console(), events, quiet=out.quiet)
 
 
 # -- monitor -----------------------------------------------------------------------------
@@ -596,6 +598,7 @@ def monitor(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
+        stop_on_signals()  # runs until stopped: SIGINT and SIGTERM end it, even if inherited ignored
         import sys
 
         from netra_rm.core.readiness import check_service_results
@@ -653,7 +656,7 @@ def graph(ctx: typer.Context, json_: JsonOpt = False) -> None:
         else:
             from netra_rm.render.human import render_graph
 
-            render_graph(out.console(), data)
+            render_graph(out.console(), data, quiet=out.quiet)
 
 
 # -- config ------------------------------------------------------------------------------
@@ -705,7 +708,7 @@ def config_validate(
         if out.json:
             out.emit_json({"valid": True, "source": cfg.source, "layers": len(cfg.layers),
                            "services": len(cfg.services)})
-        else:
+        elif not out.quiet:
             out.line(f"{cfg.source}: valid ({len(cfg.layers)} layers, {len(cfg.services)} services)")
 
 

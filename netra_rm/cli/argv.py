@@ -21,7 +21,6 @@ class CommandLine:
 
     argv: list[str]
     command: tuple[str, ...]  # e.g. ("config", "show"); () when no command is given
-    root_flags: frozenset[str]  # the top-level options given (e.g. the seed's --monitor)
 
 
 def hoist_global_options(argv: Sequence[str]) -> CommandLine:
@@ -34,7 +33,6 @@ def hoist_global_options(argv: Sequence[str]) -> CommandLine:
     moved: list[str] = []
     rest: list[str] = []
     command: list[str] = []
-    root_flags: set[str] = set()
     takes_value = value_options("")
     words = list(argv)
     i = 0
@@ -44,7 +42,6 @@ def hoist_global_options(argv: Sequence[str]) -> CommandLine:
             break
         front.append(word)
         name, eq, _ = word.partition("=")
-        root_flags.add(name)
         if name in takes_value and not eq and i + 1 < len(words):
             i += 1
             front.append(words[i])
@@ -56,7 +53,7 @@ def hoist_global_options(argv: Sequence[str]) -> CommandLine:
         path = " ".join(command)
         i += 1
     if not command:
-        return CommandLine([*front, *words[i:]], (), frozenset(root_flags))
+        return CommandLine([*front, *words[i:]], ())
     takes_value = value_options(path)
     stops_at_argument = command == ["run"]
     while i < len(words):
@@ -76,4 +73,4 @@ def hoist_global_options(argv: Sequence[str]) -> CommandLine:
                 i += 1
                 rest.append(words[i])
         i += 1
-    return CommandLine([*front, *moved, *rest], tuple(command), frozenset(root_flags))
+    return CommandLine([*front, *moved, *rest], tuple(command))

@@ -82,6 +82,26 @@ def guard(out: Output) -> Iterator[None]:
         raise typer.Exit(int(ExitCode.UNAVAILABLE)) from None
 
 
+def stop_on_signals() -> None:
+    """For commands that run until stopped or wait: SIGINT and SIGTERM end them cleanly,
+    even when SIGINT was inherited ignored (see :mod:`netra_rm.cli.streams`)."""
+    from netra_rm.cli.streams import stop_on_signals as install
+
+    install()
+
+
+def first_run_hint(st: AppState) -> str | None:
+    """One line for someone who has configured nothing yet: no configuration file, none of
+    the service variables set, no discovery. None otherwise."""
+    if st.config_path or envmod.config_path() or envmod.service_variables_set():
+        return None
+    if st.config().raw.get("discovery"):
+        return None
+    return (f"hint: nothing is configured (no --config or NETRA_RM_CONFIG, none of "
+            f"{', '.join(envmod.SERVICE_URL_VARIABLES)} set), so the built-in local addresses were checked; "
+            "set those variables, or point --config at a file (`netra-rm config show > netra-rm.yaml` to start one).")
+
+
 def finish(code: int | ExitCode) -> Any:
     """End the command with ``code``."""
     raise typer.Exit(int(code))
