@@ -195,7 +195,7 @@ def status(
                 out.line(line)
             summary = envmod.github_step_summary()
             if summary:
-                github.append_summary(summary, github.status_summary(resources, services))
+                github.append_summary(summary, github.status_summary(resources, services), stderr=out.stderr)
         else:
             from netra_rm.render.human import render_status
 
@@ -262,7 +262,7 @@ def layer(
                 out.line(line)
             summary = envmod.github_step_summary()
             if summary:
-                github.append_summary(summary, github.layer_summary(data))
+                github.append_summary(summary, github.layer_summary(data), stderr=out.stderr)
         else:
             from netra_rm.render.human import render_layer
 
