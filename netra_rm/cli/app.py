@@ -665,21 +665,21 @@ def graph(ctx: typer.Context, json_: JsonOpt = False) -> None:
 def config_show(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """Print the effective configuration (environment applied, secrets masked).
 
-    Example: DATABASE_URL=postgresql://app@db/test netra-rm config show
+    The output is a valid configuration file; where a value came from the environment is
+    said in comments at its top.
+
+    Example: DATABASE_URL=postgresql://app@db/test netra-rm config show > netra-rm.yaml
     """
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.config.show import effective_config
+        from netra_rm.config.show import effective_config, origins, render_yaml
 
-        data = effective_config(st.config())
         if out.json:
-            out.emit_json(data)
+            out.emit_json({"schema_version": 1, "source": st.config().source, "origins": origins(st.config()),
+                           **effective_config(st.config())})
         else:
-            import yaml
-
-            out.stdout.write(f"# effective configuration from {st.config().source}\n")
-            out.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+            out.stdout.write(render_yaml(st.config()))
 
 
 @config_app.command("validate")
