@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _entry_point
 from netra_rm.cli.argv import hoist_global_options
+
+from conftest import _entry_point
 
 SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL",
                      "FRONTEND_URL", "WEBSOCKET_URL")
@@ -177,7 +178,8 @@ def test_run_passes_sigint_on_though_started_with_sigint_ignored(env: dict[str, 
     (["status", "--json", "--strict"], ["--json", "status", "--strict"]),
     (["layer", "x", "--config", "c.yaml", "--timeout", "5"], ["--config", "c.yaml", "layer", "x", "--timeout", "5"]),
     (["layer", "x", "--config=c.yaml"], ["--config=c.yaml", "layer", "x"]),
-    (["--no-color", "release", "a", "--ledger", "l.json", "b"], ["--no-color", "--ledger", "l.json", "release", "a", "b"]),
+    (["--no-color", "release", "a", "--ledger", "l.json", "b"],
+     ["--no-color", "--ledger", "l.json", "release", "a", "b"]),
     (["config", "show", "--no-color"], ["--no-color", "config", "show"]),
     # a value is never taken for an option
     (["allocate", "--category", "-q", "--layer", "l"], ["allocate", "--category", "-q", "--layer", "l"]),
@@ -211,3 +213,44 @@ def test_an_unknown_option_after_the_command_is_still_a_usage_error(cli) -> None
     result = cli("status", "--frobnicate")
     assert result.code == 2
     assert "--frobnicate" in result.stderr
+
+
+# -- -q: the essential or nothing ------------------------------------------------------
+
+def test_quiet_prints_the_verdict_line_or_nothing(cli, env: dict[str, str]) -> None:
+    ident = cli("-q", "allocate", "--layer", "fast_feedback", "--category", "q", env=env)
+    assert ident.code == 0 and len(ident.stdout.split()) == 1 and ident.stderr == ""
+
+    status = cli("status", "-q", env=env)
+    assert status.code == 0
+    assert status.stdout.splitlines() == [status.stdout.strip()]
+    assert status.stdout.startswith("0 of 7 services healthy") and "1 allocation(s) active" in status.stdout
+
+    ready = cli("layer", "fast_feedback", "-q", env=env)
+    assert (ready.code, ready.stdout, ready.stderr) == (0, "READY  layer fast_feedback\n", "")
+    not_ready = cli("layer", "core_integration", "-q", env=env)
+    assert not_ready.code == 1
+    assert not_ready.stdout == "NOT READY  layer core_integration: missing postgresql, redis\n"
+    assert not_ready.stderr == ""
+
+    verified = cli("verify", "-q", env=env)
+    assert verified.code == 0 and verified.stdout.startswith("CLEAN  1 event(s) checked") and \
+        len(verified.stdout.splitlines()) == 1
+
+    assert set(cli("graph", "-q", env=env).stdout.splitlines()[0].split()) == {"postgresql", "redis", "clickhouse"}
+    assert cli("history", "-q", env=env).stdout.split("\t")[1:3] == ["grant", ident.stdout.strip()]
+    released = cli("release", ident.stdout.strip(), "-q", env=env)
+    assert (released.code, released.stdout, released.stderr) == (0, "", "")
+    cleaned = cli("cleanup", "-q", env=env)
+    assert (cleaned.code, cleaned.stdout, cleaned.stderr) == (0, "", "")
+
+
+def test_a_first_run_says_how_to_point_netra_rm_at_services(cli, home: Path) -> None:
+    first = cli("status", env={"NO_COLOR": "1"})
+    assert first.code == 0
+    hints = [line for line in first.stdout.splitlines() if line.startswith("hint:")]
+    assert len(hints) == 1
+    assert "DATABASE_URL" in hints[0] and "REDIS_URL" in hints[0] and "--config" in hints[0]
+
+    configured = cli("status", env={"NO_COLOR": "1", "REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    assert "hint:" not in configured.stdout

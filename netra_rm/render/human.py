@@ -222,7 +222,7 @@ def render_status(console: Console, resources: Mapping[str, Any], services: Mapp
                       + (f"; {len(conflicts)} conflict(s)" if conflicts else ""), soft_wrap=True)
         return
     print_fitted(console, *services_table(console, services.get("services", {})))
-    console.print(services_summary(services), soft_wrap=True)
+    console.print(services_summary(services))
     if first_run_hint and unhealthy:
         console.print(Text(first_run_hint, style="yellow"), soft_wrap=True)
     console.print()

@@ -57,9 +57,9 @@ def render_history(console: Console, events: Sequence[Mapping[str, Any]], *, qui
     event: time, event, id, layer/category (tab-separated, for scripts)."""
     notes = [_note(e) for e in events]
     if quiet:
-        for e in events:
-            console.print(f"{clock_time(e.get('time'))}\t{e['event']}\t{e.get('id', '')}\t"
-                          f"{e.get('layer', '')}/{e.get('category', '')}", soft_wrap=True, highlight=False)
+        console.file.writelines(f"{clock_time(e.get('time'))}\t{e['event']}\t{e.get('id', '')}\t"
+                                f"{e.get('layer', '')}/{e.get('category', '')}\n" for e in events)
+        console.file.flush()
         return
     columns = [Column("time", keep=8), Column("event"), Column("id"), Column("layer", keep=7),
                Column("category", keep=6, fold=True),
