@@ -98,9 +98,9 @@ COMMANDS: dict[str, dict[str, Any]] = {'': {'commands': {'status': 'Services, po
                     (('--dry-run',), 'dry_run', False, False, False,
                      'Check the services and print the plan; start nothing.', (), None),
                     (('--discover',), 'discover', True, False, False,
-                     "compose: take the services' host ports from Docker Compose (`docker compose ps`, else "
-                     "the compose file); none: only the configuration. Default: the configuration's "
-                     '`discovery` section.',
+                     "compose: take the services' host ports from Docker Compose (`docker compose config` "
+                     'and `ps`, else the compose file read by netra-rm); none: only the configuration. '
+                     "Default: the configuration's `discovery` section.",
                      ('compose', 'none'), None),
                     (('--json',), 'json_', False, False, False, 'Print one JSON document instead of tables.',
                      (), None),
@@ -113,9 +113,9 @@ COMMANDS: dict[str, dict[str, Any]] = {'': {'commands': {'status': 'Services, po
                       (('--dry-run',), 'dry_run', False, False, False,
                        'Print what would be stopped; stop nothing.', (), None),
                       (('--discover',), 'discover', True, False, False,
-                       "compose: take the services' host ports from Docker Compose (`docker compose ps`, "
-                       "else the compose file); none: only the configuration. Default: the configuration's "
-                       '`discovery` section.',
+                       "compose: take the services' host ports from Docker Compose (`docker compose config` "
+                       'and `ps`, else the compose file read by netra-rm); none: only the configuration. '
+                       "Default: the configuration's `discovery` section.",
                        ('compose', 'none'), None),
                       (('--json',), 'json_', False, False, False,
                        'Print one JSON document instead of tables.', (), None),
@@ -141,7 +141,7 @@ COMMANDS: dict[str, dict[str, Any]] = {'': {'commands': {'status': 'Services, po
                           (('--wait',), 'wait', False, False, False, 'Wait for room instead of failing.', (),
                            None),
                           (('--timeout',), 'timeout', True, False, False,
-                           'With --wait: give up after S seconds (exit 3).', (), None),
+                           'Wait at most S seconds for room (exit 3); implies --wait.', (), None),
                           (('--owner-pid',), 'owner_pid', True, False, False,
                            'Release automatically when process PID ends (on a shared ledger a detached '
                            'keeper renews its lease meanwhile).',

@@ -338,9 +338,10 @@ def down(
 ) -> None:
     """Stop what `netra-rm up` started, dependents first, and check each no longer answers.
 
-    Runs each service's `stop` command; a start command that kept running (a
-    server in the foreground) gets SIGTERM instead. With LAYER or SERVICE, stops
-    those and what netra-rm started on top of them.
+    Runs each service's `stop` command; a service without one whose start command
+    kept running (a server in the foreground) gets SIGTERM to its process group,
+    SIGKILL after 10 s. With LAYER or SERVICE, stops those and what netra-rm
+    started on top of them.
 
     Exits 0 when all stopped; 1 naming the first that could not be stopped.
 
@@ -388,7 +389,8 @@ def allocate(
     duration_minutes: DurationOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", min=0,
-                                                     help="With --wait: give up after S seconds (exit 3).")] = None,
+                                                     help="Wait at most S seconds for room (exit 3); implies "
+                                                          "--wait.")] = None,
     owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID",
                                                      help="Release automatically when process PID ends (on a "
                                                           "shared ledger a detached keeper renews its lease "
@@ -501,8 +503,10 @@ def run_(
     if netra-rm is killed) and finds NETRA_RM_ALLOCATION_ID, NETRA_RM_LAYER,
     NETRA_RM_CATEGORY, NETRA_RM_SLOT, NETRA_RM_MEMORY_MB, NETRA_RM_CPU_PERCENT and
     NETRA_RM_FENCING_TOKEN in its environment. SIGINT, SIGTERM and SIGHUP are passed on to
-    CMD. Exits with CMD's code (128+N if signal N ended it); 2 if CMD cannot be run, 3 if
-    there is no room (or --timeout ran out).
+    CMD. Exits with CMD's code whatever it is (pytest's 4 and 5 included, which are not
+    netra-rm's "not found" and "ledger unusable" here), 128+N if signal N ended it; when
+    CMD never ran: 2 if it cannot be run, 3 if there is no room (or --timeout ran out), 5
+    if the ledger cannot be used.
 
     Example: netra-rm run --layer core_integration --category db --wait --timeout 600 -- pytest tests/db
     """
@@ -525,8 +529,10 @@ def run_(
 def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """Replay the allocation journal and prove the pools were never over-subscribed.
 
-    Reports any moment a pool or global cap (as configured now) was over-subscribed, any
-    release without a grant, and any ledger allocation the journal does not explain.
+    Reports any moment a pool or global cap was over-subscribed (judged by the limits each
+    grant was admitted under; older journal lines without them by the configuration in
+    use now), any slot held twice, any fencing token that did not grow, any release
+    without a grant, and any ledger allocation the journal does not explain.
     Exits 0 when clean, 1 with findings.
 
     Example: netra-rm verify --json | jq '.findings'
