@@ -35,6 +35,7 @@ discovery:
 
 @pytest.mark.parametrize("text", [None, RICH], ids=["built-in", "custom"])
 def test_config_show_output_is_a_valid_configuration(cli, write_config, tmp_path: Path, text: str | None) -> None:
+    (tmp_path / "compose.yaml").write_text("services:\n  db: {image: 'postgres:16', ports: ['6543:5432']}\n")
     config = ["--config", str(write_config(text))] if text else []
     env = {"DATABASE_URL": "postgresql://app:pw-Env-3@db.example:6543/test", "MAX_PARALLEL_INSTANCES": "7"}
     shown = cli(*config, "config", "show", env=env)
