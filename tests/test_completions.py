@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -194,3 +195,137 @@ def test_fish_completes_with_descriptions(cli, shell_env: dict[str, str]) -> Non
     layers, ids = proc.stdout.split("---\n")
     assert "core_integration\tdatabase tests need the databases" in layers.splitlines()
     assert ids.splitlines() == [f"{allocation}\tcore_integration/db slot 0"]
+
+
+# -- a TAB is answered without Typer, the same way Typer would answer it ----------------
+
+def _click_answer(words: list[str], incomplete: str) -> list[tuple[str, str]]:
+    """What Typer's own completion (Click's resolution) offers, in-process."""
+    import typer.main
+    from typer._completion_classes import ZshComplete
+
+    from netra_rm.cli.app import app
+    from netra_rm.completion import COMPLETE_VAR, PROG_NAME
+
+    completer = ZshComplete(typer.main.get_command(app), {}, PROG_NAME, COMPLETE_VAR)
+    return [(item.value, item.help or "") for item in completer.get_completions(list(words), incomplete)]
+
+
+LINES = [
+    ([], ""), ([], "s"), ([], "co"), ([], "-"), ([], "--"), ([], "--c"), (["--json"], "--"),
+    (["--layer"], "e2"), (["--config", "x.yaml"], "st"),
+    (["layer"], ""), (["layer"], "co"), (["layer", "core_integration"], ""), (["layer"], "--"),
+    (["layer", "--timeout"], ""), (["layer", "--json"], "--"),
+    (["allocate"], "--"), (["allocate"], "--d"), (["allocate", "--layer"], ""), (["allocate", "--layer"], "s"),
+    (["allocate", "--layer", "x", "--requires"], "re"), (["allocate", "--requires", "redis"], "--re"),
+    (["allocate"], "--layer=co"),
+    (["status", "--format"], ""), (["status", "--format"], "o"), (["status"], "--f"), (["status", "--strict"], "--"),
+    (["release"], ""), (["release"], "--"),
+    (["config"], ""), (["config"], "v"), (["config", "show"], "--"), (["config", "validate"], ""),
+    (["ledger"], ""), (["ledger", "migrate"], "--"),
+    (["run"], "--"), (["run", "--layer"], "f"), (["run", "--layer", "x", "--category", "y", "--"], ""),
+    (["up"], ""), (["up", "core_integration"], "re"), (["down"], "co"), (["down", "--discover"], ""),
+    (["history"], "-"), (["monitor"], "--"), (["graph"], "--"),
+]
+
+
+@pytest.mark.parametrize("words, incomplete", LINES, ids=[" ".join([*w, i]) or "(empty)" for w, i in LINES])
+def test_the_fast_answer_is_the_one_typer_would_give(shell_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                       words: list[str], incomplete: str) -> None:
+    from netra_rm.completion import candidates
+
+    monkeypatch.setenv("NETRA_RM_LEDGER", shell_env["NETRA_RM_LEDGER"])
+    assert sorted(candidates(words, incomplete)) == sorted(_click_answer(words, incomplete))
+
+
+def test_the_fast_answer_offers_ids_as_typer_would(cli, shell_env: dict[str, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from netra_rm.completion import candidates
+
+    first = cli("allocate", "--layer", "fast_feedback", "--category", "unit").stdout.strip()
+    second = cli("allocate", "--layer", "fast_feedback", "--category", "unit").stdout.strip()
+    monkeypatch.setenv("NETRA_RM_LEDGER", shell_env["NETRA_RM_LEDGER"])
+    for words in (["release"], ["release", first]):
+        assert candidates(words, "") == _click_answer(words, "")
+    assert [value for value, _ in candidates(["release", first], "")] == [second]
+
+
+def test_global_options_after_the_command_are_parsed_for_completion(shell_env: dict[str, str],
+                                                                    small_config: Path) -> None:
+    # `--config F` after the command is read (not taken for the layer's name)
+    assert bash_complete(["netra-rm", "layer", "--config", str(small_config), "t"], shell_env) == ["tiny"]
+
+
+@pytest.mark.parametrize("shell, env", [
+    ("bash", {"COMP_WORDS": "netra-rm layer ", "COMP_CWORD": "2"}),
+    ("zsh", {"_TYPER_COMPLETE_ARGS": "netra-rm release "}),
+    ("fish", {"_TYPER_COMPLETE_ARGS": "netra-rm la", "_TYPER_COMPLETE_FISH_ACTION": "get-args"}),
+])
+def test_a_tab_loads_neither_typer_rich_nor_a_driver(shell_env: dict[str, str], shell: str,
+                                                     env: dict[str, str]) -> None:
+    program = ("import sys\nfrom netra_rm.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+               "sys.stderr.write(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+                          env={**shell_env, "_NETRA_RM_COMPLETE": f"complete_{shell}", **env})
+    assert proc.returncode == 0
+    assert proc.stdout.strip(), "the TAB offered nothing"
+    loaded = set(proc.stderr.split())
+    assert "netra_rm" in loaded
+    heavy = {"typer", "click", "rich", "markdown_it", "psycopg", "redis", "httpx", "clickhouse_connect", "psutil"}
+    assert not loaded & heavy, f"a TAB loaded {sorted(loaded & heavy)}"
+
+
+@needs_zsh
+def test_zsh_descriptions_keep_their_apostrophes(shell_env: dict[str, str]) -> None:
+    program = (f"fpath=('{COMPLETIONS}' $fpath)\nautoload -Uz compinit\ncompinit -u -D\n"
+               # what _arguments does with '*: :((...))': evaluate the list, then split value:description
+               "_arguments() { local inner=${1#'*: :(('}; inner=${inner%'))'}; eval \"local -a ws=( $inner )\";"
+               " print -rl -- $ws }\n"
+               "words=(netra-rm la)\nCURRENT=2\n_netra-rm\n")
+    proc = run_shell(["zsh", "-f", "-c", program], shell_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["layer:Are the layer's services (with their..."]
+
+
+@needs_fish
+def test_fish_descriptions_keep_their_apostrophes(shell_env: dict[str, str]) -> None:
+    program = f"source '{COMPLETIONS / 'netra-rm.fish'}'\ncomplete -C 'netra-rm la'\n"
+    proc = run_shell(["fish", "--no-config", "-c", program], shell_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["layer\tAre the layer's services (with their..."]
+
+
+@needs_zsh
+def test_zsh_completes_on_every_tab_of_a_session(shell_env: dict[str, str], tmp_path: Path) -> None:
+    """In one interactive zsh with the file in $fpath (as the README installs it), three
+    TABs in a row each complete (the second used to offer nothing)."""
+    import pexpect
+
+    report = tmp_path / "buffers"
+    rc = tmp_path / ".zshrc"
+    rc.write_text(f"fpath=('{COMPLETIONS}' $fpath)\nautoload -Uz compinit\ncompinit -u -D\nPS1='%% '\n"
+                  # Ctrl-X writes the line being edited to a file, then clears it
+                  f"report-buffer() {{ print -r -- \"$BUFFER\" >> '{report}'; BUFFER=''; zle reset-prompt }}\n"
+                  "zle -N report-buffer\nbindkey '^X' report-buffer\n")
+    env = {**shell_env, "ZDOTDIR": str(tmp_path), "TERM": "xterm"}
+    zsh = pexpect.spawn("zsh", ["-i"], env=env, encoding="utf-8", timeout=30, dimensions=(24, 120))
+    try:
+        zsh.expect_exact("% ")
+        typed = ["netra-rm lay", "netra-rm layer co", "netra-rm allocate --requires cl"]
+        for n, text in enumerate(typed, 1):
+            zsh.send(text + "\t")
+            deadline = time.monotonic() + 30
+            lines: list[str] = []
+            while len(lines) < n and time.monotonic() < deadline:
+                time.sleep(0.2)
+                zsh.send("\x18")  # Ctrl-X
+                zsh.expect_exact("% ")
+                lines = report.read_text().splitlines() if report.exists() else []
+                if len(lines) < n:
+                    zsh.send(text + "\t")
+            assert len(lines) >= n, f"no report for {text!r}"
+    finally:
+        zsh.sendeof()
+        zsh.close(force=True)
+    assert report.read_text().splitlines()[:3] == [
+        "netra-rm layer ", "netra-rm layer core_integration ", "netra-rm allocate --requires clickhouse "]

@@ -113,3 +113,16 @@ def test_workflow_command_escaping() -> None:
 
     assert command("error", "50% done\r\nnext", title="a: b, c") == "::error title=a%3A b%2C c::50%25 done%0D%0Anext"
     assert command("warning", "plain") == "::warning::plain"
+
+
+@pytest.mark.parametrize("args, verdict", [(("layer", "fast_feedback"), 0), (("status",), 0)])
+def test_a_summary_that_cannot_be_written_is_a_warning_not_a_verdict(cli, tmp_path: Path, args: tuple[str, ...],
+                                                                     verdict: int) -> None:
+    missing = tmp_path / "no-such-directory" / "summary.md"
+    result = cli(*args, "--format", "github", env={"GITHUB_STEP_SUMMARY": str(missing),
+                                                   "DATABASE_URL": "postgresql://u:pw@127.0.0.1:9/x"})
+    assert result.code == verdict, result.stderr
+    assert "warning: cannot write the step summary" in result.stderr
+    assert "No such file or directory" in result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert not missing.parent.exists()

@@ -104,3 +104,63 @@ def test_top_level_help_lists_every_command(cli) -> None:
 def test_every_command_appears_in_the_readme(path: tuple[str, ...]) -> None:
     assert f"netra-rm {' '.join(path)}" in README.read_text(), (
         f"README.md should show `netra-rm {' '.join(path)}`")
+
+
+# -- the help and the README say the same ------------------------------------------------
+
+def _visible_options(command: Any) -> list[Any]:
+    return [p for p in command.params if p.param_type_name == "option" and not getattr(p, "hidden", False)
+            and "--help" not in p.opts]
+
+
+OPTIONS = [(path, option) for path, command in COMMANDS for option in _visible_options(command)]
+
+
+@pytest.mark.parametrize("path, option", OPTIONS, ids=[f"{' '.join(p)} {o.opts[0]}" for p, o in OPTIONS])
+def test_every_option_is_in_the_readme_and_its_defaults_agree(path: tuple[str, ...], option: Any) -> None:
+    readme = README.read_text()
+    name = option.opts[0]
+    assert name in readme, f"README.md should document `netra-rm {' '.join(path)} {name}`"
+    found = re.search(r"default:? ([0-9.]+)", option.help or "")
+    if found:
+        stated = [m.group(1) for line in readme.splitlines() if name in line
+                  for m in re.finditer(r"default:? ([0-9.]+)", line)]
+        assert not stated or found.group(1) in stated, (
+            f"`{' '.join(path)} {name}`: the help says default {found.group(1)}, the README {stated}")
+
+
+@pytest.mark.parametrize("command", ["allocate", "run"])
+def test_timeout_implies_wait_in_help_and_readme(command: str) -> None:
+    option = next(o for o in ROOT_COMMAND.commands[command].params if "--timeout" in o.opts)
+    assert "implies --wait" in option.help
+    assert "`--timeout S` implies `--wait`" in README.read_text()
+
+
+def test_verify_help_judges_by_the_limits_of_each_grant_as_the_readme_does() -> None:
+    help_text = " ".join(ROOT_COMMAND.commands["verify"].help.split())
+    readme = " ".join(README.read_text().split())
+    assert "admitted under" in help_text and "admitted under" in readme
+    assert "as configured now" not in help_text
+
+
+def test_down_help_says_what_the_readme_says_about_signals() -> None:
+    help_text = " ".join(ROOT_COMMAND.commands["down"].help.split())
+    readme = " ".join(README.read_text().split())
+    assert "without one whose start command kept running" in help_text
+    assert "SIGTERM to its process group (SIGKILL after 10 s) when the service has no `stop` command" in readme
+
+
+def test_the_readme_says_run_passes_every_exit_code_through() -> None:
+    readme = " ".join(README.read_text().split())
+    assert "pytest's 4 and 5" in readme
+    help_text = " ".join(ROOT_COMMAND.commands["run"].help.split())
+    assert "pytest's 4 and 5" in help_text
+
+
+def test_quiet_is_documented_per_command() -> None:
+    readme = README.read_text()
+    section = readme[readme.index("### Quiet output"):]
+    section = section[:section.index("\n## ", 1) if "\n## " in section[1:] else len(section)]
+    for path, _ in COMMANDS:
+        if len(path) == 1 and path[0] not in ("config", "ledger"):
+            assert f"`{path[0]}`" in section, f"README's quiet section should say what `{path[0]} -q` prints"

@@ -82,6 +82,11 @@ def line_with(text: str, word: str) -> str:
     return next(line for line in text.splitlines() if word in line)
 
 
+def row(text: str, first_cell: str) -> str:
+    """The first line of a table whose first cell is ``first_cell`` (the system panel's rows)."""
+    return next(line for line in text.splitlines() if line.startswith(f"│ {first_cell} "))
+
+
 # -- build_view -----------------------------------------------------------------------------
 
 
@@ -89,10 +94,10 @@ def test_view_shows_system_pools_allocations_services_and_alerts() -> None:
     text = render(build_view(snapshot()))
     assert "\x1b[" not in text
     # system panel, with level words that survive NO_COLOR
-    assert "critical" in line_with(text, "memory ")
-    assert "96.1%" in line_with(text, "memory ")
+    assert "critical" in row(text, "memory")
+    assert "96.1%" in row(text, "memory")
     assert "14.0 GiB / 16.0 GiB" in text
-    assert "warning" in line_with(text, "CPU ")
+    assert "warning" in row(text, "CPU")
     assert "cpu3 100%" in line_with(text, "cores") and "cpu0 99%" in line_with(text, "cores")
     assert "(2 more, mean 68%)" in " ".join(text.split())  # may wrap
     assert "ok" in line_with(text, "processes")

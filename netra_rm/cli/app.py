@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from netra_rm import __version__, numbers
-from netra_rm import completion as complete
-from netra_rm.cli.context import AppState, finish, guard, state
+from netra_rm.cli import completers as complete
+from netra_rm.cli.context import AppState, finish, first_run_hint, guard, state, stop_on_signals
 from netra_rm.config import env as envmod
 from netra_rm.errors import ExitCode
 
@@ -228,11 +228,12 @@ def status(
                 out.line(line)
             summary = envmod.github_step_summary()
             if summary:
-                github.append_summary(summary, github.status_summary(resources, services))
+                github.append_summary(summary, github.status_summary(resources, services), stderr=out.stderr)
         else:
             from netra_rm.render.human import render_status
 
-            render_status(out.console(), resources, services, conflicts, time.time(), every_allocation=every)
+            render_status(out.console(), resources, services, conflicts, time.time(), quiet=out.quiet,
+                          first_run_hint=first_run_hint(st), every_allocation=every)
         if output is not None and captured is not None:
             _write_output(output, captured.getvalue())
         unhealthy = services["healthy_services"] < services["total_services"]
@@ -276,6 +277,7 @@ def layer(
     st = state(ctx)
     out = st.output(json_ or format_ is LayerFormat.json)
     with guard(out):
+        stop_on_signals()  # --timeout waits: SIGINT and SIGTERM end it, even if inherited ignored
         fmt = _report_format(st, json_, format_)
         from netra_rm.core.conflicts import find_conflicts
         from netra_rm.core.readiness import check_layer, missing_details
@@ -293,12 +295,12 @@ def layer(
                 out.line(line)
             summary = envmod.github_step_summary()
             if summary:
-                github.append_summary(summary, github.layer_summary(data))
-        elif not out.quiet:
+                github.append_summary(summary, github.layer_summary(data), stderr=out.stderr)
+        else:
             from netra_rm.render.human import render_layer
 
-            render_layer(out.console(), data)
-        if not verdict.ready and fmt == "table":
+            render_layer(out.console(), data, quiet=out.quiet)
+        if not verdict.ready and fmt == "table" and not out.quiet:
             from netra_rm.render.human import render_missing
 
             render_missing(out.stderr, missing_details(verdict))
@@ -314,12 +316,8 @@ class DiscoverSource(str, Enum):
     none = "none"
 
 
-def _complete_target(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
-    return complete.complete_layer(ctx, incomplete) + complete.complete_service(ctx, incomplete)
-
-
 TargetsArg = Annotated[Optional[list[str]], typer.Argument(
-    metavar="[LAYER|SERVICE]...", autocompletion=_complete_target,
+    metavar="[LAYER|SERVICE]...", autocompletion=complete.complete_target,
     help="Layers or services (with what they depend on); all services when none is given.")]
 DiscoverOpt = Annotated[Optional[DiscoverSource], typer.Option(
     "--discover", help="compose: take the services' host ports from Docker Compose (`docker compose config` "
@@ -373,9 +371,10 @@ def down(
 ) -> None:
     """Stop what `netra-rm up` started, dependents first, and check each no longer answers.
 
-    Runs each service's `stop` command; a start command that kept running (a
-    server in the foreground) gets SIGTERM instead. With LAYER or SERVICE, stops
-    those and what netra-rm started on top of them.
+    Runs each service's `stop` command; a service without one whose start command
+    kept running (a server in the foreground) gets SIGTERM to its process group,
+    SIGKILL after 10 s. With LAYER or SERVICE, stops those and what netra-rm
+    started on top of them.
 
     Exits 0 when all stopped; 1 naming the first that could not be stopped.
 
@@ -426,7 +425,8 @@ def allocate(
     priority: PriorityOpt = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
-                                                     help="With --wait: give up after S seconds (exit 3).")] = None,
+                                                     help="Wait at most S seconds for room (exit 3); implies "
+                                                          "--wait.")] = None,
     owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID", callback=_in(numbers.PID),
                                                      help="Release automatically when process PID ends (on a "
                                                           "shared ledger a detached keeper renews its lease "
@@ -484,9 +484,9 @@ def release(
         if out.json:
             out.emit_json({"released": [a.id for a in result.released], "missing": result.missing})
         else:
-            for a in result.released:
+            for a in result.released if not out.quiet else ():
                 out.line(f"released {a.id}")
-            for missing in result.missing:
+            for missing in result.missing if not out.quiet else ():
                 out.line(f"not found {missing}")
         if result.missing:
             out.error(f"allocation {', '.join(result.missing)} not found (already released or expired).")
@@ -510,7 +510,7 @@ def cleanup(
         if out.json:
             out.emit_json({"released": [r.to_dict() for r in reclaimed]})
         else:
-            for r in reclaimed:
+            for r in reclaimed if not out.quiet else ():
                 out.line(f"released {r.allocation.id} ({r.allocation.layer}/{r.allocation.category}): {r.reason}")
             if not reclaimed:
                 out.info("nothing to release")
@@ -545,9 +545,11 @@ def run_(
     if netra-rm is killed) and finds NETRA_RM_ALLOCATION_ID, NETRA_RM_LAYER,
     NETRA_RM_CATEGORY, NETRA_RM_SLOT, NETRA_RM_MEMORY_MB, NETRA_RM_CPU_PERCENT,
     NETRA_RM_FENCING_TOKEN and, for pools with named instances, NETRA_RM_INSTANCE and
-    NETRA_RM_INSTANCE_<PROPERTY> in its environment. SIGINT, SIGTERM and SIGHUP are passed on to
-    CMD. Exits with CMD's code (128+N if signal N ended it); 2 if CMD cannot be run, 3 if
-    there is no room (or --timeout ran out).
+    NETRA_RM_INSTANCE_<PROPERTY> in its environment. SIGINT, SIGTERM and SIGHUP are passed on
+    to CMD. Exits with CMD's code whatever it is (pytest's 4 and 5 included, which are not
+    netra-rm's "not found" and "ledger unusable" here), 128+N if signal N ended it; when
+    CMD never ran: 2 if it cannot be run, 3 if there is no room (or --timeout ran out), 5
+    if the ledger cannot be used.
 
     Example: netra-rm run --layer core_integration --category db --wait --timeout 600 -- pytest tests/db
     """
@@ -573,8 +575,10 @@ def run_(
 def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """Replay the allocation journal and prove the pools were never over-subscribed.
 
-    Reports any moment a pool or global cap (as configured now) was over-subscribed, any
-    release without a grant, and any ledger allocation the journal does not explain.
+    Reports any moment a pool or global cap was over-subscribed (judged by the limits each
+    grant was admitted under; older journal lines without them by the configuration in
+    use now), any slot held twice, any fencing token that did not grow, any release
+    without a grant, and any ledger allocation the journal does not explain.
     Exits 0 when clean, 1 with findings.
 
     Example: netra-rm verify --json | jq '.findings'
@@ -587,10 +591,10 @@ def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
         report = verify_ledger(st.engine()).to_dict()
         if out.json:
             out.emit_json(report)
-        elif not out.quiet or not report["clean"]:
+        else:
             from netra_rm.render.journal import render_verify
 
-            render_verify(out.console(), report)
+            render_verify(out.console(), report, quiet=out.quiet)
         finish(ExitCode.OK if report["clean"] else ExitCode.UNAVAILABLE)
 
 
@@ -616,7 +620,7 @@ def history(
         else:
             from netra_rm.render.journal import render_history
 
-            render_history(out.console(), events)
+            render_history(out.console(), events, quiet=out.quiet)
             if unreadable:
                 shown = ", ".join(str(n) for n in unreadable[:10])
                 out.info(f"{len(unreadable)} journal line(s) could not be read and were skipped (line {shown}"
@@ -651,6 +655,7 @@ def monitor(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
+        stop_on_signals()  # runs until stopped: SIGINT and SIGTERM end it, even if inherited ignored
         import sys
 
         from netra_rm.core.readiness import check_service_results
@@ -708,7 +713,7 @@ def graph(ctx: typer.Context, json_: JsonOpt = False) -> None:
         else:
             from netra_rm.render.human import render_graph
 
-            render_graph(out.console(), data)
+            render_graph(out.console(), data, quiet=out.quiet)
 
 
 # -- config ------------------------------------------------------------------------------
@@ -717,21 +722,21 @@ def graph(ctx: typer.Context, json_: JsonOpt = False) -> None:
 def config_show(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """Print the effective configuration (environment applied, secrets masked).
 
-    Example: DATABASE_URL=postgresql://app@db/test netra-rm config show
+    The output is a valid configuration file; where a value came from the environment is
+    said in comments at its top.
+
+    Example: DATABASE_URL=postgresql://app@db/test netra-rm config show > netra-rm.yaml
     """
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.config.show import effective_config
+        from netra_rm.config.show import effective_config, origins, render_yaml
 
-        data = effective_config(st.config())
         if out.json:
-            out.emit_json(data)
+            out.emit_json({"schema_version": 1, "source": st.config().source, "origins": origins(st.config()),
+                           **effective_config(st.config())})
         else:
-            import yaml
-
-            out.stdout.write(f"# effective configuration from {st.config().source}\n")
-            out.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+            out.stdout.write(render_yaml(st.config()))
 
 
 @config_app.command("validate")
@@ -760,7 +765,7 @@ def config_validate(
         if out.json:
             out.emit_json({"valid": True, "source": cfg.source, "layers": len(cfg.layers),
                            "services": len(cfg.services)})
-        else:
+        elif not out.quiet:
             out.line(f"{cfg.source}: valid ({len(cfg.layers)} layers, {len(cfg.services)} services)")
 
 

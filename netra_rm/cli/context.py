@@ -69,15 +69,37 @@ def guard(out: Output) -> Iterator[None]:
     except NetraRMError as exc:
         out.error(exc)
         raise typer.Exit(int(exc.exit_code)) from None
-    except KeyboardInterrupt:
-        out.info("interrupted")
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM in the commands that run until stopped
+        from netra_rm.cli.streams import interrupted_exit_code
+
+        out.info("interrupted" if not str(exc) else f"interrupted ({exc})")
+        raise typer.Exit(interrupted_exit_code(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if envmod.debug():
             raise
         out.error(f"unexpected {exc.__class__.__name__}: {exc}",
                   ["This is a bug in netra-rm; rerun with NETRA_RM_DEBUG=1 for a traceback and report it."])
         raise typer.Exit(int(ExitCode.UNAVAILABLE)) from None
+
+
+def stop_on_signals() -> None:
+    """For commands that run until stopped or wait: SIGINT and SIGTERM end them cleanly,
+    even when SIGINT was inherited ignored (see :mod:`netra_rm.cli.streams`)."""
+    from netra_rm.cli.streams import stop_on_signals as install
+
+    install()
+
+
+def first_run_hint(st: AppState) -> str | None:
+    """One line for someone who has configured nothing yet: no configuration file, none of
+    the service variables set, no discovery. None otherwise."""
+    if st.config_path or envmod.config_path() or envmod.service_variables_set():
+        return None
+    if st.config().raw.get("discovery"):
+        return None
+    return (f"hint: nothing is configured (no --config or NETRA_RM_CONFIG, none of "
+            f"{', '.join(envmod.SERVICE_URL_VARIABLES)} set), so the built-in local addresses were checked; "
+            "set those variables, or point --config at a file (`netra-rm config show > netra-rm.yaml` to start one).")
 
 
 def finish(code: int | ExitCode) -> Any:

@@ -178,3 +178,19 @@ def compose_program(env: Mapping[str, str] | None = None) -> str:
     """The standalone Compose that discovery runs when the Docker client has no compose
     plugin: ``NETRA_RM_DOCKER_COMPOSE``, else ``docker-compose``."""
     return get("NETRA_RM_DOCKER_COMPOSE", env) or "docker-compose"
+
+
+def completion_request(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """What a completion script asks for on a TAB (``_NETRA_RM_COMPLETE`` and the words
+    on the line, as Typer's scripts pass them), or None when this is no completion call."""
+    e = environ(env)
+    instruction = e.get("_NETRA_RM_COMPLETE")
+    if not instruction:
+        return None
+    return {"instruction": instruction, "comp_words": e.get("COMP_WORDS", ""), "comp_cword": e.get("COMP_CWORD", ""),
+            "args": e.get("_TYPER_COMPLETE_ARGS", ""), "fish_action": e.get("_TYPER_COMPLETE_FISH_ACTION", "")}
+
+
+def service_variables_set(env: Mapping[str, str] | None = None) -> list[str]:
+    """The service address variables (``DATABASE_URL``, ...) that are set."""
+    return [name for name in SERVICE_URL_VARIABLES if get(name, env) is not None]

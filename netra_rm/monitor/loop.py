@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from rich.console import Console, RenderableType
@@ -90,6 +94,48 @@ class ServicesPoller:
             self._stop.wait(self.interval)
 
 
+class _Resized(Exception):
+    """The terminal changed size while the loop waited."""
+
+
+class _ResizeWaker:
+    """Turns SIGWINCH into :class:`_Resized` raised in the loop's wait (and only there),
+    so a resized terminal is redrawn at once, without polling."""
+
+    def __init__(self) -> None:
+        self._waiting = False
+        self._pending = False
+
+    @contextmanager
+    def listening(self, *, enabled: bool) -> Iterator[None]:
+        sigwinch = getattr(signal, "SIGWINCH", None)
+        if not enabled or sigwinch is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(sigwinch, self._on_resize)
+        try:
+            yield
+        finally:
+            signal.signal(sigwinch, previous)
+
+    @contextmanager
+    def waking(self) -> Iterator[None]:
+        if self._pending:
+            self._pending = False
+            raise _Resized
+        self._waiting = True
+        try:
+            yield
+        finally:
+            self._waiting = False
+
+    def _on_resize(self, signum: int, frame: FrameType | None) -> None:
+        if self._waiting:
+            self._waiting = False
+            raise _Resized
+        self._pending = True
+
+
 def run_monitor(
     get_snapshot: Callable[[], MonitorSnapshot],
     *,
@@ -122,19 +168,31 @@ def run_monitor(
     stop_event = stop if stop is not None else threading.Event()
     poller = ServicesPoller(services_provider, interval=services_interval).start() if services_provider else None
 
+    resize = _ResizeWaker()
+
     def ticks() -> Any:
-        """Yield a snapshot per tick, paced against a monotonic deadline."""
+        """Yield a snapshot per tick, paced against a monotonic deadline; when the terminal
+        is resized meanwhile, the last snapshot again (redrawn for the new size)."""
         shown = 0
+        last: MonitorSnapshot | None = None
         deadline = time.monotonic() + interval
         while count is None or shown < count:
-            if stop_event.wait(max(0.0, deadline - time.monotonic())):
+            try:
+                with resize.waking():
+                    stopped = stop_event.wait(max(0.0, deadline - time.monotonic()))
+            except _Resized:
+                if last is not None:
+                    yield last
+                continue
+            if stopped:
                 return
             deadline += interval
             now = time.monotonic()
             if deadline <= now:  # fell behind (suspended, slow ledger): skip, don't burst
                 deadline = now + interval
             snapshot = get_snapshot()
-            yield poller.fold_into(snapshot) if poller is not None else snapshot
+            last = poller.fold_into(snapshot) if poller is not None else snapshot
+            yield last
             shown += 1
 
     shown = 0
@@ -145,10 +203,18 @@ def run_monitor(
                 stream.write(json.dumps(snapshot_to_ndjson_dict(snapshot), separators=(",", ":")) + "\n")
                 stream.flush()
                 shown += 1
+                if getattr(stream, "broken", False):  # the reader went away (cli.streams.ClosedOutput)
+                    break
         else:
             view_console = console if console is not None else Console(file=out)
             waiting = Text(f"netra-rm monitor: first sample in {interval:g}s ...", style="dim")
-            with Live(waiting, console=view_console, auto_refresh=False, transient=False) as live:
+            # Until stopped, on a terminal: the whole screen, redrawn (and re-laid out) at
+            # each sample and each resize, the terminal as it was afterwards. With --count,
+            # in place, so the last view stays on the screen.
+            full_screen = count is None and view_console.is_terminal
+            with resize.listening(enabled=view_console.is_terminal), \
+                    Live(waiting, console=view_console, auto_refresh=False, transient=False,
+                         screen=full_screen) as live:
                 for snapshot in ticks():
                     live.update(render(snapshot), refresh=True)
                     shown += 1

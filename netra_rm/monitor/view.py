@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -45,31 +46,131 @@ def build_view(
 ) -> RenderableType:
     """The whole monitor screen for ``snapshot``.
 
-    ``now`` (unix seconds, default the sample's time) is what ages and expiries are
-    measured from; ``busiest_cores`` and ``max_allocations`` bound the view's height.
+    What needs attention comes first: the alerts, the pools and the allocations; the
+    services and the machine get the rows that are left. On a terminal (or whenever the
+    console says how high it is) the view fits its height, shortening the allocations
+    and summing up the details in a line each before it leaves anything out, and says
+    what it left out. ``now`` (unix seconds, default the sample's time) is what ages
+    and expiries are measured from; ``busiest_cores`` and ``max_allocations`` bound the
+    view's height.
     """
     at = snapshot.sample.timestamp if now is None else now
-    return Group(
-        _header(snapshot.sample),
-        _side_by_side(_system_table(snapshot, busiest_cores), _services_table(snapshot, at)),
-        _pools_table(snapshot.pools, snapshot.ledger_error),
-        _ByWidth(
-            wide=_allocations_table(snapshot.allocations, at, max_allocations, compact=False),
-            narrow=_allocations_table(snapshot.allocations, at, max_allocations, compact=True),
-            min_width=_FULL_ALLOCATIONS_WIDTH,
-        ),
-        _alerts_table(snapshot.alerts),
-    )
+    return _Screen(snapshot, at, busiest_cores=busiest_cores, max_allocations=max_allocations)
+
+
+class _Screen:
+    """The monitor's view, laid out for the console's width and height at each draw."""
+
+    def __init__(self, snapshot: MonitorSnapshot, at: float, *, busiest_cores: int, max_allocations: int) -> None:
+        self.snapshot = snapshot
+        self.at = at
+        self.busiest_cores = busiest_cores
+        self.max_allocations = max_allocations
+
+    def _allocations(self, limit: int, *, short: bool = False) -> RenderableType:
+        allocations = self.snapshot.allocations
+        return _ByWidth(wide=_allocations_table(allocations, self.at, limit, compact=False, short=short),
+                        narrow=_allocations_table(allocations, self.at, limit, compact=True, short=short),
+                        min_width=_FULL_ALLOCATIONS_WIDTH)
+
+    def _urgent(self, alerts: Sequence[Alert], *, short: bool) -> list[RenderableType]:
+        """Alerts (when there are any), pools and allocations: what the screen shows first."""
+        parts: list[RenderableType] = [_alerts_table(alerts, compact=short)] if alerts else []
+        return parts + [_pools_table(self.snapshot.pools, self.snapshot.ledger_error, compact=short),
+                         self._allocations(self.max_allocations, short=short)]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        snapshot = self.snapshot
+        alerts = list(snapshot.alerts)
+        system = _system_table(snapshot, self.busiest_cores)
+        services = _services_table(snapshot, self.at)
+        height = options.height if options.height is not None else (console.height if console.is_terminal else None)
+        free = options.update(height=None)
+        if height is None:  # no height to fit: everything, most urgent first
+            parts: list[RenderableType] = [_header(snapshot.sample, alerts)]
+            if alerts:
+                parts.append(_alerts_table(alerts))
+            parts += [_pools_table(snapshot.pools, snapshot.ledger_error), self._allocations(self.max_allocations),
+                      _side_by_side(system, services)]
+            yield Group(*parts)
+            return
+        lines: list[list[Segment]] = []
+        left_out: list[str] = []
+
+        def take(renderable: RenderableType, *, reserve: int = 1) -> bool:
+            rendered = console.render_lines(renderable, free, pad=False)
+            if len(lines) + len(rendered) + reserve > height:
+                return False
+            lines.extend(rendered)
+            return True
+
+        take(_header(snapshot.sample, alerts), reserve=0)
+        # frames cost rows: on a terminal too short for the urgent part boxed, none is boxed
+        urgent = sum(len(console.render_lines(part, free, pad=False)) for part in self._urgent(alerts, short=False))
+        short = urgent + 2 > height
+        if alerts and not take(_alerts_table(alerts, compact=short)):
+            take(Text(f"{len(alerts)} alert(s): " + "; ".join(a.message for a in alerts), no_wrap=True,
+                      overflow="ellipsis", style="bold red"))
+        if not take(_pools_table(snapshot.pools, snapshot.ledger_error, compact=short)):
+            take(_pools_line(snapshot.pools))
+        limit = self.max_allocations
+        while limit > 0 and not take(self._allocations(limit, short=short)):
+            limit -= 1
+        if limit == 0:
+            take(Text(f"allocations: {len(snapshot.allocations)} active", style="dim"))
+        if not take(_side_by_side(system, services)):
+            if not take(services):
+                left_out.append("service details" if take(_services_line(snapshot)) else "services")
+            if not take(system):
+                left_out.append("machine details" if take(_system_line(snapshot)) else "machine")
+        if left_out:
+            take(Text(f"(not shown on {console.width}x{height}: {', '.join(dict.fromkeys(left_out))}; "
+                      "a taller terminal shows them)", style="dim", no_wrap=True, overflow="ellipsis"), reserve=0)
+        for line in lines[:height]:
+            yield from line
+            yield Segment.line()
+
+
+def _pools_line(pools: Sequence[Mapping[str, Any]]) -> Text:
+    parts = []
+    for pool in pools:
+        u = pool_utilisation(pool)
+        parts.append(f"{u['layer']} {u['active_instances']}/{u['max_parallel_instances']}")
+    return Text("pools: " + ", ".join(parts), no_wrap=True, overflow="ellipsis")
+
+
+def _services_line(snapshot: MonitorSnapshot) -> Text:
+    rows = list(snapshot.services)
+    down = [str(s.get("name")) for s in rows if s.get("status") != "healthy"]
+    text = f"services: {len(rows) - len(down)} of {len(rows)} healthy"
+    return Text(text + (f"; not: {', '.join(down)}" if down else ""), no_wrap=True, overflow="ellipsis",
+                style="red" if down else "")
+
+
+def _system_line(snapshot: MonitorSnapshot) -> Text:
+    sample = snapshot.sample
+    levels = snapshot.levels()
+    return Text.assemble(
+        "machine: ", (f"CPU {sample.cpu_percent:.0f}%", _LEVEL_STYLE[levels["cpu_percent"]]), "  ",
+        (f"memory {sample.memory_percent:.0f}%", _LEVEL_STYLE[levels["memory_percent"]]), "  ",
+        (f"load {sample.load_per_core[0]:.2f}/core", _LEVEL_STYLE[levels["load_per_core"]]), "  ",
+        f"{sample.process_count:,} processes", no_wrap=True, overflow="ellipsis")
 
 
 # -- pieces -----------------------------------------------------------------------------
 
 
-def _header(sample: SystemSample) -> Text:
+def _header(sample: SystemSample, alerts: Sequence[Alert] = ()) -> Text:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sample.timestamp))
     text = Text.assemble(("netra-rm monitor", "bold"), "  ", stamp)
     if sample.interval_seconds is not None:
         text.append(f"  (over {sample.interval_seconds:.1f}s)", style="dim")
+    if alerts:
+        worst = max((a.level for a in alerts), key=lambda level: list(Level).index(level))
+        text.append(f"  {len(alerts)} alert(s)", style=_LEVEL_STYLE[worst])
+    else:
+        text.append("  no alerts", style="green")
+    text.no_wrap, text.overflow = True, "ellipsis"
     return text
 
 
@@ -155,8 +256,14 @@ def _services_table(snapshot: MonitorSnapshot, now: float) -> Table:
     return table
 
 
-def _pools_table(pools: Sequence[Mapping[str, Any]], ledger_error: str | None = None) -> Table:
-    table = Table(title="Pools", box=box.ROUNDED, expand=True, title_justify="left")
+def _boxed(compact: bool) -> dict[str, Any]:
+    """A table's frame: rounded boxes, or on a short terminal only a rule under the header."""
+    return {"box": box.SIMPLE_HEAD, "show_edge": False} if compact else {"box": box.ROUNDED}
+
+
+def _pools_table(pools: Sequence[Mapping[str, Any]], ledger_error: str | None = None, *,
+                 compact: bool = False) -> Table:
+    table = Table(title="Pools", expand=True, title_justify="left", **_boxed(compact))
     if ledger_error:
         table.caption = Text(f"ledger not read now, showing the last read: {ledger_error}", style="red")
     # The meters shrink their bars to fit, so those columns may be narrowed first.
@@ -202,9 +309,9 @@ def _pool_level(percent: float) -> Level:
 
 
 def _allocations_table(
-    allocations: Sequence[Mapping[str, Any]], now: float, limit: int, *, compact: bool
+    allocations: Sequence[Mapping[str, Any]], now: float, limit: int, *, compact: bool, short: bool = False
 ) -> Table:
-    table = Table(title=f"Allocations ({len(allocations)} active)", box=box.ROUNDED, expand=True,
+    table = Table(title=f"Allocations ({len(allocations)} active)", expand=True, **_boxed(short),
                   title_justify="left")
     columns = ["id", "layer", "memory", "age", "expires"] if compact else [
         "id", "layer", "category", "memory", "CPU", "age", "expires", "owner"]
@@ -254,8 +361,9 @@ def _owner(owner: Any) -> str:
     return f"{who} pid {pid}" if pid is not None else who
 
 
-def _alerts_table(alerts: Iterable[Alert]) -> Table:
-    table = Table(title="Alerts", box=box.ROUNDED, expand=True, title_justify="left", show_header=False)
+def _alerts_table(alerts: Iterable[Alert], *, compact: bool = False) -> Table:
+    frame = {"box": None} if compact else {"box": box.ROUNDED}
+    table = Table(title="Alerts", expand=True, title_justify="left", show_header=False, **frame)
     table.add_column("level", no_wrap=True, min_width=8)
     table.add_column("alert", ratio=1)
     rows = list(alerts)

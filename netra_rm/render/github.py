@@ -8,8 +8,9 @@ anything: it formats the dicts ``status`` and ``layer`` already built.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 _BAD = ("unhealthy", "blocked", "unknown")
 
@@ -170,7 +171,17 @@ def layer_summary(verdict: Mapping[str, Any]) -> str:
     return _join(lines)
 
 
-def append_summary(path: str, markdown: str) -> None:
-    """Append to ``$GITHUB_STEP_SUMMARY`` (other steps' summaries in the job stay)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(markdown)
+def append_summary(path: str, markdown: str, *, stderr: TextIO | None = None) -> bool:
+    """Append to ``$GITHUB_STEP_SUMMARY`` (other steps' summaries in the job stay).
+
+    A summary is a courtesy: one that cannot be written (a missing directory, a full
+    disk) is a warning on stderr, never a change of the verdict. Returns whether it was
+    written."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(markdown)
+    except OSError as exc:
+        (stderr or sys.stderr).write(f"netra-rm: warning: cannot write the step summary to {path} "
+                                     f"({exc.strerror or exc}); the verdict is unchanged.\n")
+        return False
+    return True

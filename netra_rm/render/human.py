@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
+
+from netra_rm.render.fit import Column, fit_table, print_fitted
 
 _STATUS_STYLE = {"healthy": "green", "unhealthy": "red", "blocked": "yellow", "unknown": "dim"}
 
@@ -40,26 +43,63 @@ def bar(used: float, total: float, width: int = 12) -> Text:
     return text
 
 
-def services_table(services: Mapping[str, Mapping[str, Any]]) -> Table:
-    table = Table(title="Services", title_justify="left")
-    table.add_column("service", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("latency", no_wrap=True, justify="right")
-    table.add_column("address", overflow="ellipsis", max_width=20, no_wrap=True)
-    table.add_column("detail", overflow="fold", min_width=16, ratio=1)
+def address(url: str | None) -> str:
+    """Where a service is, for a table: ``host:port`` (the scheme's port when the URL has
+    none), or the socket path. Never any user or password."""
+    if not url:
+        return "-"
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "-"
+    query = parse_qs(parts.query)
+    if parts.scheme == "unix" or (not parts.hostname and "host" in query):
+        socket_path = parts.path if parts.scheme == "unix" else query["host"][0]
+        return socket_path + (f":{query['port'][0]}" if "port" in query else "")
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port or _DEFAULT_PORTS.get(parts.scheme, '?')}"
+
+
+_DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379, "http": 80, "https": 443,
+                  "ws": 80, "wss": 443}
+#: From this width on, the address column shows the whole (masked) URL, not only host:port.
+FULL_ADDRESS_WIDTH = 120
+
+
+def _detail(name: str, s: Mapping[str, Any], where: str) -> str:
+    status = str(s.get("status", "unknown"))
+    if status == "blocked":
+        return "blocked by " + ", ".join(s.get("blocked_by") or [])
+    if status == "healthy":
+        return f"version {s['version']}" if s.get("version") else ""
+    error = str(s.get("error") or "")
+    for prefix in (f"{name} at {where}: ", f"{name} at {where} "):  # the address is in its own column
+        if error.startswith(prefix):
+            return error[len(prefix):]
+    return error
+
+
+def services_table(console: Console, services: Mapping[str, Mapping[str, Any]]) -> tuple[Table, list[str]]:
+    """Each service, its status, latency, address (host and port; the masked URL on a wide
+    console) and what is wrong; the columns that did not fit."""
+    columns = [Column("service"), Column("status"), Column("latency", keep=3, justify="right"),
+               Column("address", keep=5), Column("detail", keep=4, fold=True, min_fold=16)]
+    full = console.width >= FULL_ADDRESS_WIDTH
+    rows = []
     for name, s in services.items():
         status = str(s.get("status", "unknown"))
         latency = s.get("latency_ms")
-        if status == "blocked":
-            detail = "blocked by " + ", ".join(s.get("blocked_by") or [])
-        elif status == "healthy":
-            detail = f"version {s['version']}" if s.get("version") else ""
-        else:
-            detail = s.get("error") or ""
-        table.add_row(name, Text(status.upper() if status != "healthy" else status,
-                                 style=_STATUS_STYLE.get(status, "")),
-                      "-" if latency is None else f"{latency:.0f} ms", s.get("url") or "-", detail)
-    return table
+        where = address(s.get("url"))
+        rows.append([name, Text(status.upper() if status != "healthy" else status,
+                                style=_STATUS_STYLE.get(status, "")),
+                     "-" if latency is None else f"{latency:.0f} ms",
+                     (s.get("url") or "-") if full else where, _detail(name, s, where)])
+    return fit_table(console, columns, rows, lambda: Table(title="Services", title_justify="left"))
 
 
 def usage_cell(used: float, total: float, unit: str) -> Text:
@@ -108,29 +148,40 @@ SUMMARY_THRESHOLD = 25
 SUMMARY_ROWS = 5
 
 
-def allocations_table(allocations: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Table:
-    table = Table(title=title or f"Allocations ({len(allocations)})", title_justify="left")
-    for column in ("id", "layer", "category", "slot", "memory", "cpu", "age", "expires in", "owner"):
-        table.add_column(column, no_wrap=column == "id")
-    for a in allocations:
-        owner = a.get("owner") or {}
-        who = f"{owner.get('user', '?')}@{owner.get('host', '?')}"
-        who += f" pid {owner['pid']}" if owner.get("pid") is not None else " (until released)"
-        where = a.get("layer") or ", ".join(a.get("pools") or ()) or "-"
-        slot = ", ".join(f"{pool}={name}" for pool, name in a["instances"].items()) if a.get("instances") \
-            else str(a.get("slot", "-"))
-        table.add_row(a["id"], where, a["category"], slot, f"{a['memory_mb']} MB",
-                      f"{a['cpu_percent']:g}%", duration(a.get("age_seconds")),
-                      duration(a.get("expires_in_seconds")), who)
-    return table
+def _owner(owner: Mapping[str, Any]) -> str:
+    who = f"{owner.get('user', '?')}@{owner.get('host', '?')}"
+    return who + (f" pid {owner['pid']}" if owner.get("pid") is not None else " (until released)")
 
 
-def allocations_summary(allocations: Sequence[Mapping[str, Any]]) -> list[Table]:
+def _where(a: Mapping[str, Any]) -> str:
+    """The layer, else the pools of an allocation (or waiter) that has none."""
+    return a.get("layer") or ", ".join(a.get("pools") or ()) or "-"
+
+
+def allocations_table(console: Console, allocations: Sequence[Mapping[str, Any]], *,
+                      title: str | None = None) -> tuple[Table, list[str]]:
+    """The active allocations; ids are never cut (other columns fold, then go). The slot
+    column names the instances held where pools name them."""
+    columns = [Column("id"), Column("layer", keep=9), Column("category", keep=8, fold=True),
+               Column("slot", keep=3, justify="right"), Column("memory", keep=5, justify="right"),
+               Column("cpu", keep=4, justify="right"), Column("age", keep=2, justify="right"),
+               Column("expires", keep=7, justify="right"), Column("owner", keep=6, fold=True)]
+    rows = [[a["id"], _where(a), a["category"],
+             ", ".join(f"{pool}={name}" for pool, name in a["instances"].items()) if a.get("instances")
+             else str(a.get("slot", "-")), f"{a['memory_mb']} MB",
+             f"{a['cpu_percent']:g}%", duration(a.get("age_seconds")), duration(a.get("expires_in_seconds")),
+             _owner(a.get("owner") or {})] for a in allocations]
+    heading = title or f"Allocations ({len(allocations)})"
+    return fit_table(console, columns, rows, lambda: Table(title=heading, title_justify="left", box=box.SIMPLE_HEAD))
+
+
+def allocations_summary(console: Console, allocations: Sequence[Mapping[str, Any]]
+                        ) -> list[tuple[Table, list[str]]]:
     """Many allocations in a few lines: counts per layer and category, then the oldest
     and the longest-held few (``status --all`` lists every one)."""
     counts: dict[tuple[str, str], list[float]] = {}
     for a in allocations:
-        key = (a.get("layer") or ", ".join(a.get("pools") or ()) or "-", a.get("category", ""))
+        key = (_where(a), a.get("category", ""))
         entry = counts.setdefault(key, [0, 0, 0.0])
         entry[0] += 1
         entry[1] += a.get("memory_mb", 0)
@@ -144,9 +195,10 @@ def allocations_summary(allocations: Sequence[Mapping[str, Any]]) -> list[Table]
     oldest = sorted(allocations, key=lambda a: -(a.get("age_seconds") or 0))[:SUMMARY_ROWS]
     longest = sorted(allocations, key=lambda a: -((a.get("expires_at") or 0) - (a.get("created_at") or 0)))
     longest = [a for a in longest if a not in oldest][:SUMMARY_ROWS]
-    tables = [table, allocations_table(oldest, title=f"Oldest {len(oldest)}")]
+    tables: list[tuple[Table, list[str]]] = [(table, []),
+                                             allocations_table(console, oldest, title=f"Oldest {len(oldest)}")]
     if longest:
-        tables.append(allocations_table(longest, title=f"Longest-held {len(longest)}"))
+        tables.append(allocations_table(console, longest, title=f"Longest-held {len(longest)}"))
     return tables
 
 
@@ -202,55 +254,86 @@ def limits_table(limits: Mapping[str, Any], system: Mapping[str, Any]) -> Table:
     return table
 
 
-def waiters_table(waiters: Sequence[Mapping[str, Any]], now: float) -> Table:
-    table = Table(title=f"Waiting ({len(waiters)})", title_justify="left")
-    for column in ("position", "layer", "category", "priority", "memory", "cpu", "waited", "owner"):
-        table.add_column(column)
+def waiters_table(console: Console, waiters: Sequence[Mapping[str, Any]], now: float) -> tuple[Table, list[str]]:
+    columns = [Column("position", justify="right"), Column("layer", keep=9),
+               Column("category", keep=8, fold=True), Column("priority", keep=3, justify="right"),
+               Column("memory", keep=6, justify="right"), Column("cpu", keep=4, justify="right"),
+               Column("waited", keep=7, justify="right"), Column("owner", keep=5, fold=True)]
+    rows = []
     for i, w in enumerate(waiters, 1):
         owner = w.get("owner") or {}
         priority = str(w.get("priority", 0))
         if w.get("effective_priority", w.get("priority", 0)) != w.get("priority", 0):
             priority += f" (now {w['effective_priority']})"
-        table.add_row(str(i), w.get("layer") or ", ".join(w.get("pools") or ()) or "?", w.get("category", "?"),
-                      priority, f"{w.get('memory_mb', 0)} MB",
-                      f"{w.get('cpu_percent', 0):g}%", duration(now - w.get("since", now)),
-                      f"{owner.get('user', '?')}@{owner.get('host', '?')} pid {owner.get('pid', '?')}")
-    return table
+        rows.append([str(i), _where(w), w.get("category", "?"), priority, f"{w.get('memory_mb', 0)} MB",
+                     f"{w.get('cpu_percent', 0):g}%", duration(now - w.get("since", now)),
+                     f"{owner.get('user', '?')}@{owner.get('host', '?')} pid {owner.get('pid', '?')}"])
+    return fit_table(console, columns, rows, lambda: Table(title=f"Waiting ({len(waiters)})", title_justify="left",
+                                                           box=box.SIMPLE_HEAD))
+
+
+def services_summary(services: Mapping[str, Any]) -> str:
+    """``5 of 7 services healthy`` (and which are not)."""
+    rows = services.get("services", {})
+    down = [name for name, s in rows.items() if s.get("status") != "healthy"]
+    text = f"{services.get('healthy_services', 0)} of {services.get('total_services', 0)} services healthy"
+    return text + (f" (not: {', '.join(down)})" if down else "")
 
 
 def render_status(console: Console, resources: Mapping[str, Any], services: Mapping[str, Any],
-                  conflicts: Sequence[str], now: float, *, every_allocation: bool = False) -> None:
-    console.print(services_table(services.get("services", {})))
-    console.print(f"{services.get('healthy_services', 0)} of {services.get('total_services', 0)} services healthy")
+                  conflicts: Sequence[str], now: float, *, quiet: bool = False,
+                  first_run_hint: str | None = None, every_allocation: bool = False) -> None:
+    """The whole report; with ``quiet`` one line: the services, allocations and conflicts."""
+    unhealthy = services.get("healthy_services", 0) < services.get("total_services", 0)
+    if quiet:
+        console.print(f"{services_summary(services)}; {len(resources['active_allocations'])} allocation(s) active"
+                      + (f"; {len(conflicts)} conflict(s)" if conflicts else ""), soft_wrap=True)
+        return
+    print_fitted(console, *services_table(console, services.get("services", {})))
+    console.print(services_summary(services))
+    if first_run_hint and unhealthy:
+        console.print(Text(first_run_hint, style="yellow"), soft_wrap=True)
     console.print()
     console.print(pools_table(resources["resource_pools"]))
     if resources.get("shared_pools"):
         console.print(shared_pools_table(resources["shared_pools"]))
     allocations = resources["active_allocations"]
     if every_allocation or len(allocations) <= SUMMARY_THRESHOLD:
-        console.print(allocations_table(allocations))
+        print_fitted(console, *allocations_table(console, allocations))
     else:
-        for table in allocations_summary(allocations):
-            console.print(table)
+        for table, dropped in allocations_summary(console, allocations):
+            print_fitted(console, table, dropped)
     if resources.get("waiters"):
-        console.print(waiters_table(resources["waiters"], now))
+        print_fitted(console, *waiters_table(console, resources["waiters"], now))
     console.print(limits_table(resources["global_limits"], resources.get("system_metrics", {})))
     if conflicts:
         console.print(Text("Conflicts", style="bold red"))
         for c in conflicts:
             console.print(Text(f"  CONFLICT {c}", style="red"))
-    console.print(Text(f"ledger: {resources.get('ledger')}", style="dim"))
+    console.print(Text(f"ledger: {resources.get('ledger')}", style="dim"), soft_wrap=True)
 
 
-def render_layer(console: Console, verdict: Mapping[str, Any]) -> None:
+def render_layer(console: Console, verdict: Mapping[str, Any], *, quiet: bool = False) -> None:
+    """The verdict line, then (unless ``quiet``) the services and the pool behind it."""
     layer = verdict["layer"]
-    if verdict["ready"]:
-        console.print(Text(f"READY  layer {layer}", style="bold green"))
-    else:
-        console.print(Text(f"NOT READY  layer {layer}", style="bold red"))
     services = verdict.get("services") or {}
+    if verdict["ready"]:
+        console.print(Text(f"READY  layer {layer}", style="bold green"), soft_wrap=True)
+    else:
+        missing = [name for name, s in services.items() if s.get("status") != "healthy"]
+        reasons = []
+        if missing:
+            reasons.append(f"missing {', '.join(missing)}")
+        if verdict["pool"].get("reasons"):
+            reasons.append("no room")
+        if verdict.get("conflicts"):
+            reasons.append("conflicts")
+        console.print(Text(f"NOT READY  layer {layer}" + (f": {'; '.join(reasons)}" if reasons else ""),
+                           style="bold red"), soft_wrap=True)
+    if quiet:
+        return
     if services:
-        console.print(services_table(services))
+        print_fitted(console, *services_table(console, services))
     else:
         console.print("needs no services")
     pool = verdict["pool"]
@@ -273,7 +356,13 @@ def render_missing(stream: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     stream.flush()
 
 
-def render_graph(console: Console, graph: Mapping[str, Any]) -> None:
+def render_graph(console: Console, graph: Mapping[str, Any], *, quiet: bool = False) -> None:
+    """The dependency tree and the startup order; with ``quiet`` only the order, one level
+    per line."""
+    if quiet:
+        for level in graph["levels"]:
+            console.print(" ".join(level), soft_wrap=True)
+        return
     tree = Tree("services (each needs the ones under it)")
     deps: Mapping[str, Sequence[str]] = graph["dependencies"]
 

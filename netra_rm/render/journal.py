@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from netra_rm.render.fit import Column, fit_table, print_fitted
+
 
 def clock_time(seconds: float | None) -> str:
     """A Unix time as local ``YYYY-mm-dd HH:MM:SS.mmm``."""
@@ -24,44 +26,58 @@ def short_time(seconds: float | None) -> str:
     return clock_time(seconds)[11:]
 
 
-def render_verify(console: Console, report: Mapping[str, Any]) -> None:
+def render_verify(console: Console, report: Mapping[str, Any], *, quiet: bool = False) -> None:
+    """The verdict line, the findings, and where the ledger and journal are (each path on
+    its own line, never broken); with ``quiet`` only the verdict line."""
     span = f"from {clock_time(report['first_time'])} to {clock_time(report['last_time'])}" \
         if report["events_checked"] else "no events yet"
     if report["clean"]:
-        console.print(Text(f"CLEAN  {report['events_checked']} event(s) checked, {span}", style="bold green"))
+        console.print(Text(f"CLEAN  {report['events_checked']} event(s) checked, {span}", style="bold green"),
+                      soft_wrap=True)
     else:
         console.print(Text(f"FOUND {len(report['findings'])} problem(s) in {report['events_checked']} event(s), "
-                           f"{span}", style="bold red"))
-        table = Table(show_header=True)
-        for column in ("kind", "when", "seq", "what"):
-            table.add_column(column, overflow="fold")
-        for f in report["findings"]:
-            table.add_row(f["kind"], clock_time(f["time"]), "-" if f["seq"] is None else str(f["seq"]), f["message"])
-        console.print(table)
+                           f"{span}", style="bold red"), soft_wrap=True)
+    if quiet:
+        return
+    if not report["clean"]:
+        columns = [Column("kind"), Column("when", keep=2), Column("seq", keep=1, justify="right"),
+                   Column("what", fold=True, min_fold=20)]
+        rows = [[f["kind"], clock_time(f["time"]), "-" if f["seq"] is None else str(f["seq"]), f["message"]]
+                for f in report["findings"]]
+        print_fitted(console, *fit_table(console, columns, rows, lambda: Table(show_header=True)))
     for note in report["notes"]:
         console.print(Text(f"note: {note}", style="dim"))
-    files = ", ".join(report["journal_files"]) or "(no journal yet)"
-    console.print(Text(f"ledger: {report['ledger']}  journal: {files}", style="dim"))
+    console.print(Text(f"ledger: {report['ledger']}", style="dim"), soft_wrap=True)
+    for path in report["journal_files"] or ["(no journal yet)"]:
+        console.print(Text(f"journal: {path}", style="dim"), soft_wrap=True)
 
 
-def render_history(console: Console, events: Sequence[Mapping[str, Any]]) -> None:
+def render_history(console: Console, events: Sequence[Mapping[str, Any]], *, quiet: bool = False) -> None:
+    """The events as a table whose ids are never cut; with ``quiet``, one plain line per
+    event: time, event, id, layer/category (tab-separated, for scripts)."""
     notes = [_note(e) for e in events]
-    columns = ["time", "event", "id", "layer/category", "slot", "amounts", "token", "pid"]
+    if quiet:
+        console.file.writelines(f"{clock_time(e.get('time'))}\t{e['event']}\t{e.get('id', '')}\t"
+                                f"{e.get('layer', '')}/{e.get('category', '')}\n" for e in events)
+        console.file.flush()
+        return
+    columns = [Column("time", keep=8), Column("event"), Column("id"), Column("layer", keep=7),
+               Column("category", keep=6, fold=True),
+               Column("slot", keep=2, justify="right"), Column("amounts", keep=4), Column("token", keep=3,
+                                                                                           justify="right"),
+               Column("pid", keep=5, justify="right")]
     if any(notes):
-        columns.append("note")
-    table = Table(title=f"History (last {len(events)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in columns:
-        wraps = column in ("layer/category", "note")
-        table.add_column(column, overflow="fold", no_wrap=not wraps, min_width=14 if wraps else None)
+        columns.append(Column("note", keep=1, fold=True, min_fold=14))
     styles = {"grant": "green", "release": "", "expire": "yellow", "reclaim": "yellow"}
+    rows = []
     for e, note in zip(events, notes, strict=True):
         owner = e.get("owner") or {}
-        row = [short_time(e.get("time")), Text(e["event"], style=styles.get(e["event"], "")), e.get("id", ""),
-               f"{e.get('layer', '')}/{e.get('category', '')}", str(e.get("slot", "-")),
-               f"{e.get('memory_mb', 0)}MB {e.get('cpu_percent', 0):g}%", str(e.get("fencing_token", "-")),
-               "-" if owner.get("pid") is None else str(owner["pid"])]
-        table.add_row(*row, *([note] if len(columns) > len(row) else []))
-    console.print(table)
+        rows.append([short_time(e.get("time")), Text(e["event"], style=styles.get(e["event"], "")), e.get("id", ""),
+                     e.get("layer", ""), e.get("category", ""), str(e.get("slot", "-")),
+                     f"{e.get('memory_mb', 0)}MB {e.get('cpu_percent', 0):g}%", str(e.get("fencing_token", "-")),
+                     "-" if owner.get("pid") is None else str(owner["pid"]), *([note] if len(columns) > 9 else [])])
+    print_fitted(console, *fit_table(console, columns, rows, lambda: Table(
+        title=f"History (last {len(events)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)))
 
 
 def _note(event: Mapping[str, Any]) -> str:
