@@ -612,9 +612,9 @@ def history(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.core.verify import ledger_history
+        from netra_rm.core.verify import history_report
 
-        events, unreadable = ledger_history(st.engine(), limit=limit)
+        events, unreadable = history_report(st.engine(), limit=limit)
         if out.json:
             out.emit_json({"schema_version": 1, "events": events, "unreadable_lines": len(unreadable)})
         else:
@@ -798,6 +798,10 @@ def pool_show(
                 raise UnknownNameError(f"unknown pool {name!r}; `netra-rm pool show` lists them.")
         if out.json:
             out.emit_json({"schema_version": 1, "pools": pools})
+        elif out.quiet:
+            for p in pools:
+                out.line(f"{p['name']}\t{p['active_instances']}/{p.get('max_parallel_instances', '?')}\t"
+                         f"{'draining' if p['drained'] else 'granting'}")
         else:
             from netra_rm.render.human import render_pools
 
@@ -861,7 +865,7 @@ def _change_pool(ctx: typer.Context, name: str, json_: bool, **change: Any) -> N
         record = st.engine().change_pool(name, **change)
         if out.json:
             out.emit_json({"schema_version": 1, "pool": record.to_dict()})
-        else:
+        elif not out.quiet:
             cap = record.capacity
             state_word = "draining" if record.drained else "granting"
             out.line(f"pool {name}: {cap.instances} instance(s)"

@@ -597,7 +597,12 @@ def verify_ledger(engine: Engine) -> Report:
                   ledger_usage=snapshot.usage)
 
 
-def ledger_history(engine: Engine, *, limit: int | None = None) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
+def ledger_history(engine: Engine, *, limit: int | None = None) -> list[dict[str, Any]]:
+    """The last ``limit`` committed journal events of the engine's ledger, oldest first."""
+    return history_report(engine, limit=limit)[0]
+
+
+def history_report(engine: Engine, *, limit: int | None = None) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
     """The last ``limit`` committed journal events of the engine's ledger, oldest first,
     read from the end of the journal; and the numbers of unreadable lines among those read."""
     if limit is None:
