@@ -311,6 +311,8 @@ def render_status(console: Console, resources: Mapping[str, Any], services: Mapp
         for c in conflicts:
             console.print(Text(f"  CONFLICT {c}", style="red"))
     console.print(Text(f"ledger: {resources.get('ledger')}", style="dim"), soft_wrap=True)
+    for warning in resources.get("ledger_warnings") or ():
+        console.print(Text(f"  WARNING {warning}", style="yellow"), soft_wrap=True)
 
 
 def render_layer(console: Console, verdict: Mapping[str, Any], *, quiet: bool = False) -> None:
