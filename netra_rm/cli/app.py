@@ -459,7 +459,7 @@ def allocate(
 
             keep_for_owner(engine, allocation)
         if out.json:
-            from netra_rm.core.engine import allocation_view
+            from netra_rm.core.status import allocation_view
 
             out.emit_json(allocation_view(allocation, time.time()))
         else:

@@ -30,7 +30,8 @@ from netra_rm.core.accounting import Charge, charges, host_view
 from netra_rm.core.admission import Decision, admit, fits, never_fits
 from netra_rm.core.capacity import MachineCapacity, read_capacity
 from netra_rm.core.model import ResourceRequirements
-from netra_rm.core.queue import ahead_of, blocking_waiter, give_back, ordered, pass_by, waiter_view
+from netra_rm.core.pools import capacity_words, check_pool_name, masked_capacity
+from netra_rm.core.queue import ahead_of, blocking_waiter, give_back, ordered, pass_by
 from netra_rm.errors import CapacityMismatchError, NoCapacityError, UsageError
 from netra_rm.ledger import GrantPlan, Ledger, Scope, Snapshot, Txn, open_ledger
 from netra_rm.ledger.journal import event_record, limits_record, pool_event
@@ -42,11 +43,9 @@ from netra_rm.records import (
     Request,
     Usage,
     Waiter,
-    cpu_percent,
     cpu_units,
-    parse_key,
 )
-from netra_rm.redact import mask_text, mask_url
+from netra_rm.redact import mask_text
 
 SWEEP_INTERVAL = 1.0  # seconds between two looks for dead owners on a server ledger
 
@@ -135,7 +134,7 @@ class Engine:
         for name in needed:
             self.config.service(name)
         for name in extra_pools:
-            _check_pool_name(name)
+            check_pool_name(name)
         if instances is not None:
             instances = int(numbers.finite("--instances", instances, numbers.INSTANCES))
         if spec is not None:
@@ -304,7 +303,7 @@ class Engine:
                                      "--instances N to create it.",
                                      remediation=[f"netra-rm run --pool {charge.name} --instances 1 -- CMD"])
                 if charge.central and register:
-                    record = PoolRecord(key=charge.key, capacity=_masked_capacity(charge.capacity), source="config",
+                    record = PoolRecord(key=charge.key, capacity=masked_capacity(charge.capacity), source="config",
                                         registered_by=self.host, changed_at=round(txn.now, 3),
                                         description=charge.description)
                     txn.put_pool(record, pool_event("register", record, txn.now, host=self.host))
@@ -321,8 +320,8 @@ class Engine:
         return capacity, drained
 
     def _mismatch(self, charge: Charge, record: PoolRecord) -> CapacityMismatchError:
-        mine = _capacity_words(charge.capacity) if charge.capacity is not None else "?"
-        theirs = _capacity_words(record.capacity)
+        mine = capacity_words(charge.capacity) if charge.capacity is not None else "?"
+        theirs = capacity_words(record.capacity)
         by = f" (registered by {record.registered_by})" if record.registered_by else ""
         return CapacityMismatchError(
             f"{charge.label}: this host's configuration says {mine}, but the ledger {self.ledger.location} holds "
@@ -416,7 +415,9 @@ class Engine:
             record = txn.pool(layer.key)
             capacity = record.capacity if record is not None else layer.capacity
             assert capacity is not None
-            pool = pool_status(capacity, txn.usage(layer.key), scope=layer.scope)
+            from netra_rm.core.status import pool_view
+
+            pool = pool_view(capacity, txn.usage(layer.key), scope=layer.scope)
             pool["drained"] = bool(record and record.drained)
         return decision, pool
 
@@ -537,7 +538,7 @@ class Engine:
                 capacity[c.key] = record.capacity
         return Waiter(id=waiter_id, request=request, owner=owner, since=round(txn.now if since is None else since, 3),
                       charges=tuple(c.key for c in found),
-                      capacity={k: _masked_capacity(v) for k, v in capacity.items()},
+                      capacity={k: masked_capacity(v) for k, v in capacity.items()},
                       lease_expires_at=self._lease(owner, txn.now), fence=txn.counter)
 
     def leave_queue(self, waiter_id: str) -> bool:
@@ -694,133 +695,28 @@ class Engine:
                 txn.changes.reset = True
             return reclaimed
 
-    # -- pools ---------------------------------------------------------------------------
+    # -- pools (see netra_rm.core.pools) -----------------------------------------------
 
     def pool_key_for(self, name: str, *, host: str | None = None) -> str:
-        """The key ``pool show/set/drain/resume NAME`` acts on: a layer's pool or a shared
-        or ad-hoc pool, this host's for a host-scoped one (or ``host``'s)."""
-        from netra_rm.records import layer_key, pool_key
+        from netra_rm.core import pools
 
-        where = self.host_key if host is None else host
-        if name in self.config.layers:
-            return layer_key(name, self.config.layers[name].pool.scope, where)
-        if name in self.config.pools:
-            return pool_key(name, self.config.pools[name].scope, where)
-        _check_pool_name(name)
-        return pool_key(name, "global", "")
+        return pools.pool_key_for(self, name, host=host)
 
-    def instance_environment(self, allocation: Allocation) -> dict[str, str]:
-        """The variables that tell a holder which named instances it holds:
-        ``NETRA_RM_INSTANCE`` and ``NETRA_RM_INSTANCE_<PROPERTY>`` for the first pool the
-        allocation uses that names its instances, and ``NETRA_RM_POOL_<POOL>_INSTANCE``
-        (``_<PROPERTY>``) for each. Property values come from this host's configuration
-        (with their passwords), else from the ledger (masked)."""
-        env: dict[str, str] = {}
-        ordered_keys = [k for k in allocation.charges if k in allocation.instances]
-        registry: dict[str, PoolRecord] | None = None
-        for i, key in enumerate(ordered_keys):
-            name = allocation.instances[key]
-            charge = self._charge_for_key(key)
-            properties: Mapping[str, str] = {}
-            if charge is not None and charge.capacity is not None and name in charge.capacity.properties:
-                properties = charge.capacity.properties[name]
-            else:
-                if registry is None:
-                    registry = self.ledger.read(Scope(keys=frozenset(ordered_keys))).pools
-                record = registry.get(key)
-                if record is not None:
-                    properties = record.capacity.properties.get(name, {})
-            pool = _env_name(parse_key(key)[1])
-            env[f"NETRA_RM_POOL_{pool}_INSTANCE"] = name
-            for prop, value in properties.items():
-                env[f"NETRA_RM_POOL_{pool}_{_env_name(prop)}"] = value
-            if i == 0:
-                env["NETRA_RM_INSTANCE"] = name
-                for prop, value in properties.items():
-                    env[f"NETRA_RM_INSTANCE_{_env_name(prop)}"] = value
-        return env
+    def change_pool(self, name: str, **change: Any) -> PoolRecord:
+        """``pool set`` / ``drain`` / ``resume`` (see :func:`netra_rm.core.pools.change_pool`)."""
+        from netra_rm.core import pools
 
-    def _charge_for_key(self, key: str) -> Charge | None:
-        kind, name, _ = parse_key(key)
-        if kind == "layer" and name in self.config.layers:
-            return self.view.layers.get(name) if self.view.layers[name].key == key else None
-        if kind == "pool" and name in self.config.pools:
-            return self.view.pools.get(name) if self.view.pools[name].key == key else None
-        return None
-
-    def change_pool(self, name: str, *, instances: int | None = None, memory_mb: int | None = None,
-                    cpu_percent_value: float | None = None, drained: bool | None = None,
-                    host: str | None = None) -> PoolRecord:
-        """``pool set`` / ``drain`` / ``resume``: change a pool's capacity or state in the
-        ledger, for every host at once; a journal event records it."""
-        key = self.pool_key_for(name, host=host)
-        peek = self.ledger.read(Scope(keys=frozenset({key})))
-        keys = frozenset({key}) | self._keys_of_waiters_sharing(peek, {key})
-        with self.transaction(Scope(keys=keys)) as (txn, _):
-            record = txn.pool(key)
-            charge = self._charge_for_key(key)
-            if record is None:
-                if charge is None or charge.capacity is None:
-                    raise UsageError(f"pool {name} is not known to the ledger {self.ledger.location} and not "
-                                     "configured here.", remediation=[
-                                         f"Create it on first use: netra-rm run --pool {name} --instances N -- CMD"])
-                record = PoolRecord(key=key, capacity=_masked_capacity(charge.capacity), source="config",
-                                    registered_by=self.host, changed_at=round(txn.now, 3),
-                                    description=charge.description)
-            before = record.capacity
-            capacity = before
-            action = "set"
-            if instances is not None or memory_mb is not None or cpu_percent_value is not None:
-                if instances is not None and before.names and instances != len(before.names):
-                    raise UsageError(f"pool {name} lists {len(before.names)} named instances; change the list in "
-                                     "the configuration instead of the count.")
-                capacity = dataclasses.replace(
-                    before, instances=before.instances if instances is None else instances,
-                    memory_mb=before.memory_mb if memory_mb is None else memory_mb,
-                    cpu_units=before.cpu_units if cpu_percent_value is None else cpu_units(cpu_percent_value))
-                record = dataclasses.replace(record, capacity=capacity, source="admin")
-            if drained is not None:
-                action = "drain" if drained else "resume"
-                record = dataclasses.replace(record, drained=drained)
-            record = dataclasses.replace(record, changed_at=round(txn.now, 3))
-            txn.put_pool(record, pool_event(action, record, txn.now, host=self.host, previous=before))
-            return record
+        return pools.change_pool(self, name, **change)
 
     def pools(self) -> list[dict[str, Any]]:
-        """Every pool this host sees, and every pool the ledger holds: capacity, usage,
-        state, and where its capacity comes from."""
-        snapshot = self.ledger.read(Scope(everything=True))
-        seen: set[str] = set()
-        views = []
-        for charge in (*self.view.layers.values(), *self.view.pools.values()):
-            seen.add(charge.key)
-            views.append(self._pool_view(charge.key, charge, snapshot))
-        for key in sorted(snapshot.pools):
-            if key not in seen:
-                views.append(self._pool_view(key, None, snapshot))
-        return views
+        from netra_rm.core import pools
 
-    def _pool_view(self, key: str, charge: Charge | None, snapshot: Snapshot) -> dict[str, Any]:
-        kind, name, host = parse_key(key)
-        record = snapshot.pools.get(key)
-        capacity = record.capacity if record is not None else (charge.capacity if charge else None)
-        used = snapshot.usage.get(key, Usage())
-        configured = charge.capacity if charge is not None else None
-        view: dict[str, Any] = {
-            "name": name, "kind": kind, "key": key, "scope": "host" if host else "global",
-            "source": record.source if record is not None else ("configuration" if configured else "unknown"),
-            "drained": bool(record and record.drained), "active_instances": used.instances,
-            "allocated_memory_mb": used.memory_mb, "allocated_cpu_percent": used.cpu_percent,
-        }
-        if capacity is not None:
-            view.update(max_parallel_instances=capacity.instances, max_memory_mb=capacity.memory_mb,
-                        max_cpu_percent=capacity.cpu_percent,
-                        available_instances=max(0, capacity.instances - used.instances))
-            if capacity.names:
-                view["instances"] = list(capacity.names)
-        if record is not None and configured is not None and not record.capacity.same_limits(configured):
-            view["configured"] = _masked_capacity(configured).to_dict()
-        return view
+        return pools.pools(self)
+
+    def instance_environment(self, allocation: Allocation) -> dict[str, str]:
+        from netra_rm.core import pools
+
+        return pools.instance_environment(self, allocation)
 
     # -- status --------------------------------------------------------------------------
 
@@ -849,131 +745,23 @@ class Engine:
     def active_allocations(self) -> list[Allocation]:
         return self._report_snapshot().allocations
 
+    # -- views (see netra_rm.core.status) ----------------------------------------------
+
     def resource_status(self, *, system_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The pools, the active allocations and the machine, as the contract's dict."""
-        snapshot = self._report_snapshot()
-        now = snapshot.now
-        allocations = sorted(snapshot.allocations, key=lambda a: (a.created_at, a.id))
-        queue = ordered(snapshot.waiters, now, self.config.aging_seconds)
-        waiters = [waiter_view(w, i, now, self.config.aging_seconds) for i, w in enumerate(queue, 1)]
-        caps = self.view.caps
-        total = snapshot.usage.get(caps.key, Usage())
-        limits = self.config.limits
-        capacity = self.capacity_reader()
-        metrics: dict[str, Any] = dict(system_metrics or {})
-        metrics.setdefault("capacity", capacity.to_dict())
-        return {
-            "total_allocations": len(allocations),
-            "resource_pools": self._layer_pools(snapshot),
-            "active_allocations": [allocation_view(a, now) for a in allocations],
-            "global_limits": {
-                "max_memory_mb": limits.max_memory_mb, "allocated_memory_mb": total.memory_mb,
-                "max_cpu_percent": limits.max_cpu_percent, "allocated_cpu_percent": total.cpu_percent,
-                "max_parallel_instances": limits.max_parallel_instances, "active_instances": total.instances,
-                "sources": dict(limits.sources),
-            },
-            "system_metrics": metrics,
-            "waiters": waiters,
-            "ledger": self.ledger.location,
-            "ledger_warnings": list(snapshot.warnings),
-            "host": self.host,
-            "shared_pools": self._shared_pools(snapshot),
-        }
+        from netra_rm.core import status
 
-    def _layer_pools(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
-        """Each layer's pool as this host counts it (its own key for a host pool, the
-        fleet's for a global one), with the ledger's capacity for a central pool."""
-        pools = {}
-        for name, charge in self.view.layers.items():
-            record = snapshot.pools.get(charge.key)
-            capacity = record.capacity if record is not None else charge.capacity
-            assert capacity is not None
-            view = pool_status(capacity, snapshot.usage.get(charge.key, Usage()), scope=charge.scope)
-            view["key"] = charge.key
-            view["drained"] = bool(record and record.drained)
-            pools[name] = view
-        return pools
-
-    def _shared_pools(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
-        found = {}
-        for name, charge in self.view.pools.items():
-            record = snapshot.pools.get(charge.key)
-            capacity = record.capacity if record is not None else charge.capacity
-            assert capacity is not None
-            found[name] = shared_pool_status(capacity, snapshot.usage.get(charge.key, Usage()), scope=charge.scope,
-                                             drained=bool(record and record.drained))
-        for key, record in snapshot.pools.items():
-            kind, name, host = parse_key(key)
-            if kind == "pool" and name not in found and host is None:
-                found[name] = shared_pool_status(record.capacity, snapshot.usage.get(key, Usage()), scope="global",
-                                                 drained=record.drained)
-                found[name]["adhoc"] = True
-        return found
+        return status.resource_status(self, system_metrics=system_metrics)
 
     def pool_usage(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        """The layers' pools and the active allocations, for a view that asks every second:
-        a read, not a transaction, unless something is due to be reclaimed."""
-        snapshot = self._report_snapshot()
-        now = snapshot.now
-        allocations = sorted(snapshot.allocations, key=lambda a: (a.created_at, a.id))
-        return self._layer_pools(snapshot), [allocation_view(a, now) for a in allocations]
+        from netra_rm.core import status
+
+        return status.pool_usage(self)
 
     def pool_status(self, layer: str) -> dict[str, Any]:
-        """One layer's pool with its usage now (as this host counts it)."""
-        self.config.layer(layer)
-        charge = self.view.layers[layer]
-        snapshot = self.ledger.read(Scope(keys=frozenset({charge.key})))
-        record = snapshot.pools.get(charge.key)
-        capacity = record.capacity if record is not None else charge.capacity
-        assert capacity is not None
-        view = pool_status(capacity, snapshot.usage.get(charge.key, Usage()), scope=charge.scope)
-        view["drained"] = bool(record and record.drained)
-        return view
+        from netra_rm.core import status
 
-
-def pool_status(capacity: Capacity, used: Usage, *, scope: str = "host") -> dict[str, Any]:
-    """The contract's per-layer pool dict."""
-    memory = capacity.memory_mb or 0
-    cpu = capacity.cpu_units or 0
-    data = {
-        "max_memory_mb": memory, "allocated_memory_mb": used.memory_mb,
-        "available_memory_mb": max(0, memory - used.memory_mb),
-        "max_cpu_percent": cpu_percent(cpu), "allocated_cpu_percent": used.cpu_percent,
-        "available_cpu_percent": cpu_percent(max(0, cpu - used.cpu_units)),
-        "max_parallel_instances": capacity.instances, "active_instances": used.instances,
-        "available_instances": max(0, capacity.instances - used.instances) if not used.dedicated else 0,
-        "dedicated": bool(used.dedicated),
-        "scope": scope,
-    }
-    if capacity.names:
-        data["instances"] = list(capacity.names)
-    return data
-
-
-def shared_pool_status(capacity: Capacity, used: Usage, *, scope: str, drained: bool = False) -> dict[str, Any]:
-    """A shared pool with its usage: instances, and memory and CPU where it limits them."""
-    data = {"scope": scope, "max_parallel_instances": capacity.instances, "active_instances": used.instances,
-            "available_instances": max(0, capacity.instances - used.instances),
-            "max_memory_mb": capacity.memory_mb, "allocated_memory_mb": used.memory_mb,
-            "max_cpu_percent": capacity.cpu_percent, "allocated_cpu_percent": used.cpu_percent,
-            "drained": drained}
-    if capacity.names:
-        data["instances"] = list(capacity.names)
-    return data
-
-
-def allocation_view(allocation: Allocation, now: float) -> dict[str, Any]:
-    """An allocation as shown to users: the ledger record plus age and time left (the
-    internal bookkeeping left out)."""
-    data = allocation.to_dict()
-    for internal in ("behind", "slot_key", "request_id"):
-        data.pop(internal, None)
-    if allocation.instances:
-        data["instances"] = {parse_key(k)[1] or k: v for k, v in allocation.instances.items()}
-    data["age_seconds"] = round(max(0.0, now - allocation.created_at), 1)
-    data["expires_in_seconds"] = round(allocation.expires_at - now, 1)
-    return data
-
+        return status.layer_pool_status(self, layer)
 
 def join_reasons(reasons: Iterable[str]) -> str:
     """Several reasons as one sentence."""
@@ -985,37 +773,3 @@ def _new_id(txn: Txn) -> str:
         candidate = os.urandom(6).hex()
         if txn.find(candidate) is None:
             return candidate
-
-
-def _env_name(text: str) -> str:
-    """A pool or property name as part of an environment variable's name."""
-    return "".join(c if c.isalnum() else "_" for c in text).upper()
-
-
-def _check_pool_name(name: str) -> None:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        raise UsageError(f"the pool name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a "
-                         "letter or digit.")
-
-
-def _masked_capacity(capacity: Capacity) -> Capacity:
-    """A capacity as the ledger may store it: property values that are URLs lose their
-    passwords (the holder gets the real ones from its own configuration)."""
-    if not capacity.properties:
-        return capacity
-    return dataclasses.replace(capacity, properties={
-        name: {k: (mask_url(v) or v) if "://" in v else v for k, v in props.items()}
-        for name, props in capacity.properties.items()})
-
-
-def _capacity_words(capacity: Capacity) -> str:
-    parts = [f"{capacity.instances} instance(s)"]
-    if capacity.memory_mb is not None:
-        parts.append(f"{capacity.memory_mb} MB")
-    if capacity.cpu_units is not None:
-        parts.append(f"{cpu_percent(capacity.cpu_units):g}% CPU")
-    if capacity.names:
-        parts.append("named " + ", ".join(capacity.names))
-    return ", ".join(parts)
