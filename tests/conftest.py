@@ -76,13 +76,81 @@ def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / "ledger" / "ledger.json"
 
 
+#: Commands whose process is the point (it forks, execs CMD or owns a terminal): the
+#: ``cli`` fixture runs them as real processes; every other command runs in-process.
+PROCESS_COMMANDS = {"run", "monitor", "up", "down"}
+
+
+def _command_of(args: tuple[str, ...]) -> str | None:
+    from netra_rm.cli.argv import hoist_global_options
+
+    line = hoist_global_options(list(args))
+    return line.command[0] if line.command else None
+
+
+def run_in_process(args: list[str], env: Mapping[str, str], *, cwd: str, input: str | None = None) -> Result:
+    """``netra-rm ARGS`` in this process, as a real run would see it: its own environment,
+    working directory, stdin and captured stdout/stderr, and everything it changes in the
+    process (signal handlers, what discovery said already) put back afterwards. Much
+    cheaper than a process start, for the many tests about what a command decides."""
+    import io
+    import signal
+
+    from netra_rm.cli import main
+    from netra_rm.services.compose import discovery
+
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    said = set(discovery._said)
+    out, err = io.StringIO(), io.StringIO()
+    import logging
+
+    # a real process has no logging set up: warnings reach stderr through logging's last
+    # resort (pytest's own capture handlers would take them here instead)
+    to_stderr = logging.StreamHandler(err)
+    to_stderr.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(to_stderr)
+    code: int = 0
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        sys.argv = ["netra-rm", *args]
+        sys.stdin, sys.stdout, sys.stderr = io.StringIO(input or ""), out, err
+        try:
+            main()
+        except SystemExit as exc:
+            if isinstance(exc.code, int) or exc.code is None:
+                code = exc.code or 0
+            else:
+                err.write(f"{exc.code}\n")
+                code = 1
+    finally:
+        logging.getLogger().removeHandler(to_stderr)
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        discovery._said.clear()
+        discovery._said.update(said)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def cli(home: Path, ledger_path: Path):
-    """Run ``netra-rm`` as a real process with NETRA_RM_LEDGER in tmp_path."""
+    """Run ``netra-rm`` with NETRA_RM_LEDGER in tmp_path: in-process, or as a real
+    process for the commands in :data:`PROCESS_COMMANDS` (and with ``process=True``)."""
 
     def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60,
-            input: str | None = None) -> Result:
+            input: str | None = None, process: bool = False) -> Result:
         full_env = {**os.environ, "NETRA_RM_LEDGER": str(ledger_path), **(env or {})}
+        if not process and os.environ.get("NETRA_RM_TEST_PROCESSES") != "1" \
+                and _command_of(args) not in PROCESS_COMMANDS:
+            return run_in_process(list(args), full_env, cwd=str(home), input=input)
         proc = subprocess.run([*_entry_point(), *args], capture_output=True, text=True, env=full_env,
                               timeout=timeout, input=input, cwd=str(home))
         return Result(proc.returncode, proc.stdout, proc.stderr)
