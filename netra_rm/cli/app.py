@@ -70,6 +70,13 @@ DurationOpt = Annotated[Optional[float], typer.Option("--duration-minutes", meta
                                                       help="Hold time before it expires (default 30).")]
 
 
+class OnLost(str, Enum):
+    """What `run` does when its allocation is lost while CMD runs."""
+
+    term = "term"
+    warn = "warn"
+
+
 class StatusFormat(str, Enum):
     """What `status` prints: tables, JSON, OpenMetrics text, or GitHub Actions annotations."""
 
@@ -512,8 +519,18 @@ def run_(
     wait: Annotated[bool, typer.Option("--wait", help="Queue for room (fairly, first come first served) "
                                                       "instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
-                                                     help="Wait at most S seconds for room (exit 3); implies "
-                                                          "--wait.")] = None,
+                                                     help="Wait at most S seconds for the required services and "
+                                                          "room (exit 1 / 3); implies --wait.")] = None,
+    on_lost: Annotated[OnLost, typer.Option("--on-lost", help="When the allocation is lost while CMD runs: term "
+                                                                 "stops CMD and exits 6; warn only warns.")]
+    = "term",  # type: ignore[assignment]
+    kill_after: Annotated[float, typer.Option("--kill-after", metavar="S", callback=_in(numbers.KILL_SECONDS),
+                                              help="With --on-lost term: SIGKILL S seconds after SIGTERM.")] = 10.0,
+    enforce: Annotated[bool, typer.Option("--enforce", help="Confine CMD to the allocation's memory and CPU (a "
+                                                            "cgroup, else a watchdog).")] = False,
+    no_measure: Annotated[bool, typer.Option("--no-measure", help="Do not measure CMD's memory and CPU.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say how CMD is enforced and what it "
+                                                                  "used.")] = False,
 ) -> None:
     """Hold an allocation for exactly as long as CMD runs.
 
@@ -521,7 +538,10 @@ def run_(
     if netra-rm is killed) and finds NETRA_RM_ALLOCATION_ID, NETRA_RM_LAYER,
     NETRA_RM_CATEGORY, NETRA_RM_SLOT, NETRA_RM_MEMORY_MB, NETRA_RM_CPU_PERCENT and
     NETRA_RM_FENCING_TOKEN in its environment. SIGINT, SIGTERM and SIGHUP are passed on to
-    CMD. Exits with CMD's code whatever it is (pytest's 4 and 5 included, which are not
+    CMD. --requires services must be healthy first (exit 1). CMD's peak memory and CPU
+    time are measured and journaled; with --enforce CMD is killed past its memory. When
+    the allocation is lost while CMD runs, CMD is stopped and run exits 6 (--on-lost).
+    Exits with CMD's code whatever it is (pytest's 4 and 5 included, which are not
     netra-rm's "not found" and "ledger unusable" here), 128+N if signal N ended it; when
     CMD never ran: 2 if it cannot be run, 3 if there is no room (or --timeout ran out), 5
     if the ledger cannot be used.
@@ -531,15 +551,24 @@ def run_(
     st = state(ctx)
     out = st.output(False)
     with guard(out):
-        from netra_rm.core.run import run_command
+        from netra_rm.core.run import RunOptions, run_command, run_summary
 
         engine = st.engine()
         request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
                                          dedicated=dedicated, requires=requires or (),
                                          duration_minutes=duration_minutes)
-        outcome = run_command(engine, request, command, wait=wait or timeout is not None, timeout=timeout)
+        options = RunOptions(on_lost=str(getattr(on_lost, "value", on_lost)), kill_after=kill_after,
+                             enforce=enforce or engine.config.layer(layer_name).enforce,
+                             measure=not no_measure and engine.config.machine.measure,
+                             say=out.info if verbose else None, warn=out.info)
+        outcome = run_command(engine, request, command, wait=wait or timeout is not None, timeout=timeout,
+                              options=options)
+        if outcome.error:
+            out.error(outcome.error)
         for note in outcome.notes:
             out.info(f"netra-rm: {note}")
+        if verbose:
+            out.info(run_summary(outcome))
         finish(outcome.exit_code)
 
 

@@ -14,6 +14,7 @@ ledger every allocation is on this machine, so every pool counts them all.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -28,7 +29,7 @@ from netra_rm.core.admission import Decision, Usage, admit, admit_shared, usage_
 from netra_rm.core.capacity import MachineCapacity, read_capacity
 from netra_rm.core.model import Allocation, Owner, Request, ResourceRequirements
 from netra_rm.core.queue import Waiter, blocking_waiter, waiter_view
-from netra_rm.errors import AllocationNotFoundError, NoCapacityError, RequestTooLargeError, UsageError
+from netra_rm.errors import AllocationNotFoundError, NetraRMError, NoCapacityError, RequestTooLargeError, UsageError
 from netra_rm.ledger import Ledger, LedgerState, open_ledger
 from netra_rm.redact import mask_text
 
@@ -86,6 +87,11 @@ class Engine:
         spec = self.config.layer(layer)
         if not category or not category.strip():
             raise UsageError("the category must not be empty; name the kind of tests, e.g. --category api_tests.")
+        kind = self.config.categories.get(category.strip())  # its defaults; unknown ones refused when strict
+        if kind is not None:
+            memory_mb = kind.memory_mb if memory_mb is None else memory_mb
+            cpu_percent = kind.cpu_percent if cpu_percent is None else cpu_percent
+            duration_minutes = kind.duration_minutes if duration_minutes is None else duration_minutes
         needed = tuple(dict.fromkeys(requires))
         for name in needed:
             self.config.service(name)
@@ -150,6 +156,8 @@ class Engine:
             if state.waiters and state.changed:
                 if len(state.waiters) < queued or any(e["event"] != "grant" for e in state.events):
                     wake = [w["id"] for w in state.waiters]
+            if not self.shared and state.changed:  # a holder watching its allocation (run) hears at once
+                wake += [holder_channel(e["id"]) for e in state.events if e["event"] in FREEING_EVENTS]
         if wake:
             notify = getattr(self.ledger, "notify", None)
             if notify is not None:
@@ -438,11 +446,15 @@ class Engine:
 
     # -- release and cleanup -------------------------------------------------------------
 
-    def release(self, ids: Iterable[str]) -> ReleaseResult:
-        """Release these allocations; the ids not found are reported, the others released."""
+    def release(self, ids: Iterable[str], *, measured: Mapping[str, Any] | None = None) -> ReleaseResult:
+        """Release these allocations; the ids not found are reported, the others released.
+
+        ``measured`` (what the holder used: ``peak_memory_mb``, ``cpu_seconds``,
+        ``wall_seconds``, ``oom_killed``) is added to each release event in the journal.
+        """
         wanted = list(dict.fromkeys(ids))
         release_now = getattr(self.ledger, "release_now", None)
-        if release_now is not None and wanted:  # Redis: one round trip, without the lock
+        if release_now is not None and wanted and not measured:  # Redis: one round trip, without the lock
             outcome = release_now(wanted, now=self.clock())
             if outcome is not None:
                 return ReleaseResult(released=outcome[0], missing=outcome[1])
@@ -450,7 +462,7 @@ class Engine:
             released = state.remove(set(wanted))
             now = self.clock()
             for a in released:
-                state.events.append(_event("release", a, now))
+                state.events.append(_event("release", a, now, **dict(measured or {})))
         found = {a.id for a in released}
         return ReleaseResult(released=released, missing=[i for i in wanted if i not in found])
 
@@ -479,6 +491,48 @@ class Engine:
             if state.changed:
                 state.allocations = renewed
         return sorted(wanted - found)
+
+    def why_gone(self, allocation_id: str) -> str:
+        """Why the ledger no longer holds ``allocation_id``, from the last journal event
+        about it: "released", "forced" (``cleanup --force``), "expired", "owner gone",
+        "lease lapsed", or "unknown" (no event: the ledger was reset or lost it)."""
+        reader = getattr(self.ledger, "read_with_journal", None)
+        if reader is None:
+            return "unknown"
+        try:
+            _, lines, _ = reader()
+        except NetraRMError:
+            return "unknown"
+        needle = allocation_id.encode()
+        for line in reversed(lines):
+            if needle not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("id") != allocation_id:
+                continue
+            kind = event.get("event")
+            if kind == "release":
+                return "forced" if event.get("reason") == "forced" else "released"
+            if kind == "expire":
+                return "expired"
+            if kind == "reclaim":
+                return str(event.get("reason") or "owner gone")
+            if kind == "grant":
+                break
+        return "unknown"
+
+    def record_lost(self, allocation: Allocation, cause: str, *, action: str) -> None:
+        """Journal that the holder of ``allocation`` found it gone (``action``: what it did
+        about it, "term" or "warn"). Best effort: the ledger may be the thing that was lost."""
+        try:
+            with self.transaction() as (state, _):
+                state.events.append(_event("lost", allocation, self.clock(), reason=cause, action=action))
+                state.changed = True
+        except NetraRMError:
+            pass
 
     def release_or_raise(self, ids: Iterable[str]) -> list[Allocation]:
         result = self.release(ids)
@@ -609,6 +663,16 @@ def allocation_view(allocation: Allocation, now: float) -> dict[str, Any]:
     data["age_seconds"] = round(max(0.0, now - allocation.created_at), 1)
     data["expires_in_seconds"] = round(allocation.expires_at - now, 1)
     return data
+
+
+#: The journal events that take an allocation away from its holder.
+FREEING_EVENTS = ("release", "expire", "reclaim")
+
+
+def holder_channel(allocation_id: str) -> str:
+    """The name of the wake-up channel on which the holder of ``allocation_id`` hears that
+    it was taken away (on the file ledger, a FIFO beside the waiters')."""
+    return f"held-{allocation_id}"
 
 
 def join_reasons(reasons: Iterable[str]) -> str:
