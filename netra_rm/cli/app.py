@@ -414,36 +414,50 @@ def allocate(
     duration_minutes: DurationOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
-                                                     help="Wait at most S seconds for room (exit 3); implies "
-                                                          "--wait.")] = None,
+                                                     help="Wait at most S seconds for the required services and "
+                                                          "room (exit 1 / 3); implies --wait.")] = None,
     owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID", callback=_in(numbers.PID),
                                                      help="Release automatically when process PID ends (on a "
                                                           "shared ledger a detached keeper renews its lease "
                                                           "meanwhile).")] = None,
+    on_lost: Annotated[Optional[OnLost], typer.Option(
+        "--on-lost", help="With --owner-pid: term sends PID SIGTERM when the allocation is lost (released by "
+                          "another, reclaimed, expired, the ledger reset); warn only journals it.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Admit one allocation into the ledger and print its id.
 
-    Without --owner-pid the allocation lives until released or expired.
+    --requires services (with what they depend on) must be healthy first, else exit 1;
+    with --wait they are waited for within the same --timeout. Without --owner-pid the
+    allocation lives until released or expired.
 
     Example: ID=$(netra-rm allocate --layer core_integration --category db_tests --memory-mb 256)
     """
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
+        from netra_rm.core.readiness import require_services
         from netra_rm.core.waiting import allocate_waiting
 
         engine = st.engine()
         request = engine.resolve_request(layer_name, category, memory_mb=memory_mb, cpu_percent=cpu_percent,
                                          dedicated=dedicated, requires=requires or (),
                                          duration_minutes=duration_minutes)
+        if on_lost is not None and owner_pid is None:
+            from netra_rm.errors import UsageError
+
+            raise UsageError("--on-lost needs --owner-pid: it says what happens to that process when the "
+                             "allocation is lost.")
         owner = engine.owner(owner_pid)
-        allocation = allocate_waiting(engine, request, owner, wait=wait or timeout is not None,
-                                      timeout=timeout)
-        if allocation.lease_expires_at is not None:  # a shared ledger: a keeper renews it while PID lives
+        waiting = wait or timeout is not None
+        spent = require_services(engine, request.requires, wait=waiting, timeout=timeout)
+        allocation = allocate_waiting(engine, request, owner, wait=waiting,
+                                      timeout=None if timeout is None else max(0.0, timeout - spent))
+        if allocation.lease_expires_at is not None or on_lost is not None:
+            # a keeper renews a shared ledger's lease while PID lives, and acts when the allocation is lost
             from netra_rm.core.lease import keep_for_owner
 
-            keep_for_owner(engine, allocation)
+            keep_for_owner(engine, allocation, on_lost=None if on_lost is None else on_lost.value)
         if out.json:
             from netra_rm.core.engine import allocation_view
 

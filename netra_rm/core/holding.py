@@ -57,11 +57,12 @@ def describe(cause: str, allocation: Allocation, successor: Allocation | None = 
 class HoldingWatch:
     """Renews ``allocation`` and watches for its loss until stopped (a daemon thread).
 
-    ``hold_seconds``: each renewal keeps it from expiring for at least this long.
+    ``hold_seconds``: each renewal keeps it from expiring for at least this long (None:
+    its expiry stays; only a shared ledger's lease is renewed).
     ``on_lost`` is called (in the watch's thread) once the allocation is found gone.
     """
 
-    def __init__(self, engine: Engine, allocation: Allocation, *, hold_seconds: float,
+    def __init__(self, engine: Engine, allocation: Allocation, *, hold_seconds: float | None,
                  renew_interval: float, check_every: float | None = None,
                  on_lost: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:

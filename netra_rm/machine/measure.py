@@ -125,3 +125,53 @@ def rusage_figures(rusage: Any) -> tuple[float, float]:
     if rusage is None:
         return 0.0, 0.0
     return rusage.ru_maxrss / 1024, rusage.ru_utime + rusage.ru_stime
+
+
+class SessionSampler:
+    """Measures this process and its descendants in a daemon thread (the pytest plugin's
+    session): :meth:`stop` says what they used since :meth:`start`."""
+
+    def __init__(self, pid: int, *, interval: float = SAMPLE_INTERVAL) -> None:
+        import threading
+
+        self.sampler = TreeSampler(pid)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="netra-rm-measure", daemon=True)
+        self._started = 0.0
+        self._cpu_before = 0.0
+
+    def start(self) -> None:
+        import time
+
+        self._started = time.monotonic()
+        self._cpu_before = _own_cpu_seconds()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.sampler.sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> Measurement:
+        import resource
+        import time
+
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.sampler.sample()
+        largest = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+        return Measurement(peak_memory_mb=max(self.sampler.peak_mb, largest),
+                           cpu_seconds=max(0.0, _own_cpu_seconds() - self._cpu_before),
+                           wall_seconds=time.monotonic() - self._started)
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and the children it has waited for."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
