@@ -408,8 +408,8 @@ class _Supervisor:
                 time.sleep(min(pause or 0.05, 0.05))
                 continue
             info = signal.sigtimedwait(waited, pause) if pause is not None else signal.sigwaitinfo(waited)
-            if info is None or info.si_signo == signal.SIGCHLD:
-                continue
+            if info is None or info.si_signo not in FORWARDED:
+                continue  # SIGCHLD, or woken by SIGCONT after a stop
             if info.si_signo != signal.SIGTERM and info.si_code == _SI_KERNEL:
                 continue  # the terminal sent it to CMD's process group too
             try:
