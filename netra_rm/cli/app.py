@@ -198,6 +198,9 @@ def status(
         services = service_status(engine)  # takes a moment: the CPU sample spans it
         sample = sampler.sample()
         resources = engine.resource_status(system_metrics=sample.to_dict())
+        from netra_rm.machine import live
+
+        live.annotate(resources["active_allocations"], engine.host)  # what each owner uses now
         conflicts = find_conflicts(engine, sample=sample)
         resources["conflicts"] = conflicts
         captured = None
@@ -678,7 +681,10 @@ def monitor(
         engine = st.engine()
 
         def ledger_state() -> tuple[list[dict], list[dict]]:
+            from netra_rm.machine import live
+
             pools, allocations = engine.pool_usage()
+            live.annotate(allocations, engine.host)  # what each owner uses now, for the over-use conflicts
             return [{"layer": name, **pool} for name, pool in pools.items()], allocations
 
         ledger_state()  # a ledger unusable from the start is an error (exit 5); later, a caption

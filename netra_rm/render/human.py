@@ -146,15 +146,25 @@ def _owner(owner: Mapping[str, Any]) -> str:
     return who + (f" pid {owner['pid']}" if owner.get("pid") is not None else " (until released)")
 
 
+def _used(allocation: Mapping[str, Any]) -> Text:
+    """What the allocation's owner uses now (red when more than it reserved), or "-"."""
+    used = allocation.get("used_memory_mb")
+    if used is None:
+        return Text("-")
+    over = used > (allocation.get("owner_reserved_mb") or allocation["memory_mb"])
+    return Text(f"{used:.0f} MB", style="bold red" if over else "")
+
+
 def allocations_table(console: Console, allocations: Sequence[Mapping[str, Any]]) -> tuple[Table, list[str]]:
     """The active allocations; ids are never cut (other columns fold, then go)."""
     columns = [Column("id"), Column("layer", keep=9), Column("category", keep=8, fold=True),
                Column("slot", keep=3, justify="right"), Column("memory", keep=5, justify="right"),
-               Column("cpu", keep=4, justify="right"), Column("age", keep=2, justify="right"),
+               Column("used now", keep=5, justify="right"), Column("cpu", keep=4, justify="right"),
+               Column("enforced", keep=2), Column("age", keep=2, justify="right"),
                Column("expires", keep=7, justify="right"), Column("owner", keep=6, fold=True)]
-    rows = [[a["id"], a["layer"], a["category"], str(a.get("slot", "-")), f"{a['memory_mb']} MB",
-             f"{a['cpu_percent']:g}%", duration(a.get("age_seconds")), duration(a.get("expires_in_seconds")),
-             _owner(a.get("owner") or {})] for a in allocations]
+    rows = [[a["id"], a["layer"], a["category"], str(a.get("slot", "-")), f"{a['memory_mb']} MB", _used(a),
+             f"{a['cpu_percent']:g}%", a.get("enforcement") or "-", duration(a.get("age_seconds")),
+             duration(a.get("expires_in_seconds")), _owner(a.get("owner") or {})] for a in allocations]
     return fit_table(console, columns, rows, lambda: Table(title=f"Allocations ({len(allocations)})",
                                                            title_justify="left", box=box.SIMPLE_HEAD))
 
