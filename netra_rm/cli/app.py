@@ -641,6 +641,43 @@ def history(
             render_history(out.console(), events, quiet=out.quiet)
 
 
+@app.command()
+def recommend(
+    ctx: typer.Context,
+    layer_name: Annotated[Optional[str], typer.Option("--layer", metavar="LAYER", help="Only this layer.",
+                                                      autocompletion=complete.complete_layer)] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """What each layer and category really used, from the journal, and what to reserve.
+
+    Per layer and category: the runs measured (by `run` and the pytest plugin), what
+    they reserved, the p50/p95/max of their peak memory and CPU seconds, and a
+    suggested reservation (p95 plus 20 %, rounded up to a step).
+
+    Example: netra-rm recommend --layer core_integration
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        import os
+
+        from netra_rm.core.recommend import recommend as right_size
+        from netra_rm.core.verify import ledger_history
+
+        engine = st.engine()
+        if layer_name is not None:
+            engine.config.layer(layer_name)  # an unknown layer is bad input
+        found = right_size(ledger_history(engine), cpus=os.cpu_count() or 1, layer=layer_name)
+        if out.json:
+            out.emit_json({"schema_version": 1, "recommendations": [r.to_dict() for r in found]})
+        elif not found:
+            out.info("nothing measured yet: run suites with `netra-rm run` (or the pytest plugin) first.")
+        else:
+            from netra_rm.render.journal import render_recommendations
+
+            render_recommendations(out.console(), found)
+
+
 # -- monitor -----------------------------------------------------------------------------
 
 @app.command()

@@ -97,3 +97,21 @@ def _note(event: Mapping[str, Any]) -> str:
     if event.get("waited_seconds") is not None:
         return f"waited {event['waited_seconds']:.1f}s"
     return str(event.get("reason") or "")
+
+
+def render_recommendations(console: Console, found: Sequence[Any]) -> None:
+    """``recommend``: a table of what each layer and category used, then one sentence each."""
+    table = Table(title="Measured use per layer and category", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for column in ("layer / category", "runs", "reserved", "peak MB p50/p95/max", "CPU s p50/p95/max",
+                   "suggested"):
+        table.add_column(column, overflow="fold")
+    for r in found:
+        table.add_row(f"{r.layer} / {r.category}", str(r.runs),
+                      f"{r.reserved_memory_mb} MB {r.reserved_cpu_percent:g}%",
+                      f"{r.peak_memory_mb_p50:.0f} / {r.peak_memory_mb_p95:.0f} / {r.peak_memory_mb_max:.0f}",
+                      f"{r.cpu_seconds_p50:.1f} / {r.cpu_seconds_p95:.1f} / {r.cpu_seconds_max:.1f}",
+                      f"{r.suggested_memory_mb} MB {r.suggested_cpu_percent:g}%")
+    console.print(table)
+    for r in found:
+        console.print(r.sentence(), highlight=False)
