@@ -364,7 +364,8 @@ def _watch(config: pytest.Config, allocation: Any) -> None:
             engine.record_lost(allocation, watch.cause or "unknown", action="fail")
 
     watch = HoldingWatch(engine, allocation, hold_seconds=None,
-                         renew_interval=heartbeat_interval(engine.config.lease_seconds), on_lost=lost)
+                         renew_interval=heartbeat_interval(engine.config.lease_seconds), on_lost=lost,
+                         holder="the pytest session")
     state.watches[allocation.id] = watch
     watch.start()
     if state.sampler is None and engine.config.machine.measure and not _is_xdist_controller(config):

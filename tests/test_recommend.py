@@ -43,8 +43,8 @@ def test_cpu_share_and_oom_kills() -> None:
     assert found.oom_kills == 1 and "killed at the limit" in found.sentence()
 
 
-@pytest.mark.parametrize("mb, step", [(1, 32), (32, 32), (33, 48), (49, 64), (65, 96), (180, 192), (216, 256), (300, 384),
-                                      (600, 768), (1100, 1536), (5000, 6144)])
+@pytest.mark.parametrize("mb, step", [(1, 32), (32, 32), (33, 48), (49, 64), (65, 96), (180, 192), (216, 256),
+                                      (300, 384), (600, 768), (1100, 1536), (5000, 6144)])
 def test_memory_steps(mb: float, step: int) -> None:
     assert memory_step(mb) == step
 

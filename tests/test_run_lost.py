@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_run import CHILD, TINY, read_env, start, wait_for
 
 LOST = 6
@@ -153,9 +152,7 @@ allocations:
 
 
 def _redis_eval(server: object, script: str, *args: str) -> None:
-    from servers import _resp
-
-    from servers import HOST
+    from servers import HOST, _resp
 
     host, port = HOST, server.port  # type: ignore[attr-defined]
     with socket.create_connection((host, port), timeout=5) as sock:

@@ -43,10 +43,11 @@ def check_interval(lease_seconds: float) -> float:
     return max(2.0, lease_seconds / 10) / 2
 
 
-def describe(cause: str, allocation: Allocation, successor: Allocation | None = None) -> str:
-    """One sentence: allocation X was lost, and why."""
+def describe(cause: str, allocation: Allocation, successor: Allocation | None = None, *,
+             holder: str = "the command") -> str:
+    """One sentence: allocation X was lost while ``holder`` ran, and why."""
     why = CAUSES.get(cause, cause)
-    text = (f"allocation {allocation.id} ({allocation.layer}/{allocation.category}) was lost while the command "
+    text = (f"allocation {allocation.id} ({allocation.layer}/{allocation.category}) was lost while {holder} "
             f"ran: {why}")
     if successor is not None:
         text += (f"; slot {successor.slot} now belongs to allocation {successor.id} (fencing token "
@@ -64,7 +65,7 @@ class HoldingWatch:
 
     def __init__(self, engine: Engine, allocation: Allocation, *, hold_seconds: float | None,
                  renew_interval: float, check_every: float | None = None,
-                 on_lost: Callable[[], None] | None = None,
+                 on_lost: Callable[[], None] | None = None, holder: str = "the command",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.allocation = allocation
@@ -72,6 +73,7 @@ class HoldingWatch:
         self.renew_interval = renew_interval
         self.check_every = check_every if check_every is not None else check_interval(engine.config.lease_seconds)
         self.on_lost = on_lost
+        self.holder = holder
         self.clock = clock
         self.cause: str | None = None
         self.sentence: str | None = None
@@ -172,6 +174,6 @@ class HoldingWatch:
         if self._stop.is_set():
             return
         self.cause = cause
-        self.sentence = describe(cause, self.allocation, successor)
+        self.sentence = describe(cause, self.allocation, successor, holder=self.holder)
         if self.on_lost is not None:
             self.on_lost()
