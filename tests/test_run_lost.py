@@ -195,3 +195,23 @@ def test_ledger_lost_by_the_server(redis_server, env: dict[str, str], child: Pat
     code, _, stderr = finish(proc)
     assert code == LOST, stderr
     assert "the ledger lost its state" in stderr
+
+
+def test_allocate_owner_pid_keeper_terms_the_owner_on_loss(cli, small_config: Path) -> None:
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        base = ("--config", str(small_config))
+        ident = cli(*base, "allocate", "--layer", "tiny", "--category", "kept", "--owner-pid", str(owner.pid),
+                    "--on-lost", "term").stdout.strip()
+        assert cli(*base, "release", ident).code == 0
+        assert owner.wait(timeout=30) == -signal.SIGTERM
+        lost = [e for e in cli(*base, "history", "--json").json()["events"] if e["event"] == "lost"]
+        assert [(e["id"], e["reason"], e["action"]) for e in lost] == [(ident, "released", "term")]
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_on_lost_without_owner_pid_is_bad_input(cli, small_config: Path) -> None:
+    result = cli("--config", str(small_config), "allocate", "--layer", "tiny", "--category", "c", "--on-lost", "term")
+    assert result.code == 2 and "--on-lost needs --owner-pid" in result.stderr
