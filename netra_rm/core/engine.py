@@ -469,9 +469,12 @@ class Engine:
     def renew(self, ids: Iterable[str], *, hold_seconds: float | None = None) -> list[str]:
         """Renew the leases of these allocations (a holder's heartbeat, see
         :mod:`netra_rm.core.lease`) and, with ``hold_seconds``, keep each from expiring
-        for at least that long from now; the ids the ledger no longer holds."""
+        for at least that long from now; the ids the ledger no longer holds. One of them
+        past its time but not yet reclaimed by anyone is renewed, not reclaimed."""
         wanted = set(ids)
-        with self.transaction() as (state, _):
+        # its holder's own renewal does not reclaim an allocation past its time: still in the
+        # ledger, its capacity went to nobody, so it is renewed (a late beat, not a loss)
+        with self.transaction(releasing=wanted) as (state, _):
             now = self.clock()
             found: set[str] = set()
             renewed = []
