@@ -67,5 +67,7 @@ def test_recommend_command(cli, small_config: Path) -> None:
     assert 0 < found["peak_memory_mb_p95"] < 100 and found["suggested_memory_mb"] >= found["peak_memory_mb_p95"]
     human = cli(*base, "recommend", "--layer", "tiny")
     assert human.code == 0 and "tiny / unit reserves 100 MB, uses p95" in human.stdout
+    quiet = cli(*base, "recommend", "-q")
+    assert quiet.stdout.startswith("tiny / unit reserves 100 MB, uses p95") and quiet.stdout.count("\n") == 1
     unknown = cli(*base, "recommend", "--layer", "nope")
     assert unknown.code == 2 and "unknown layer" in unknown.stderr

@@ -672,6 +672,9 @@ def recommend(
             out.emit_json({"schema_version": 1, "recommendations": [r.to_dict() for r in found]})
         elif not found:
             out.info("nothing measured yet: run suites with `netra-rm run` (or the pytest plugin) first.")
+        elif out.quiet:
+            for r in found:
+                out.line(r.sentence())
         else:
             from netra_rm.render.journal import render_recommendations
 
