@@ -124,8 +124,14 @@ class ResourceManagementAgent:
                            requirements: ResourceRequirements | None = None,
                            duration_minutes: float = 30) -> str | None:
         """Admit an allocation owned by this process; its id, or None when there is no room.
-        A number that is not finite or not in its range raises
-        :class:`~netra_rm.errors.UsageError` (a ``ValueError``)."""
+
+        The services the ``requires_*`` flags name (and what they depend on) must be
+        healthy first: else :class:`ServiceUnavailableError` is raised, naming the root
+        cause with its remediation steps, and nothing is allocated. A number that is not
+        finite or not in its range raises :class:`~netra_rm.errors.UsageError` (a
+        ``ValueError``)."""
+        from netra_rm.core.readiness import require_services
+
         numbers.finite("duration_minutes", duration_minutes, numbers.DURATION_MINUTES)
         if requirements is not None:
             for name, value, rng in (("min_memory_mb", requirements.min_memory_mb, numbers.MEMORY_MB),
@@ -134,6 +140,7 @@ class ResourceManagementAgent:
                     numbers.finite(name, value, rng)
         request = self.engine.request_from_requirements(layer_name, category_name, requirements,
                                                         duration_minutes)
+        require_services(self.engine, request.requires)
         allocation, _ = self.engine.try_allocate(request, self.engine.current_process_owner())
         if allocation is None:
             return None

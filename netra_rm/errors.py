@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     NO_CAPACITY = 3  # allocation refused, or a wait ran out
     NOT_FOUND = 4  # allocation id not found
     LEDGER = 5  # the ledger cannot be used
+    LOST = 6  # run only: its allocation was lost while CMD ran, and CMD was stopped
     INTERRUPTED = 130
 
 
@@ -127,6 +128,17 @@ class LedgerBusyError(LedgerError, TimeoutError):
 
 class CapacityMismatchError(UsageError):
     """This host's configuration disagrees with the capacity the shared ledger holds for a pool."""
+
+
+class LedgerLostError(LedgerError):
+    """A server ledger lost its state (emptied, restored from an older copy, started
+    again from scratch): every allocation it held is gone."""
+
+
+class AllocationLostError(NetraRMError):
+    """An allocation was taken away from its holder while it was in use."""
+
+    exit_code = ExitCode.LOST
 
 
 class ServiceUnavailableError(NetraRMError):

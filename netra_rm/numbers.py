@@ -66,6 +66,10 @@ INSTANCES = Range(1, 1_000_000, integer=True)
 DURATION_MINUTES = Range(0, 525_600, above_minimum=True, unit="minutes")
 #: How long a command waits: --timeout of allocate, run, layer, up and down (a week at most).
 WAIT_SECONDS = Range(0, 604_800, unit="seconds")
+#: run --kill-after: seconds from SIGTERM to SIGKILL when an allocation is lost (a day at most).
+KILL_SECONDS = Range(0, 86_400, unit="seconds")
+#: A category's priority (configuration ``categories:``).
+PRIORITY = Range(-1000, 1000, integer=True)
 #: The longest wait for the file ledger's lock (NETRA_RM_LOCK_TIMEOUT; a day at most).
 LOCK_SECONDS = Range(0, 86_400, unit="seconds")
 #: A connect or reply timeout: service checks, a ledger URL's ``timeout=`` (an hour at most).

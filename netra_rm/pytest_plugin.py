@@ -19,6 +19,7 @@ ini value) is given; service checks only for tests that carry the marker.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -118,6 +119,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "is released when the session ends, or reclaimed if pytest dies)")
     group.addoption("--netra-priority", metavar="N", type=_number("PRIORITY"), default=None,
                     help="place in the wait queue for the pool: higher first (default 0)")
+    group.addoption("--netra-requires", metavar="SVC", action="append", default=None,
+                    help="a service the session needs besides the layer's (repeatable): it and what it depends on "
+                         "must be healthy, or the session stops (waiting up to --netra-timeout)")
     group.addoption("--netra-missing", choices=MISSING_MODES, default=None,
                     help="what @pytest.mark.netra_services does when a service is down: skip (default) or "
                          "fail the test. ini: netra_missing")
@@ -154,6 +158,9 @@ class _SessionState:
         self.borrowed: str | None = None  # its id once handed out: `run` releases it, not us
         self.service_results: dict[str, ServiceResult] = {}
         self.waited = 0.0  # seconds the layer gate already spent of --netra-timeout
+        self.watches: dict[str, Any] = {}  # allocation id -> HoldingWatch, for the allocations we hold
+        self.lost: str | None = None  # why an allocation we hold was lost, once it is
+        self.sampler: Any = None  # samples this process tree for the session's measurement
 
 
 _STATE = pytest.StashKey[_SessionState]()
@@ -253,6 +260,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state.layer = layer
     try:
         state.waited = _check_layer(config, layer)
+        requires = list(dict.fromkeys(config.getoption("netra_requires") or []))
+        if requires:
+            from netra_rm.core.readiness import require_services
+
+            timeout = _timeout(config)
+            state.waited += require_services(_engine(config), requires, wait=timeout > 0,
+                                             timeout=max(0.0, timeout - state.waited))
         state.inherited = _inherited(config, layer)
         if not _is_xdist_controller(config):
             state.mine = _allocate(config, ["main"])[0]
@@ -326,6 +340,7 @@ def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation
     duration = config.getoption("netra_duration_minutes") or DEFAULT_DURATION_MINUTES
     request = engine.resolve_request(layer, category, memory_mb=config.getoption("netra_memory_mb"),
                                      cpu_percent=config.getoption("netra_cpu_percent"),
+                                     requires=config.getoption("netra_requires") or (),
                                      duration_minutes=duration, priority=config.getoption("netra_priority") or 0)
     owner = engine.current_process_owner()
     timeout = _timeout(config)
@@ -339,18 +354,74 @@ def _allocate(config: pytest.Config, workers: list[str]) -> list[NetraAllocation
             held = NetraAllocation.of(allocation, worker)
             state.held[worker] = held
             taken.append(held)
+            _watch(config, allocation)
     except BaseException:
         _release(config, [a.worker for a in taken])
         raise
     return taken
 
 
+def _watch(config: pytest.Config, allocation: Any) -> None:
+    """Renew ``allocation`` and notice its loss while the session runs: the session then
+    fails with the cause (see :mod:`netra_rm.core.holding`)."""
+    from netra_rm.core.holding import HoldingWatch
+    from netra_rm.core.lease import heartbeat_interval
+
+    state = config.stash[_STATE]
+    engine = _engine(config)
+
+    def lost() -> None:
+        if state.lost is None:
+            state.lost = watch.sentence
+            engine.record_lost(allocation, watch.cause or "unknown", action="fail")
+
+    watch = HoldingWatch(engine, allocation, hold_seconds=None,
+                         renew_interval=heartbeat_interval(engine.config.lease_seconds), on_lost=lost,
+                         holder="the pytest session")
+    state.watches[allocation.id] = watch
+    watch.start()
+    if state.sampler is None and engine.config.machine.measure and not _is_xdist_controller(config):
+        from netra_rm.machine.measure import SessionSampler
+
+        state.sampler = SessionSampler(os.getpid())
+        state.sampler.start()
+
+
 def _release(config: pytest.Config, workers: list[str]) -> None:
     state = config.stash[_STATE]
     ids = [state.held.pop(worker).id for worker in workers if worker in state.held]
+    for ident in ids:
+        watch = state.watches.pop(ident, None)
+        if watch is not None:
+            watch.stop()
     ids = [ident for ident in ids if ident != state.borrowed]  # `netra-rm run` releases its own
     if ids and state.engine is not None:
-        state.engine.release(ids)
+        measured = None
+        if state.sampler is not None and not state.watches:  # the last one: the session is over
+            measured = state.sampler.stop().to_event()
+            state.sampler = None
+        state.engine.release(ids, measured=measured)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Stop the session after the test during which an allocation we hold was lost."""
+    yield
+    state = item.config.stash.get(_STATE, None)
+    if state is not None and state.lost is not None and not item.session.shouldfail:
+        item.session.shouldfail = f"netra-rm: {state.lost}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A lost allocation fails the session, whatever the tests said, naming the cause."""
+    state = session.config.stash.get(_STATE, None)
+    if state is None or state.lost is None:
+        return
+    writer = session.config.get_terminal_writer()
+    writer.line()
+    writer.line(f"netra-rm: {state.lost} The session fails.", red=True, bold=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -- xdist: the controller allocates for its workers -------------------------------------

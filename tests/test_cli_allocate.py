@@ -26,9 +26,10 @@ def test_allocate_prints_the_id_alone_and_release_frees_it(cli, ledger_path: Pat
     assert json.loads(ledger_path.read_text())["allocations"] == []
 
 
-def test_allocate_json_is_the_allocation_object(cli) -> None:
+def test_allocate_json_is_the_allocation_object(cli, pg_server) -> None:
     r = cli("--json", "allocate", "--layer", "core_integration", "--category", "db", "--memory-mb", "256",
-            "--cpu-percent", "10", "--requires", "postgresql", "--duration-minutes", "5")
+            "--cpu-percent", "10", "--requires", "postgresql", "--duration-minutes", "5",
+            env={"DATABASE_URL": pg_server.url})
     assert r.code == 0, r.stderr
     a = r.json()
     assert a["layer"] == "core_integration" and a["category"] == "db"

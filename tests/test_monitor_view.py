@@ -188,7 +188,7 @@ def test_ndjson_dict_shape() -> None:
     data = snapshot_to_ndjson_dict(snapshot())
     assert json.loads(json.dumps(data)) == data
     assert set(data) == {"version", "timestamp", "system", "levels", "pools", "allocations", "services",
-                         "services_checked_at", "alerts", "ledger_error"}
+                         "services_checked_at", "alerts", "conflicts", "ledger_error"}
     assert data["ledger_error"] is None
     assert data["version"] == 1
     assert data["timestamp"] == NOW

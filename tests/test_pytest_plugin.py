@@ -390,3 +390,39 @@ def test_importing_the_plugin_loads_nothing_else_of_netra_rm(home: Path) -> None
                           env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['netra_rm', 'netra_rm.pytest_plugin']"
+
+
+LOSES_ALLOCATION = """
+import json, os, subprocess, sys, time
+
+def test_loses_it(netra_allocation):
+    subprocess.run([sys.executable, "-m", "netra_rm", "release", netra_allocation.id], check=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the plugin has noticed (it journals the loss)
+        lines = open(os.environ["NETRA_RM_LEDGER"] + ".journal").read()
+        if '"event":"lost"' in lines:
+            return
+        time.sleep(0.05)
+
+def test_not_run_after_the_loss():
+    raise AssertionError("ran")
+"""
+
+
+def test_a_lost_allocation_fails_the_session_with_its_cause(pytester: pytest.Pytester, stack: Path,
+                                                             ledger_path: Path) -> None:
+    pytester.makepyfile(LOSES_ALLOCATION)
+    result = pytester.runpytest_subprocess("--netra-layer", "webonly", "-p", "no:cacheprovider")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*netra-rm: allocation * (webonly/pytest) was lost while the pytest session ran: "
+                                 "it was released by another process*"])
+    assert "1 passed" in result.stdout.str() and "failed" not in result.stdout.str(), "the session stopped"
+    assert ledger_ids(ledger_path) == []
+
+
+def test_netra_requires_is_a_gate(pytester: pytest.Pytester, stack: Path, ledger_path: Path) -> None:
+    pytester.makepyfile("def test_never_runs():\n    raise AssertionError('ran')\n")
+    result = pytester.runpytest("--netra-layer", "webonly", "--netra-requires", "cache")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["netra-rm: service cache is unavailable: *"])
+    assert ledger_ids(ledger_path) == []

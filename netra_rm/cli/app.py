@@ -83,6 +83,13 @@ DurationOpt = Annotated[Optional[float], typer.Option("--duration-minutes", meta
                                                       help="Hold time before it expires (default 30).")]
 
 
+class OnLost(str, Enum):
+    """What `run` does when its allocation is lost while CMD runs."""
+
+    term = "term"
+    warn = "warn"
+
+
 class StatusFormat(str, Enum):
     """What `status` prints: tables, JSON, OpenMetrics text, or GitHub Actions annotations."""
 
@@ -206,6 +213,9 @@ def status(
         services = service_status(engine)  # takes a moment: the CPU sample spans it
         sample = sampler.sample()
         resources = engine.resource_status(system_metrics=sample.to_dict())
+        from netra_rm.machine import live
+
+        live.annotate(resources["active_allocations"], engine.host)  # what each owner uses now
         conflicts = find_conflicts(engine, sample=sample)
         resources["conflicts"] = conflicts
         captured = None
@@ -425,17 +435,22 @@ def allocate(
     priority: PriorityOpt = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for room instead of failing.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
-                                                     help="Wait at most S seconds for room (exit 3); implies "
-                                                          "--wait.")] = None,
+                                                     help="Wait at most S seconds for the required services and "
+                                                          "room (exit 1 / 3); implies --wait.")] = None,
     owner_pid: Annotated[Optional[int], typer.Option("--owner-pid", metavar="PID", callback=_in(numbers.PID),
                                                      help="Release automatically when process PID ends (on a "
                                                           "shared ledger a detached keeper renews its lease "
                                                           "meanwhile).")] = None,
+    on_lost: Annotated[Optional[OnLost], typer.Option(
+        "--on-lost", help="With --owner-pid: term sends PID SIGTERM when the allocation is lost (released by "
+                          "another, reclaimed, expired, the ledger reset); warn only journals it.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Admit one allocation into the ledger and print its id.
 
-    Without --owner-pid the allocation lives until released or expired.
+    --requires services (with what they depend on) must be healthy first, else exit 1;
+    with --wait they are waited for within the same --timeout. Without --owner-pid the
+    allocation lives until released or expired.
 
     Example: ID=$(netra-rm allocate --layer core_integration --category db_tests --memory-mb 256)
     """
@@ -443,6 +458,7 @@ def allocate(
     out = st.output(json_)
     with guard(out):
         from netra_rm import deadline
+        from netra_rm.core.readiness import require_services
         from netra_rm.core.waiting import allocate_waiting
 
         with deadline.bounded(timeout):
@@ -451,13 +467,21 @@ def allocate(
                                              dedicated=dedicated, requires=requires or (),
                                              duration_minutes=duration_minutes, pools=pools or (),
                                              instances=instances, priority=priority)
+            if on_lost is not None and owner_pid is None:
+                from netra_rm.errors import UsageError
+
+                raise UsageError("--on-lost needs --owner-pid: it says what happens to that process when the "
+                                 "allocation is lost.")
             owner = engine.owner(owner_pid)
-            allocation = allocate_waiting(engine, request, owner, wait=wait or timeout is not None,
-                                          timeout=timeout)
-        if allocation.lease_expires_at is not None:  # a shared ledger: a keeper renews it while PID lives
+            waiting = wait or timeout is not None
+            spent = require_services(engine, request.requires, wait=waiting, timeout=timeout)
+            allocation = allocate_waiting(engine, request, owner, wait=waiting,
+                                          timeout=None if timeout is None else max(0.0, timeout - spent))
+        if allocation.lease_expires_at is not None or on_lost is not None:
+            # a keeper renews a shared ledger's lease while PID lives, and acts when the allocation is lost
             from netra_rm.core.lease import keep_for_owner
 
-            keep_for_owner(engine, allocation)
+            keep_for_owner(engine, allocation, on_lost=None if on_lost is None else on_lost.value)
         if out.json:
             from netra_rm.core.status import allocation_view
 
@@ -536,8 +560,18 @@ def run_(
     wait: Annotated[bool, typer.Option("--wait", help="Queue for room instead of failing (higher --priority "
                                                       "first, then arrival; see the README).")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", callback=_in(numbers.WAIT_SECONDS),
-                                                     help="Wait at most S seconds for room (exit 3); implies "
-                                                          "--wait.")] = None,
+                                                     help="Wait at most S seconds for the required services and "
+                                                          "room (exit 1 / 3); implies --wait.")] = None,
+    on_lost: Annotated[OnLost, typer.Option("--on-lost", help="When the allocation is lost while CMD runs: term "
+                                                                 "stops CMD and exits 6; warn only warns.")]
+    = "term",  # type: ignore[assignment]
+    kill_after: Annotated[float, typer.Option("--kill-after", metavar="S", callback=_in(numbers.KILL_SECONDS),
+                                              help="With --on-lost term: SIGKILL S seconds after SIGTERM.")] = 10.0,
+    enforce: Annotated[bool, typer.Option("--enforce", help="Confine CMD to the allocation's memory and CPU (a "
+                                                            "cgroup, else a watchdog).")] = False,
+    no_measure: Annotated[bool, typer.Option("--no-measure", help="Do not measure CMD's memory and CPU.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say how CMD is enforced and what it "
+                                                                  "used.")] = False,
 ) -> None:
     """Hold an allocation for exactly as long as CMD runs.
 
@@ -545,8 +579,11 @@ def run_(
     if netra-rm is killed) and finds NETRA_RM_ALLOCATION_ID, NETRA_RM_LAYER,
     NETRA_RM_CATEGORY, NETRA_RM_SLOT, NETRA_RM_MEMORY_MB, NETRA_RM_CPU_PERCENT,
     NETRA_RM_FENCING_TOKEN and, for pools with named instances, NETRA_RM_INSTANCE and
-    NETRA_RM_INSTANCE_<PROPERTY> in its environment. SIGINT, SIGTERM and SIGHUP are passed on
-    to CMD. Exits with CMD's code whatever it is (pytest's 4 and 5 included, which are not
+    NETRA_RM_INSTANCE_<PROPERTY> in its environment. SIGINT, SIGTERM and SIGHUP are passed
+    on to CMD. --requires services must be healthy first (exit 1). CMD's peak memory and
+    CPU time are measured and journaled; with --enforce CMD is killed past its memory. When
+    the allocation is lost while CMD runs, CMD is stopped and run exits 6 (--on-lost).
+    Exits with CMD's code whatever it is (pytest's 4 and 5 included, which are not
     netra-rm's "not found" and "ledger unusable" here), 128+N if signal N ended it; when
     CMD never ran: 2 if it cannot be run, 3 if there is no room (or --timeout ran out), 5
     if the ledger cannot be used.
@@ -557,7 +594,7 @@ def run_(
     out = st.output(False)
     with guard(out):
         from netra_rm import deadline
-        from netra_rm.core.run import run_command
+        from netra_rm.core.run import RunOptions, run_command, run_summary
 
         with deadline.bounded(timeout):
             engine = st.engine()
@@ -565,9 +602,19 @@ def run_(
                                              dedicated=dedicated, requires=requires or (),
                                              duration_minutes=duration_minutes, pools=pools or (),
                                              instances=instances, priority=priority)
-            outcome = run_command(engine, request, command, wait=wait or timeout is not None, timeout=timeout)
+            layer_enforces = layer_name is not None and engine.config.layer(layer_name).enforce
+            options = RunOptions(on_lost=str(getattr(on_lost, "value", on_lost)), kill_after=kill_after,
+                                 enforce=enforce or layer_enforces,
+                                 measure=not no_measure and engine.config.machine.measure,
+                                 say=out.info if verbose else None, warn=out.info)
+            outcome = run_command(engine, request, command, wait=wait or timeout is not None, timeout=timeout,
+                                  options=options)
+        if outcome.error:
+            out.error(outcome.error)
         for note in outcome.notes:
             out.info(f"netra-rm: {note}")
+        if verbose:
+            out.info(run_summary(outcome))
         finish(outcome.exit_code)
 
 
@@ -627,6 +674,46 @@ def history(
                          f"{', ...' if len(unreadable) > 10 else ''}).")
 
 
+@app.command()
+def recommend(
+    ctx: typer.Context,
+    layer_name: Annotated[Optional[str], typer.Option("--layer", metavar="LAYER", help="Only this layer.",
+                                                      autocompletion=complete.complete_layer)] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """What each layer and category really used, from the journal, and what to reserve.
+
+    Per layer and category: the runs measured (by `run` and the pytest plugin), what
+    they reserved, the p50/p95/max of their peak memory and CPU seconds, and a
+    suggested reservation (p95 plus 20 %, rounded up to a step).
+
+    Example: netra-rm recommend --layer core_integration
+    """
+    st = state(ctx)
+    out = st.output(json_)
+    with guard(out):
+        import os
+
+        from netra_rm.core.recommend import recommend as right_size
+        from netra_rm.core.verify import ledger_history
+
+        engine = st.engine()
+        if layer_name is not None:
+            engine.config.layer(layer_name)  # an unknown layer is bad input
+        found = right_size(ledger_history(engine), cpus=os.cpu_count() or 1, layer=layer_name)
+        if out.json:
+            out.emit_json({"schema_version": 1, "recommendations": [r.to_dict() for r in found]})
+        elif not found:
+            out.info("nothing measured yet: run suites with `netra-rm run` (or the pytest plugin) first.")
+        elif out.quiet:
+            for r in found:
+                out.line(r.sentence())
+        else:
+            from netra_rm.render.journal import render_recommendations
+
+            render_recommendations(out.console(), found)
+
+
 # -- monitor -----------------------------------------------------------------------------
 
 @app.command()
@@ -667,7 +754,10 @@ def monitor(
         engine = st.engine()
 
         def ledger_state() -> tuple[list[dict], list[dict]]:
+            from netra_rm.machine import live
+
             pools, allocations = engine.pool_usage()
+            live.annotate(allocations, engine.host)  # what each owner uses now, for the over-use conflicts
             return [{"layer": name, **pool} for name, pool in pools.items()], allocations
 
         ledger_state()  # a ledger unusable from the start is an error (exit 5); later, a caption

@@ -24,11 +24,13 @@ GLOBAL_OPTIONS = {"--config": True, "--ledger": True, "--quiet": False, "-q": Fa
 #: The options of ``run`` and whether they take a value; keep in step with ``app.run_``.
 RUN_OPTIONS = {"--layer": True, "--category": True, "--memory-mb": True, "--cpu-percent": True,
                "--dedicated": False, "--requires": True, "--duration-minutes": True, "--wait": False,
-               "--timeout": True, "--pool": True, "--instances": True, "--priority": True}
+               "--timeout": True, "--pool": True, "--instances": True, "--priority": True, "--on-lost": True,
+               "--kill-after": True, "--enforce": False, "--no-measure": False, "--verbose": False, "-v": False}
 
 #: The range each numeric option of ``run`` accepts (the Typer command checks the same).
 RUN_NUMBERS = {"--memory-mb": numbers.MEMORY_MB, "--cpu-percent": numbers.CPU_PERCENT,
-               "--duration-minutes": numbers.DURATION_MINUTES, "--timeout": numbers.WAIT_SECONDS}
+               "--duration-minutes": numbers.DURATION_MINUTES, "--timeout": numbers.WAIT_SECONDS,
+               "--kill-after": numbers.KILL_SECONDS}
 
 
 @dataclass
@@ -127,11 +129,16 @@ def main(argv: Sequence[str]) -> int | None:
         timeout = _float(args.options.get("--timeout"))
         instances = _int(args.options.get("--instances"))
         priority = _int(args.options.get("--priority")) or 0
+        kill_after = _float(args.options.get("--kill-after"))
     except ValueError:
         return None  # Typer says which value is wrong
     for name, rng in RUN_NUMBERS.items():
         if name in args.options and numbers.problem(args.options[name], rng) is not None:
             return None  # NaN, infinite or out of range: Typer says so, naming the range
+    on_lost = args.options.get("--on-lost", "term")
+    if on_lost not in ("term", "warn"):
+        return None
+    verbose = bool({"--verbose", "-v"} & args.flags)
 
     from netra_rm.config import env as envmod
     from netra_rm.errors import ExitCode, NetraRMError
@@ -142,7 +149,7 @@ def main(argv: Sequence[str]) -> int | None:
     try:
         from netra_rm import deadline
         from netra_rm.core.engine import Engine
-        from netra_rm.core.run import run_command
+        from netra_rm.core.run import DEFAULT_KILL_AFTER, RunOptions, run_command, run_summary
 
         with deadline.bounded(timeout):
             engine = Engine.from_options(config_path=args.config, ledger=args.ledger)
@@ -150,8 +157,14 @@ def main(argv: Sequence[str]) -> int | None:
                                              memory_mb=memory, cpu_percent=cpu, dedicated="--dedicated" in args.flags,
                                              requires=args.requires, duration_minutes=duration, pools=args.pools,
                                              instances=instances, priority=priority)
+            enforce = "--enforce" in args.flags or (request.layer is not None
+                                                    and engine.config.layer(request.layer).enforce)
+            measure = "--no-measure" not in args.flags and engine.config.machine.measure
+            options = RunOptions(on_lost=on_lost,
+                                 kill_after=DEFAULT_KILL_AFTER if kill_after is None else kill_after,
+                                 enforce=enforce, measure=measure, say=out.info if verbose else None, warn=out.info)
             outcome = run_command(engine, request, args.command,
-                                  wait="--wait" in args.flags or timeout is not None, timeout=timeout)
+                                  wait="--wait" in args.flags or timeout is not None, timeout=timeout, options=options)
     except NetraRMError as exc:
         out.error(exc)
         return int(exc.exit_code)
@@ -164,6 +177,10 @@ def main(argv: Sequence[str]) -> int | None:
         out.error(f"unexpected {exc.__class__.__name__}: {exc}",
                   ["This is a bug in netra-rm; rerun with NETRA_RM_DEBUG=1 for a traceback and report it."])
         return int(ExitCode.UNAVAILABLE)
+    if outcome.error:
+        out.error(outcome.error)
     for note in outcome.notes:
         out.info(f"netra-rm: {note}")
+    if verbose:
+        out.info(run_summary(outcome))
     return outcome.exit_code

@@ -194,3 +194,10 @@ def completion_request(env: Mapping[str, str] | None = None) -> dict[str, str] |
 def service_variables_set(env: Mapping[str, str] | None = None) -> list[str]:
     """The service address variables (``DATABASE_URL``, ...) that are set."""
     return [name for name in SERVICE_URL_VARIABLES if get(name, env) is not None]
+
+
+def enforce_with(env: Mapping[str, str] | None = None) -> list[str] | None:
+    """``NETRA_RM_ENFORCE_WITH``: the enforcement mechanisms ``run --enforce`` may use, in
+    order (comma-separated, e.g. ``watchdog``); None: all of them, best first."""
+    value = environ(env).get("NETRA_RM_ENFORCE_WITH", "").strip()
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None

@@ -18,7 +18,18 @@ from typing import Any
 
 from netra_rm import numbers
 from netra_rm.config import env as envmod
-from netra_rm.config.model import POOL_SCOPES, CheckSettings, Config, Layer, Limits, MachineSettings, Pool, SharedPool
+from netra_rm.config.model import (
+    POOL_SCOPES,
+    Categories,
+    CategoryDefaults,
+    CheckSettings,
+    Config,
+    Layer,
+    Limits,
+    MachineSettings,
+    Pool,
+    SharedPool,
+)
 from netra_rm.errors import ConfigError
 from netra_rm.redact import normalized_url
 from netra_rm.services.graph import find_cycle
@@ -35,11 +46,11 @@ MAX_ALIASES = 1000
 MAX_ALIAS_VALUES = 100_000
 
 _TOP_KEYS = {"version", "layers", "services", "limits", "machine", "checks", "thresholds", "allocations", "pools",
-             "discovery", "queue"}
+             "discovery", "queue", "categories"}
 _QUEUE_KEYS = {"aging_seconds"}
 _INSTANCE_KEYS = {"name", "properties"}
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-_LAYER_KEYS = {"description", "services", "pool", "default_memory_mb", "default_cpu_percent", "uses"}
+_LAYER_KEYS = {"description", "services", "pool", "default_memory_mb", "default_cpu_percent", "uses", "enforce"}
 _POOL_KEYS = {"memory_mb", "cpu_percent", "instances", "scope"}
 _POOL_REQUIRED = ("cpu_percent", "instances", "memory_mb")
 _SHARED_POOL_KEYS = {"instances", "scope", "memory_mb", "cpu_percent", "description"}
@@ -47,7 +58,8 @@ _SERVICE_KEYS = {"kind", "url", "url_env", "depends_on", "health_path", "expect_
                  "json_value", "connect_timeout", "timeout", "description",
                  "start", "stop", "shell", "workdir", "environment"}
 _LIMIT_KEYS = {"max_memory_mb", "max_cpu_percent", "max_parallel_instances"}
-_MACHINE_KEYS = {"check_memory", "memory_reserve_mb"}
+_MACHINE_KEYS = {"check_memory", "memory_reserve_mb", "measure"}
+_CATEGORY_KEYS = {"memory_mb", "cpu_percent", "duration_minutes", "priority", "description"}
 _CHECK_KEYS = {"connect_timeout", "timeout", "deadline"}
 _THRESHOLD_METRICS = {"memory_percent", "cpu_percent", "load_per_core", "processes"}
 _ALLOCATION_KEYS = {"default_duration_minutes", "lease_seconds"}
@@ -305,7 +317,9 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
         check_memory=v.boolean(machine_raw.get("check_memory", True), "machine.check_memory"),
         memory_reserve_mb=v.integer(machine_raw.get("memory_reserve_mb", 256), "machine.memory_reserve_mb",
                                     numbers.MEMORY_MB),
+        measure=v.boolean(machine_raw.get("measure", True), "machine.measure"),
     )
+    categories = _build_categories(v, raw.get("categories", {}), layers)
 
     thresholds = _build_thresholds(v, raw.get("thresholds", {}))
 
@@ -321,7 +335,7 @@ def build_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
 
     return Config(source=source, layers=layers, services=services, limits=limits, machine=machine,
                   checks=checks, thresholds=thresholds, default_duration_minutes=duration, raw=dict(raw),
-                  pools=shared_pools, lease_seconds=lease, aging_seconds=aging)
+                  pools=shared_pools, lease_seconds=lease, aging_seconds=aging, categories=categories)
 
 
 def _build_services(v: _Validator, raw: Any, checks: CheckSettings, env: Mapping[str, str] | None,
@@ -454,7 +468,8 @@ def _build_layers(v: _Validator, raw: Any, services: Mapping[str, ServiceSpec],
         layers[str(name)] = Layer(name=str(name), services=needed, pool=pool, default_memory_mb=default_memory,
                                   default_cpu_percent=default_cpu,
                                   description=v.string(description, f"{key}.description") if description else "",
-                                  uses=tuple(dict.fromkeys(uses)))
+                                  uses=tuple(dict.fromkeys(uses)),
+                                  enforce=v.boolean(entry.get("enforce", False), f"{key}.enforce"))
     return layers
 
 
@@ -487,6 +502,34 @@ def _instances(v: _Validator, raw: Any, key: str) -> tuple[int, tuple[str, ...],
                 v.fail(f"{where}.properties.{prop}", "must be text or a number.")
         properties[str(name)] = {str(p): str(val) for p, val in props.items()}
     return len(names), tuple(names), properties
+
+
+def _build_categories(v: _Validator, raw: Any, layers: Mapping[str, Layer]) -> Categories:
+    """``categories:``: per category the defaults a request that does not say gets
+    (``memory_mb``, ``cpu_percent``, ``duration_minutes``, ``priority``), and ``strict``."""
+    section = v.mapping(raw if raw is not None else {}, "categories")
+    strict = v.boolean(section.get("strict", False), "categories.strict")
+    defaults: dict[str, CategoryDefaults] = {}
+    for name, entry in section.items():
+        if name == "strict":
+            continue
+        key = f"categories.{name}"
+        entry = v.mapping(entry if entry is not None else {}, key)
+        v.keys(entry, _CATEGORY_KEYS, key)
+        memory = entry.get("memory_mb")
+        cpu = entry.get("cpu_percent")
+        duration = entry.get("duration_minutes")
+        priority = entry.get("priority")
+        description = entry.get("description", "")
+        defaults[str(name)] = CategoryDefaults(
+            memory_mb=None if memory is None else v.integer(memory, f"{key}.memory_mb", numbers.POOL_MEMORY_MB),
+            cpu_percent=None if cpu is None else v.number(cpu, f"{key}.cpu_percent", numbers.POOL_CPU_PERCENT),
+            duration_minutes=None if duration is None else v.number(duration, f"{key}.duration_minutes",
+                                                                    numbers.DURATION_MINUTES),
+            priority=None if priority is None else v.integer(priority, f"{key}.priority", numbers.PRIORITY),
+            description=v.string(description, f"{key}.description") if description else "",
+        )
+    return Categories(defaults=defaults, strict=strict)
 
 
 def _scope(v: _Validator, value: Any, key: str) -> str:

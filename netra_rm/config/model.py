@@ -58,6 +58,8 @@ class Layer:
     description: str = ""
     #: shared pools (configuration ``pools:``) each allocation also takes an instance of
     uses: tuple[str, ...] = ()
+    #: ``run`` confines its commands to their allocations, as with ``run --enforce``
+    enforce: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,40 @@ class Limits:
 class MachineSettings:
     check_memory: bool = True
     memory_reserve_mb: int = 256
+    #: ``run`` measures its command's memory and CPU (``run --no-measure`` for one run)
+    measure: bool = True
+
+
+@dataclass(frozen=True)
+class CategoryDefaults:
+    """What a category of tests gets when its request does not say (configuration
+    ``categories:``); None leaves it to the layer's default."""
+
+    memory_mb: int | None = None
+    cpu_percent: float | None = None
+    duration_minutes: float | None = None
+    priority: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Categories:
+    """The configured categories; with ``strict``, no other category is accepted."""
+
+    defaults: dict[str, CategoryDefaults] = field(default_factory=dict)
+    strict: bool = False
+
+    def get(self, name: str) -> CategoryDefaults | None:
+        """The defaults of category ``name``; a usage error for an unknown one when strict."""
+        found = self.defaults.get(name)
+        if found is None and self.strict:
+            from netra_rm.errors import UnknownNameError
+
+            known = ", ".join(self.defaults) or "(none configured)"
+            raise UnknownNameError(f"unknown category {name!r}; known categories: {known}.",
+                                   remediation=["Use one of them, or add it under categories: in the configuration "
+                                                "(categories.strict: true accepts no other)."])
+        return found
 
 
 @dataclass(frozen=True)
@@ -104,6 +140,7 @@ class Config:
     lease_seconds: float = 30.0
     #: a waiter's effective priority rises by one for every this many seconds it waits
     aging_seconds: float = 60.0
+    categories: Categories = field(default_factory=Categories)
 
     def layer(self, name: str) -> Layer:
         """The layer called ``name``, or a usage error listing the valid layers."""

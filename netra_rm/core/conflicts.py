@@ -69,6 +69,7 @@ def find_conflicts(engine: Engine, *, sample: Any = None, layer: str | None = No
                          f"{limits.max_parallel_instances}.")
     if sample is not None and mine.instances:
         found.extend(_critical_machine(engine, sample))
+    found.extend(_over_use(engine, allocations, layer))
     return found
 
 
@@ -81,6 +82,16 @@ def _over(label: str, used: Usage, capacity: Capacity) -> list[str]:
     if used.instances > capacity.instances:
         found.append(f"{label} is over its instance limit: {used.instances} of {capacity.instances}.")
     return found
+
+
+def _over_use(engine: Engine, allocations: list[Any], layer: str | None) -> list[str]:
+    """Allocations of this host whose owner uses more memory than it reserved."""
+    from netra_rm.machine import live
+
+    views = [a.to_dict() for a in allocations if a.owner.host == engine.host and a.owner.pid is not None
+             and layer in (None, a.layer)]
+    live.annotate(views, engine.host)
+    return live.over_use(views)
 
 
 def _critical_machine(engine: Engine, sample: Any) -> list[str]:

@@ -15,6 +15,7 @@ grown or resumed), the waiters that can now be served are woken, and only those.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -32,7 +33,7 @@ from netra_rm.core.capacity import MachineCapacity, read_capacity
 from netra_rm.core.model import ResourceRequirements
 from netra_rm.core.pools import capacity_words, check_pool_name, masked_capacity
 from netra_rm.core.queue import ahead_of, blocking_waiter, give_back, ordered, pass_by
-from netra_rm.errors import CapacityMismatchError, NoCapacityError, UsageError
+from netra_rm.errors import CapacityMismatchError, NetraRMError, NoCapacityError, UsageError
 from netra_rm.ledger import GrantPlan, Ledger, Scope, Snapshot, Txn, open_ledger
 from netra_rm.ledger.journal import event_record, limits_record, pool_event
 from netra_rm.records import (
@@ -126,6 +127,13 @@ class Engine:
         """
         if not category or not category.strip():
             raise UsageError("the category must not be empty; name the kind of tests, e.g. --category api_tests.")
+        kind = self.config.categories.get(category.strip())  # its defaults; unknown ones refused when strict
+        if kind is not None:
+            memory_mb = kind.memory_mb if memory_mb is None else memory_mb
+            cpu_percent = kind.cpu_percent if cpu_percent is None else cpu_percent
+            duration_minutes = kind.duration_minutes if duration_minutes is None else duration_minutes
+            if priority == 0 and kind.priority is not None:
+                priority = kind.priority
         extra_pools = tuple(dict.fromkeys(pools))
         if layer is None and not extra_pools:
             raise UsageError("give --layer LAYER, or --pool NAME for a pool of its own (or both).")
@@ -204,6 +212,8 @@ class Engine:
             changes = txn.changes
             if queued and (changes.removals or changes.waiters_gone or changes.pools):
                 wake = self._servable(txn, exclude={g.id for g in changes.grants})
+            if not self.shared:  # a holder watching its allocation (run) hears at once that it is gone
+                wake += [holder_channel(a.id) for a in changes.removals]
         if wake:
             self.ledger.notify(wake)
 
@@ -663,9 +673,12 @@ class Engine:
     def renew(self, ids: Iterable[str], *, hold_seconds: float | None = None) -> list[str]:
         """Renew the leases of these allocations (a holder's heartbeat, see
         :mod:`netra_rm.core.lease`) and, with ``hold_seconds``, keep each from expiring
-        for at least that long from now; the ids the ledger no longer holds."""
+        for at least that long from now; the ids the ledger no longer holds. One of them
+        past its time but not yet reclaimed by anyone is renewed, not reclaimed."""
         wanted = list(dict.fromkeys(ids))
-        with self.transaction(Scope(ids=tuple(wanted))) as (txn, _):
+        # its holder's own renewal does not reclaim an allocation past its time: still in the
+        # ledger, its capacity went to nobody, so it is renewed (a late beat, not a loss)
+        with self.transaction(Scope(ids=tuple(wanted)), releasing=set(wanted)) as (txn, _):
             now = txn.now
             missing = []
             for ident in wanted:
@@ -682,6 +695,45 @@ class Engine:
                 if changes:
                     txn.update(dataclasses.replace(a, **changes))
         return sorted(missing)
+
+    def why_gone(self, allocation_id: str) -> str:
+        """Why the ledger no longer holds ``allocation_id``, from the last journal event
+        about it (read from the journal's end): "released", "forced" (``cleanup
+        --force``), "expired", "owner gone", "lease lapsed", or "unknown" (no event: the
+        ledger was reset or lost it)."""
+        try:
+            _, lines = self.ledger.journal_tail(2000)
+        except NetraRMError:
+            return "unknown"
+        needle = allocation_id.encode()
+        for line in reversed(lines):
+            if needle not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or event.get("id") != allocation_id:
+                continue
+            kind = event.get("event")
+            if kind == "release":
+                return "forced" if event.get("reason") == "forced" else "released"
+            if kind == "expire":
+                return "expired"
+            if kind == "reclaim":
+                return str(event.get("reason") or "owner gone")
+            if kind in ("grant", "migrate"):
+                break
+        return "unknown"
+
+    def record_lost(self, allocation: Allocation, cause: str, *, action: str) -> None:
+        """Journal that the holder of ``allocation`` found it gone (``action``: what it did
+        about it, "term" or "warn"). Best effort: the ledger may be the thing that was lost."""
+        try:
+            with self.transaction(Scope()) as (txn, _):
+                txn.journal(event_record("lost", allocation, txn.now, reason=cause, action=action))
+        except NetraRMError:
+            pass
 
     def cleanup(self, *, force: bool = False) -> list[Reclaimed]:
         """Drop expired and orphaned allocations; with ``force``, every allocation (and,
@@ -762,6 +814,17 @@ class Engine:
         from netra_rm.core import status
 
         return status.layer_pool_status(self, layer)
+
+#: The journal events that take an allocation away from its holder.
+FREEING_EVENTS = ("release", "expire", "reclaim")
+
+
+def holder_channel(allocation_id: str) -> str:
+    """The wake-up channel on which the holder of ``allocation_id`` hears that it was
+    taken away (on the file ledger, a FIFO beside the waiters'). An id of its own
+    ("e0" and the allocation's id), so it never meets a waiter's."""
+    return f"e0{allocation_id}"
+
 
 def join_reasons(reasons: Iterable[str]) -> str:
     """Several reasons as one sentence."""

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from netra_rm.errors import NetraRMError
+from netra_rm.errors import LedgerLostError, NetraRMError
 
 if TYPE_CHECKING:
     from netra_rm.core.engine import Engine
@@ -123,24 +123,36 @@ class LeaseKeeper:
         self.stop()
 
 
-def keep_for_owner(engine: Engine, allocation: Allocation) -> int | None:
+def keep_for_owner(engine: Engine, allocation: Allocation, *, on_lost: str | None = None) -> int | None:
     """For ``allocate --owner-pid`` on a shared ledger: start a detached process that
     renews the allocation's lease while its owner lives and releases it when the owner
-    ends. Its pid, or None when no keeper is needed (no lease, or the file ledger).
+    ends. Its pid, or None when no keeper is needed (no lease, or the file ledger, and
+    no ``on_lost``).
+
+    With ``on_lost`` ("term" or "warn") a keeper is started on any ledger: it also looks
+    for the allocation every :func:`netra_rm.core.holding.check_interval` seconds and,
+    once it is gone, journals the loss and ("term") sends the owner SIGTERM.
 
     The ledger's URL (with its password) reaches the keeper through its environment,
     never its command line, which other users can read.
     """
     owner = allocation.owner
-    url = getattr(engine.ledger, "url", None)
-    if allocation.lease_expires_at is None or owner.pid is None or url is None:
+    url = getattr(engine.ledger, "url", None) or (engine.ledger.location if on_lost else None)
+    if (allocation.lease_expires_at is None and on_lost is None) or owner.pid is None or url is None:
         return None
     import subprocess
 
     from netra_rm.config import env as envmod
 
+    interval = heartbeat_interval(engine.config.lease_seconds)
+    if on_lost is not None:
+        from netra_rm.core.holding import check_interval
+
+        interval = min(interval, check_interval(engine.config.lease_seconds))
     argv = [sys.executable, "-m", "netra_rm.core.lease", "--id", allocation.id, "--pid", str(owner.pid),
-            "--start", owner.start or "", "--interval", f"{heartbeat_interval(engine.config.lease_seconds):g}"]
+            "--start", owner.start or "", "--interval", f"{interval:g}"]
+    if on_lost is not None:
+        argv += ["--on-lost", on_lost]
     if not engine.config.source.startswith("<"):
         argv += ["--config", engine.config.source]
     env = envmod.child_environment({"NETRA_RM_LEDGER": url, "NETRA_RM_HOST_ID": engine.host})
@@ -150,9 +162,12 @@ def keep_for_owner(engine: Engine, allocation: Allocation) -> int | None:
 
 
 def keep_alive_while(engine: Engine, allocation_id: str, pid: int, start: str | None, *, interval: float,
-                     wait: Callable[[float], bool] | None = None) -> str:
+                     wait: Callable[[float], bool] | None = None, on_lost: str | None = None) -> str:
     """The detached keeper's loop: renew while process ``pid`` lives; release when it
-    ends. Returns why it stopped: "owner ended", "released" (the allocation is gone)."""
+    ends. Returns why it stopped: "owner ended", "released" (the allocation is gone).
+
+    With ``on_lost``, a lost allocation is journaled and, with "term", the owner is sent
+    SIGTERM (see :func:`signal_owner_on_loss`)."""
     from netra_rm.core import liveness
 
     stop = threading.Event()
@@ -166,10 +181,38 @@ def keep_alive_while(engine: Engine, allocation_id: str, pid: int, start: str | 
             return "owner ended"
         try:
             if engine.renew([allocation_id]):
+                if on_lost is not None:
+                    signal_owner_on_loss(engine, allocation_id, pid, start, on_lost=on_lost,
+                                         cause=engine.why_gone(allocation_id))
                 return "released"
+        except LedgerLostError:
+            if on_lost is not None:
+                signal_owner_on_loss(engine, allocation_id, pid, start, on_lost=on_lost, cause="ledger lost")
+            return "released"
         except NetraRMError:
             pass  # the backend is down: try again at the next beat
         wait(interval)
+
+
+def signal_owner_on_loss(engine: Engine, allocation_id: str, pid: int, start: str | None, *, on_lost: str,
+                         cause: str) -> None:
+    """The owner's allocation is gone: journal it and, with ``on_lost`` "term", send the
+    owner (if it is still the same process) SIGTERM."""
+    import os
+    import signal
+
+    from netra_rm.core import liveness
+    from netra_rm.core.model import Allocation, Owner
+
+    record = Allocation(id=allocation_id, layer="", category="", memory_mb=0, cpu_percent=0.0, dedicated=False,
+                        requires=(), created_at=0.0, expires_at=0.0, slot=0,
+                        owner=Owner(host=engine.host, user=engine.user, pid=pid, start=start))
+    engine.record_lost(record, cause, action=on_lost)
+    if on_lost == "term" and liveness.is_alive(pid, start):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start", default="")
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--config", default=None)
+    parser.add_argument("--on-lost", choices=("term", "warn"), default=None)
     args = parser.parse_args(argv)
     from netra_rm.core.engine import Engine
 
@@ -190,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = Engine.from_options(config_path=args.config)
     except NetraRMError:
         return 5
-    keep_alive_while(engine, args.id, args.pid, args.start or None, interval=args.interval)
+    keep_alive_while(engine, args.id, args.pid, args.start or None, interval=args.interval, on_lost=args.on_lost)
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,3 +143,47 @@ def missing_details(verdict: LayerVerdict) -> list[Mapping[str, Any]]:
     """The missing services' results, root causes (not blocked ones) first."""
     rows = [{"name": name, **verdict.services[name]} for name in verdict.missing if name in verdict.services]
     return sorted(rows, key=lambda r: r.get("status") == "blocked")
+
+
+def require_services(engine: Engine, names: Collection[str], *, wait: bool = False, timeout: float | None = None,
+                     sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic) -> float:
+    """The ``--requires`` gate: the named services and what they depend on must be
+    healthy (the checks ``layer`` runs). With ``wait``, they are waited for, with
+    backoff, up to ``timeout`` seconds (None: until a failure is terminal); returns the
+    seconds spent, which the caller takes off the time left for pool room.
+
+    Raises :class:`~netra_rm.errors.ServiceUnavailableError` naming the root cause (the
+    first unhealthy service in dependency order) with its remediation steps.
+    """
+    from netra_rm.errors import ServiceUnavailableError
+    from netra_rm.services.runner import ServiceRounds
+
+    if not names:
+        return 0.0
+    for name in names:
+        engine.config.service(name)  # an unknown name is bad input, before any check
+    needed = transitive_dependencies(engine.config.dependencies, list(names))
+    rounds = ServiceRounds(deadline=engine.config.checks.deadline)
+    start = clock()
+    deadline = None if timeout is None else start + max(0.0, timeout)
+    delay = 0.25
+    while True:
+        results = check_service_results(engine, needed, rounds=rounds)
+        down = [name for name in needed if name in results and results[name].status != "healthy"]
+        if not down:
+            return clock() - start
+        terminal = any(getattr(results[n], "terminal", False) for n in down if results[n].status == "unhealthy")
+        left = None if deadline is None else deadline - clock()
+        if not wait or terminal or (left is not None and left <= 0):
+            roots = [n for n in down if results[n].status != "blocked"] or down
+            root = results[roots[0]]
+            waited = f" (waited {clock() - start:.0f}s)" if wait else ""
+            detail = (root.error or root.status) + waited
+            steps = list(root.remediation)
+            blocked = [n for n in down if n != roots[0]]
+            if blocked:
+                steps.append(f"Also not ready: {', '.join(blocked)}.")
+            raise ServiceUnavailableError(roots[0], detail, steps)
+        sleep(delay * random.uniform(0.5, 1.0) if left is None else min(left, delay * random.uniform(0.5, 1.0)))
+        delay = min(delay * 2, 5.0)

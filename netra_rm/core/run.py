@@ -29,18 +29,25 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netra_rm.config import env as envmod
 from netra_rm.core.engine import Engine
+from netra_rm.core.holding import HoldingWatch
 from netra_rm.core.model import Allocation, Request
-from netra_rm.errors import LedgerError, NetraRMError, UsageError
+from netra_rm.errors import ExitCode, LedgerError, NetraRMError, UsageError
 
 if TYPE_CHECKING:
-    from netra_rm.core.lease import LeaseKeeper
+    from netra_rm.machine.base import Confinement, Mechanism, Used
+    from netra_rm.machine.measure import Measurement
+
+ON_LOST = ("term", "warn")
+DEFAULT_KILL_AFTER = 10.0
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _SI_KERNEL = 0x80  # Linux: sent by the kernel, e.g. the terminal's ^C to its foreground group
@@ -63,14 +70,47 @@ class TerminatedError(NetraRMError):
 
 
 @dataclass(frozen=True)
+class RunOptions:
+    """How ``run`` holds CMD to its allocation.
+
+    ``on_lost``: "term" stops CMD when its allocation is lost (SIGTERM, then SIGKILL
+    after ``kill_after`` seconds) and ``run`` exits 6; "warn" only warns. ``enforce``
+    confines CMD to the allocation's memory and CPU (``mechanisms``: the ways to try, in
+    order; None: ``NETRA_RM_ENFORCE_WITH``, else all). ``measure``: sample CMD's tree for
+    its peak memory and CPU time. ``say`` prints progress notes (``run -v``), ``warn``
+    warnings (default: to stderr).
+    """
+
+    on_lost: str = "term"
+    kill_after: float = DEFAULT_KILL_AFTER
+    enforce: bool = False
+    measure: bool = True
+    mechanisms: tuple[Mechanism, ...] | None = None
+    say: Callable[[str], None] | None = None
+    warn: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_lost not in ON_LOST:
+            raise UsageError(f"--on-lost must be term or warn, not {self.on_lost!r}.")
+        if not (0 <= self.kill_after < float("inf")):
+            raise UsageError(f"--kill-after must be a number of seconds, 0 or more, not {self.kill_after!r}.")
+
+
+@dataclass(frozen=True)
 class RunOutcome:
-    """How ``run`` ended: CMD's exit code (128+N for signal N), its allocation, and notes
-    for people (e.g. the allocation had already expired when CMD ended)."""
+    """How ``run`` ended: its exit code (CMD's, 128+N for signal N, or 6 when the
+    allocation was lost and CMD stopped), its allocation, notes for people, an ``error``
+    sentence (the allocation was lost; CMD went past its memory and was killed), what CMD
+    used, why the allocation was lost, and the enforcement mechanism."""
 
     exit_code: int
     allocation: Allocation
     signal: int | None = None
     notes: tuple[str, ...] = ()
+    error: str | None = None
+    measurement: Measurement | None = None
+    lost: str | None = None
+    mechanism: str | None = None
 
 
 def allocation_environment(allocation: Allocation, engine: Engine | None = None) -> dict[str, str]:
@@ -91,19 +131,26 @@ def allocation_environment(allocation: Allocation, engine: Engine | None = None)
 
 
 def run_command(engine: Engine, request: Request, argv: Sequence[str], *, wait: bool = False,
-                timeout: float | None = None) -> RunOutcome:
-    """Allocate ``request`` (waiting if asked), run ``argv`` owning it, release it.
+                timeout: float | None = None, options: RunOptions | None = None) -> RunOutcome:
+    """Check the services ``request`` requires, allocate it (waiting if asked, one
+    ``timeout`` for both), run ``argv`` owning it, release it.
 
     Raises :class:`CommandNotFoundError` (nothing allocated, or the allocation released),
+    :class:`netra_rm.errors.ServiceUnavailableError`,
     :class:`netra_rm.errors.NoCapacityError` / ``WaitTimeoutError`` (CMD never started).
     Not for multi-threaded callers: it forks.
     """
+    from netra_rm.core.readiness import require_services
     from netra_rm.core.waiting import allocate_waiting
 
+    options = options or RunOptions()
     if not argv:
         raise UsageError("give the command to run after --, e.g. netra-rm run --layer fast_feedback "
                          "--category unit -- pytest tests/unit")
     check_command(argv[0])
+    if request.requires:
+        spent = require_services(engine, request.requires, wait=wait, timeout=timeout)
+        timeout = None if timeout is None else max(0.0, timeout - spent)
     child = BlockedChild.spawn(list(argv))
     previous = _raise_on_termination()
     try:
@@ -118,7 +165,7 @@ def run_command(engine: Engine, request: Request, argv: Sequence[str], *, wait: 
         child.abandon()
         raise
     _restore(previous)
-    return _supervise(engine, child, allocation)
+    return _supervise(engine, child, allocation, options)
 
 
 def check_command(command: str) -> None:
@@ -160,11 +207,12 @@ class BlockedChild:
         os.close(err_write)
         return cls(pid, go_write, err_read, argv)
 
-    def start(self, env: dict[str, str]) -> int | None:
-        """Let the child exec CMD with ``env``; the errno of a failed exec, else None."""
+    def start(self, env: dict[str, str], argv: Sequence[str] | None = None) -> int | None:
+        """Let the child exec CMD (or ``argv``: CMD wrapped) with ``env``; the errno of a
+        failed exec, else None."""
         assert self._go is not None and self._errors is not None
         try:
-            payload = memoryview(json.dumps(env).encode())
+            payload = memoryview(json.dumps({"env": env, "argv": list(argv or self.argv)}).encode())
             while payload:
                 payload = payload[os.write(self._go, payload):]
         except BrokenPipeError:
@@ -202,7 +250,8 @@ def _child(argv: list[str], go: int, errors: int) -> None:  # pragma: no cover -
         chunks.append(chunk)
     if not chunks:
         os._exit(_ABANDONED)  # the wrapper gave up (or died) before CMD's turn
-    env = json.loads(b"".join(chunks))
+    go_ahead = json.loads(b"".join(chunks))
+    env, argv = go_ahead["env"], go_ahead["argv"]
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:
         os.execvpe(argv[0], argv, env)
@@ -210,57 +259,211 @@ def _child(argv: list[str], go: int, errors: int) -> None:  # pragma: no cover -
         os.write(errors, str(exc.errno or 0).encode())
 
 
-def _supervise(engine: Engine, child: BlockedChild, allocation: Allocation) -> RunOutcome:
-    """Start CMD, forward signals until it ends, release, and say how it ended."""
+def _supervise(engine: Engine, child: BlockedChild, allocation: Allocation, options: RunOptions) -> RunOutcome:
+    """Start CMD (confined, with --enforce), forward signals, watch the allocation and
+    measure CMD until it ends; release, and say how it ended."""
+    say = options.say or (lambda text: None)
+    confinement = _confine(engine, child, allocation, options, say)
     waited = set(FORWARDED) | {signal.SIGCHLD}
-    has_sigwait = hasattr(signal, "sigwaitinfo")
+    has_sigwait = hasattr(signal, "sigtimedwait")
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited) if has_sigwait else None
     previous = None if has_sigwait else _forward_with_handlers(child.pid)
-    keeper = _hold_while_running(engine, allocation)
+    main = threading.main_thread().ident if threading.current_thread() is threading.main_thread() else None
+    watch = _watch(engine, allocation, wake=lambda: _wake(main) if has_sigwait else None)
+    supervisor = _Supervisor(child.pid, watch, options, confinement)
     try:
-        error = child.start(envmod.child_environment(allocation_environment(allocation, engine)))
+        extra = allocation_environment(allocation, engine)
+        if confinement is not None:
+            extra["NETRA_RM_ENFORCEMENT"] = confinement.mechanism
+        argv = confinement.wrap(child.argv) if confinement is not None else child.argv
+        error = child.start(envmod.child_environment(extra), argv)
         if error is not None:
             _reap(child.pid)
-            notes = _release(engine, allocation)
+            watch.stop()
+            failed = _release(engine, allocation)
             reason = os.strerror(error).lower() if error else "it could not be executed"
             raise CommandNotFoundError(f"cannot run {child.argv[0]}: {reason}.",
-                                       remediation=list(notes) or ["Check the command's name and path."])
-        status = _wait_forwarding(child.pid) if has_sigwait else _reap(child.pid)
-        keeper.stop()
-        notes = _release(engine, allocation)
-        if keeper.lost:
-            how = ("its lease lapsed while the ledger could not be reached to renew it, or it was released by hand"
-                   if allocation.lease_expires_at is not None else "it was released by hand or with cleanup --force")
-            notes = (f"allocation {allocation.id} was taken away while the command ran: {how}.", *notes)
+                                       remediation=list(failed) or ["Check the command's name and path."])
+        status, rusage = supervisor.run(has_sigwait, say)
+        watch.stop()
     finally:
-        keeper.stop()
+        watch.stop()
         if old_mask is not None:
             _discard_pending(waited)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if previous is not None:
             _restore(previous)
+        used: Used | None = None
+        if confinement is not None:
+            used = confinement.used()
+            confinement.close()
+    measurement = supervisor.measurement(rusage, used)
     code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        return RunOutcome(exit_code=128 - code, allocation=allocation, signal=-code, notes=notes)
-    return RunOutcome(exit_code=code, allocation=allocation, notes=notes)
+    signum = -code if code < 0 else None
+    exit_code = 128 - code if code < 0 else code
+    command = os.path.basename(child.argv[0])
+    if watch.cause is not None:
+        if options.on_lost == "term":
+            stopped = "it was sent SIGKILL after --kill-after" if supervisor.killed else "it was sent SIGTERM"
+            return RunOutcome(exit_code=int(ExitCode.LOST), allocation=allocation, signal=signum,
+                              error=f"{(watch.sentence or '')[:-1]}; {command} was stopped ({stopped}).",
+                              measurement=measurement, lost=watch.cause,
+                              mechanism=None if confinement is None else confinement.mechanism)
+        notes: tuple[str, ...] = ()
+    else:
+        notes = _release(engine, allocation, measured=None if measurement is None else measurement.to_event())
+    error_text = None
+    if measurement is not None and measurement.oom_killed:
+        error_text = (f"{command} exceeded its {allocation.memory_mb} MB allocation (peak "
+                      f"{measurement.peak_memory_mb:.0f} MB) and was killed.")
+    return RunOutcome(exit_code=exit_code, allocation=allocation, signal=signum, notes=notes, error=error_text,
+                      measurement=measurement, lost=watch.cause,
+                      mechanism=None if confinement is None else confinement.mechanism)
 
 
-def _wait_forwarding(pid: int) -> int:
-    """Wait for ``pid`` with the forwarded signals and SIGCHLD blocked; its wait status."""
-    waited = set(FORWARDED) | {signal.SIGCHLD}
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        info = signal.sigwaitinfo(waited)
-        if info.si_signo == signal.SIGCHLD:
-            continue
-        if info.si_signo != signal.SIGTERM and info.si_code == _SI_KERNEL:
-            continue  # the terminal sent it to CMD's process group too
-        try:
-            os.kill(pid, info.si_signo)
-        except ProcessLookupError:
-            pass
+def _confine(engine: Engine, child: BlockedChild, allocation: Allocation, options: RunOptions,
+             say: Callable[[str], None]) -> Confinement | None:
+    """With --enforce: a confinement for CMD, holding the blocked child already; else None.
+    When none can be had, the allocation is released and the child abandoned."""
+    if not options.enforce:
+        return None
+    from netra_rm.machine import Limits, confine, default_mechanisms
+
+    try:
+        mechanisms = options.mechanisms if options.mechanisms is not None else \
+            default_mechanisms(envmod.enforce_with())
+        confinement, passed = confine(allocation.id, Limits(allocation.memory_mb, allocation.cpu_percent),
+                                      mechanisms)
+        confinement.attach(child.pid)
+    except BaseException:
+        child.abandon()
+        _release(engine, allocation)
+        raise
+    for line in passed:
+        say(f"netra-rm: not enforcing with {line}")
+    say(f"netra-rm: enforcing {allocation.memory_mb} MB and {allocation.cpu_percent:g}% CPU on "
+        f"{child.argv[0]} with {confinement.mechanism}")
+    return confinement
+
+
+def _stderr(text: str) -> None:
+    import sys
+
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _wake(thread_id: int | None) -> None:
+    """Interrupt the supervisor's wait (SIGCHLD is blocked, so it stays pending for it)."""
+    if thread_id is not None:
+        signal.pthread_kill(thread_id, signal.SIGCHLD)
+
+
+class _Supervisor:
+    """The wait loop: forwards signals, samples CMD's tree, acts on a lost allocation."""
+
+    def __init__(self, pid: int, watch: HoldingWatch, options: RunOptions, confinement: Confinement | None) -> None:
+        from netra_rm.machine.measure import SAMPLE_INTERVAL, TreeSampler
+
+        self.pid = pid
+        self.watch = watch
+        self.options = options
+        self.confinement = confinement
+        sampled = options.measure or (confinement is not None and confinement.needs_samples)
+        self.sampler = TreeSampler(pid) if sampled else None
+        if confinement is not None and confinement.needs_samples:
+            from netra_rm.machine.watchdog import WATCH_INTERVAL
+
+            self.interval = WATCH_INTERVAL
+        else:
+            self.interval = SAMPLE_INTERVAL
+        self.started = time.monotonic()
+        self.ended = self.started
+        self.term_at: float | None = None
+        self.killed = False
+        self._handled_loss = False
+
+    def run(self, has_sigwait: bool, say: Callable[[str], None]) -> tuple[int, Any]:
+        """Wait for CMD; its wait status and resource usage."""
+        waited = set(FORWARDED) | {signal.SIGCHLD}
+        next_sample = self.started
+        while True:
+            done, status, rusage = os.wait4(self.pid, os.WNOHANG)
+            now = time.monotonic()
+            if done:
+                self.ended = now
+                return status, rusage
+            if self.watch.cause is not None and not self._handled_loss:
+                self._lost(now, say)
+            if self.term_at is not None and now >= self.term_at and not self.killed:
+                self._kill_tree()
+            if self.sampler is not None and now >= next_sample:
+                usage = self.sampler.sample()
+                if self.confinement is not None:
+                    self.confinement.observe(usage)
+                next_sample = now + self.interval
+            elif self.confinement is not None and self.sampler is None:
+                self.confinement.observe(None)
+            deadlines = [next_sample] if self.sampler is not None else []
+            if self.term_at is not None and not self.killed:
+                deadlines.append(self.term_at)
+            pause = max(0.001, min(deadlines) - now) if deadlines else None
+            if not has_sigwait:
+                time.sleep(min(pause or 0.05, 0.05))
+                continue
+            info = signal.sigtimedwait(waited, pause) if pause is not None else signal.sigwaitinfo(waited)
+            if info is None or info.si_signo not in FORWARDED:
+                continue  # SIGCHLD, or woken by SIGCONT after a stop
+            if info.si_signo != signal.SIGTERM and info.si_code == _SI_KERNEL:
+                continue  # the terminal sent it to CMD's process group too
+            try:
+                os.kill(self.pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+
+    def _lost(self, now: float, say: Callable[[str], None]) -> None:
+        self._handled_loss = True
+        watch = self.watch
+        assert watch.cause is not None
+        action = self.options.on_lost
+        watch.engine.record_lost(watch.allocation, watch.cause, action=action)
+        if action == "term":
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self.term_at = now + self.options.kill_after
+        else:
+            warn = self.options.warn or _stderr
+            warn(f"netra-rm: warning: {watch.sentence} The command goes on (--on-lost warn).")
+
+    def _kill_tree(self) -> None:
+        from netra_rm.machine.measure import tree_pids
+
+        self.killed = True
+        for pid in reversed(tree_pids(self.pid) or [self.pid]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def measurement(self, rusage: Any, used: Used | None) -> Measurement | None:
+        """What CMD used: from its cgroup when it had one, else its sampled tree and
+        wait4's figures. None when measuring is off."""
+        from netra_rm.machine.measure import Measurement, rusage_figures
+
+        if not self.options.measure and used is None:
+            return None
+        largest, cpu = rusage_figures(rusage)
+        sampled_peak = self.sampler.peak_mb if self.sampler is not None else 0.0
+        sampled_cpu = self.sampler.cpu_seconds if self.sampler is not None else 0.0
+        peak = used.peak_memory_mb if used is not None and used.peak_memory_mb is not None else None
+        if peak is None or (used is not None and not used.oom_killed and self.confinement is not None
+                            and self.confinement.needs_samples):
+            peak = max(peak or 0.0, sampled_peak, largest)
+        cpu_seconds = used.cpu_seconds if used is not None and used.cpu_seconds is not None else max(cpu, sampled_cpu)
+        return Measurement(peak_memory_mb=peak, cpu_seconds=cpu_seconds, wall_seconds=self.ended - self.started,
+                           oom_killed=bool(used is not None and used.oom_killed))
 
 
 def _forward_with_handlers(pid: int) -> dict[int, object]:
@@ -310,34 +513,52 @@ def _reap(pid: int) -> int:
             return 0
 
 
-def _hold_while_running(engine: Engine, allocation: Allocation) -> LeaseKeeper:
-    """A thread that keeps ``allocation`` while CMD runs: its expiry stays at least its
-    hold time (``--duration-minutes``) ahead, and on a shared ledger its lease is renewed.
+def _watch(engine: Engine, allocation: Allocation, *, wake: Callable[[], None]) -> HoldingWatch:
+    """A thread that keeps ``allocation`` while CMD runs and notices at once when it is
+    taken away: its expiry stays at least its hold time (``--duration-minutes``) ahead,
+    on a shared ledger its lease is renewed, and between renewals it looks at the ledger
+    (see :mod:`netra_rm.core.holding`).
 
-    The thread inherits the blocked signals, so they still reach ``sigwaitinfo``. Should
+    The thread inherits the blocked signals, so they still reach the supervisor. Should
     the wrapper itself be killed, the allocation expires after its hold time (or, once
     CMD is gone too, the next transaction reclaims it).
     """
-    from netra_rm.core.lease import LeaseKeeper, heartbeat_interval
+    from netra_rm.core.lease import heartbeat_interval
 
     hold = max(1.0, allocation.expires_at - allocation.created_at)
     interval = hold / 3
     if allocation.lease_expires_at is not None:
         interval = min(interval, heartbeat_interval(engine.config.lease_seconds))
-    keeper = LeaseKeeper(engine, [allocation.id], interval=interval, hold_seconds=hold)
-    keeper.start()
-    return keeper
+    watch = HoldingWatch(engine, allocation, hold_seconds=hold, renew_interval=interval, on_lost=wake)
+    watch.start()
+    return watch
 
 
-def _release(engine: Engine, allocation: Allocation) -> tuple[str, ...]:
+def _release(engine: Engine, allocation: Allocation, *, measured: dict[str, Any] | None = None) -> tuple[str, ...]:
     """Release after CMD ended; a failure only leaves a note (CMD is gone, so the next
-    transaction reclaims the allocation anyway)."""
+    transaction reclaims the allocation anyway). An allocation already gone is named with
+    the journal's reason."""
     try:
-        result = engine.release([allocation.id])
+        result = engine.release([allocation.id], measured=measured)
     except LedgerError as exc:
         return (f"could not release {allocation.id} ({exc.message}); it is reclaimed automatically now that "
                 "the command has ended.",)
     if result.missing:
-        return (f"allocation {allocation.id} had already been released or had expired before the command ended "
-                "(see --duration-minutes).",)
+        from netra_rm.core.holding import describe
+
+        sentence = describe(engine.why_gone(allocation.id), allocation).replace(" while the command ran",
+                                                                                " before the command ended")
+        return (sentence,)
     return ()
+
+
+def run_summary(outcome: RunOutcome) -> str:
+    """One line for ``run -v``: what CMD used against its allocation, and how it was held."""
+    a = outcome.allocation
+    held = f"enforced with {outcome.mechanism}" if outcome.mechanism else "not enforced"
+    m = outcome.measurement
+    if m is None:
+        return f"netra-rm: allocation {a.id}: {a.memory_mb} MB, {a.cpu_percent:g}% CPU ({held}; not measured)."
+    return (f"netra-rm: allocation {a.id}: {a.memory_mb} MB, {a.cpu_percent:g}% CPU ({held}); the command used "
+            f"peak {m.peak_memory_mb:.0f} MB and {m.cpu_seconds:.2f} CPU seconds in {m.wall_seconds:.2f} s"
+            f"{', and was killed for its memory' if m.oom_killed else ''}.")

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from netra_rm.core.model import Allocation
-from netra_rm.errors import LedgerError
+from netra_rm.errors import LedgerError, LedgerLostError
 from netra_rm.ledger.base import SCHEMA_VERSION, LedgerState
 from netra_rm.ledger.journal import (
     allocation_record,
@@ -318,7 +318,7 @@ class RemoteLedger:
         problem = self._fencing_problem(snapshot, state)
         if problem is not None:
             if not reset:
-                raise LedgerError(problem[0], remediation=problem[1])
+                raise LedgerLostError(problem[0], remediation=problem[1])
             floor = max(self._memory.counter, state.fencing_counter, int(time.time() * 1_000_000))
             state = LedgerState(fencing_counter=floor, journal_seq=state.journal_seq,
                                 waiters=state.waiters)

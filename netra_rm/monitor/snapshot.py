@@ -52,6 +52,8 @@ class MonitorSnapshot:
     services_checked_at: float | None = None
     services_error: str | None = None
     ledger_error: str | None = None
+    #: allocations of this host whose owner uses more memory than it reserved, a sentence each
+    conflicts: Sequence[str] = ()
 
     @property
     def timestamp(self) -> float:
@@ -101,6 +103,8 @@ class SnapshotSource:
                 ledger_error = exc.message
             else:
                 self._pools, self._allocations = tuple(pools), tuple(allocations)
+        from netra_rm.machine.live import over_use
+
         return MonitorSnapshot(
             sample=sample,
             pools=self._pools,
@@ -108,6 +112,7 @@ class SnapshotSource:
             alerts=tuple(alerts),
             thresholds=self.tracker.thresholds,
             ledger_error=ledger_error,
+            conflicts=tuple(over_use(self._allocations)),
         )
 
 
@@ -151,7 +156,7 @@ def snapshot_to_ndjson_dict(snapshot: MonitorSnapshot) -> dict[str, Any]:
     """The JSON object printed per sample by ``netra-rm monitor --json`` (one per line).
 
     ``{"version", "timestamp", "system", "levels", "pools", "allocations", "services",
-    "services_checked_at", "alerts", "ledger_error"}``: ``system`` is :meth:`SystemSample.to_dict`,
+    "services_checked_at", "alerts", "conflicts", "ledger_error"}``: ``system`` is :meth:`SystemSample.to_dict`,
     ``levels`` the instantaneous level word of each thresholded metric, ``pools`` the
     :func:`pool_utilisation` of each layer, ``allocations`` the number of active
     allocations, ``alerts`` the debounced alerts.
@@ -176,5 +181,6 @@ def snapshot_to_ndjson_dict(snapshot: MonitorSnapshot) -> dict[str, Any]:
             None if snapshot.services_checked_at is None else round(snapshot.services_checked_at, 3)
         ),
         "alerts": [alert.to_dict() for alert in snapshot.alerts],
+        "conflicts": list(snapshot.conflicts),
         "ledger_error": snapshot.ledger_error,
     }

@@ -75,7 +75,9 @@ class _Screen:
 
     def _urgent(self, alerts: Sequence[Alert], *, short: bool) -> list[RenderableType]:
         """Alerts (when there are any), pools and allocations: what the screen shows first."""
-        parts: list[RenderableType] = [_alerts_table(alerts, compact=short)] if alerts else []
+        conflicts = self.snapshot.conflicts
+        parts: list[RenderableType] = [_alerts_table(alerts, compact=short, conflicts=conflicts)] \
+            if alerts or conflicts else []
         return parts + [_pools_table(self.snapshot.pools, self.snapshot.ledger_error, compact=short),
                          self._allocations(self.max_allocations, short=short)]
 
@@ -88,8 +90,8 @@ class _Screen:
         free = options.update(height=None)
         if height is None:  # no height to fit: everything, most urgent first
             parts: list[RenderableType] = [_header(snapshot.sample, alerts)]
-            if alerts:
-                parts.append(_alerts_table(alerts))
+            if alerts or snapshot.conflicts:
+                parts.append(_alerts_table(alerts, conflicts=snapshot.conflicts))
             parts += [_pools_table(snapshot.pools, snapshot.ledger_error), self._allocations(self.max_allocations),
                       _side_by_side(system, services)]
             yield Group(*parts)
@@ -108,7 +110,8 @@ class _Screen:
         # frames cost rows: on a terminal too short for the urgent part boxed, none is boxed
         urgent = sum(len(console.render_lines(part, free, pad=False)) for part in self._urgent(alerts, short=False))
         short = urgent + 2 > height
-        if alerts and not take(_alerts_table(alerts, compact=short)):
+        if (alerts or snapshot.conflicts) and not take(_alerts_table(alerts, compact=short,
+                                                                      conflicts=snapshot.conflicts)):
             take(Text(f"{len(alerts)} alert(s): " + "; ".join(a.message for a in alerts), no_wrap=True,
                       overflow="ellipsis", style="bold red"))
         if not take(_pools_table(snapshot.pools, snapshot.ledger_error, compact=short)):
@@ -361,16 +364,19 @@ def _owner(owner: Any) -> str:
     return f"{who} pid {pid}" if pid is not None else who
 
 
-def _alerts_table(alerts: Iterable[Alert], *, compact: bool = False) -> Table:
+def _alerts_table(alerts: Iterable[Alert], *, compact: bool = False, conflicts: Iterable[str] = ()) -> Table:
     frame = {"box": None} if compact else {"box": box.ROUNDED}
     table = Table(title="Alerts", expand=True, title_justify="left", show_header=False, **frame)
     table.add_column("level", no_wrap=True, min_width=8)
     table.add_column("alert", ratio=1)
     rows = list(alerts)
-    if not rows:
+    over = list(conflicts)
+    if not rows and not over:
         table.add_row(_level_text(Level.OK), Text("no alerts", style="dim"))
     for alert in rows:
         table.add_row(_level_text(alert.level), Text(alert.message))
+    for conflict in over:  # an allocation using more memory than it reserved
+        table.add_row(_level_text(Level.WARNING), Text(conflict))
     return table
 
 

@@ -158,19 +158,29 @@ def _where(a: Mapping[str, Any]) -> str:
     return a.get("layer") or ", ".join(a.get("pools") or ()) or "-"
 
 
+def _used(allocation: Mapping[str, Any]) -> Text:
+    """What the allocation's owner uses now (red when more than it reserved), or "-"."""
+    used = allocation.get("used_memory_mb")
+    if used is None:
+        return Text("-")
+    over = used > (allocation.get("owner_reserved_mb") or allocation["memory_mb"])
+    return Text(f"{used:.0f} MB", style="bold red" if over else "")
+
+
 def allocations_table(console: Console, allocations: Sequence[Mapping[str, Any]], *,
                       title: str | None = None) -> tuple[Table, list[str]]:
     """The active allocations; ids are never cut (other columns fold, then go). The slot
     column names the instances held where pools name them."""
     columns = [Column("id"), Column("layer", keep=9), Column("category", keep=8, fold=True),
                Column("slot", keep=3, justify="right"), Column("memory", keep=5, justify="right"),
-               Column("cpu", keep=4, justify="right"), Column("age", keep=2, justify="right"),
+               Column("used now", keep=5, justify="right"), Column("cpu", keep=4, justify="right"),
+               Column("enforced", keep=2), Column("age", keep=2, justify="right"),
                Column("expires", keep=7, justify="right"), Column("owner", keep=6, fold=True)]
     rows = [[a["id"], _where(a), a["category"],
              ", ".join(f"{pool}={name}" for pool, name in a["instances"].items()) if a.get("instances")
-             else str(a.get("slot", "-")), f"{a['memory_mb']} MB",
-             f"{a['cpu_percent']:g}%", duration(a.get("age_seconds")), duration(a.get("expires_in_seconds")),
-             _owner(a.get("owner") or {})] for a in allocations]
+             else str(a.get("slot", "-")), f"{a['memory_mb']} MB", _used(a),
+             f"{a['cpu_percent']:g}%", a.get("enforcement") or "-", duration(a.get("age_seconds")),
+             duration(a.get("expires_in_seconds")), _owner(a.get("owner") or {})] for a in allocations]
     heading = title or f"Allocations ({len(allocations)})"
     return fit_table(console, columns, rows, lambda: Table(title=heading, title_justify="left", box=box.SIMPLE_HEAD))
 

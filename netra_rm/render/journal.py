@@ -66,6 +66,9 @@ def render_history(console: Console, events: Sequence[Mapping[str, Any]], *, qui
                Column("slot", keep=2, justify="right"), Column("amounts", keep=4), Column("token", keep=3,
                                                                                            justify="right"),
                Column("pid", keep=5, justify="right")]
+    measured = any("peak_memory_mb" in e for e in events)
+    if measured:
+        columns.append(Column("used", keep=4, fold=True, min_fold=14))
     if any(notes):
         columns.append(Column("note", keep=1, fold=True, min_fold=14))
     styles = {"grant": "green", "release": "", "expire": "yellow", "reclaim": "yellow"}
@@ -75,12 +78,40 @@ def render_history(console: Console, events: Sequence[Mapping[str, Any]], *, qui
         rows.append([short_time(e.get("time")), Text(e["event"], style=styles.get(e["event"], "")), e.get("id", ""),
                      e.get("layer", ""), e.get("category", ""), str(e.get("slot", "-")),
                      f"{e.get('memory_mb', 0)}MB {e.get('cpu_percent', 0):g}%", str(e.get("fencing_token", "-")),
-                     "-" if owner.get("pid") is None else str(owner["pid"]), *([note] if len(columns) > 9 else [])])
+                     "-" if owner.get("pid") is None else str(owner["pid"]), *([_used(e)] if measured else []),
+                     *([note] if any(notes) else [])])
     print_fitted(console, *fit_table(console, columns, rows, lambda: Table(
         title=f"History (last {len(events)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)))
+
+
+def _used(event: Mapping[str, Any]) -> str:
+    """What the holder used, for a measured release: peak memory, CPU and wall seconds."""
+    if "peak_memory_mb" not in event:
+        return ""
+    text = (f"peak {event['peak_memory_mb']:.0f}MB, {event.get('cpu_seconds', 0):.1f} CPU s in "
+            f"{event.get('wall_seconds', 0):.1f}s")
+    return text + (", OOM-killed" if event.get("oom_killed") else "")
 
 
 def _note(event: Mapping[str, Any]) -> str:
     if event.get("waited_seconds") is not None:
         return f"waited {event['waited_seconds']:.1f}s"
     return str(event.get("reason") or "")
+
+
+def render_recommendations(console: Console, found: Sequence[Any]) -> None:
+    """``recommend``: a table of what each layer and category used, then one sentence each."""
+    table = Table(title="Measured use per layer and category", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for column in ("layer / category", "runs", "reserved", "peak MB p50/p95/max", "CPU s p50/p95/max",
+                   "suggested"):
+        table.add_column(column, overflow="fold")
+    for r in found:
+        table.add_row(f"{r.layer} / {r.category}", str(r.runs),
+                      f"{r.reserved_memory_mb} MB {r.reserved_cpu_percent:g}%",
+                      f"{r.peak_memory_mb_p50:.0f} / {r.peak_memory_mb_p95:.0f} / {r.peak_memory_mb_max:.0f}",
+                      f"{r.cpu_seconds_p50:.1f} / {r.cpu_seconds_p95:.1f} / {r.cpu_seconds_max:.1f}",
+                      f"{r.suggested_memory_mb} MB {r.suggested_cpu_percent:g}%")
+    console.print(table)
+    for r in found:
+        console.print(r.sentence(), highlight=False)

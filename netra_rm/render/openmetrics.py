@@ -132,6 +132,11 @@ def limit_families(limits: Mapping[str, Any]) -> list[Family]:
     ]
 
 
+def _allocation_labels(allocation: Mapping[str, Any]) -> Labels:
+    return (("id", str(allocation.get("id"))), ("layer", str(allocation.get("layer"))),
+            ("category", str(allocation.get("category"))))
+
+
 def allocation_families(layers: Sequence[str], allocations: Sequence[Mapping[str, Any]],
                         waiters: Sequence[Mapping[str, Any]], now: float) -> list[Family]:
     """Allocations by layer and category, the oldest one's age, and the wait queue."""
@@ -156,6 +161,11 @@ def allocation_families(layers: Sequence[str], allocations: Sequence[Mapping[str
                 [((("layer", layer), ("category", category)), n) for (layer, category), n in sorted(counts.items())]),
         _family("allocation_oldest_age_seconds", "Age of the layer's oldest active allocation.",
                 [((("layer", layer),), age) for layer, age in sorted(oldest.items())], "seconds"),
+        _family("allocation_memory_reserved_bytes", "Memory an allocation reserved.",
+                [(_allocation_labels(a), _bytes(a.get("memory_mb"))) for a in allocations], "bytes"),
+        _family("allocation_memory_used_bytes", "Memory the owner of an allocation on this host uses now (its whole "
+                "process tree).", [(_allocation_labels(a), _bytes(a.get("used_memory_mb"))) for a in allocations],
+                "bytes"),
         _family("waiters", "Requests waiting in the queue for room in the layer's pool.",
                 [((("layer", layer),), n) for layer, n in waiting.items()]),
         _family("waiter_longest_wait_seconds", "How long the layer's longest waiting request has waited.",
