@@ -22,6 +22,7 @@ from typing import Any
 from netra_rm.core.engine import Engine, holder_channel
 from netra_rm.core.model import Allocation
 from netra_rm.errors import LedgerLostError, NetraRMError
+from netra_rm.ledger import EVERYTHING, Scope
 
 #: Why an allocation was lost, as one clause for the sentence that ``run`` prints.
 CAUSES = {
@@ -147,14 +148,14 @@ class HoldingWatch:
     def _look(self) -> tuple[str, Allocation | None] | None:
         """Is it still there, with our fencing token? A read without the lock; an
         allocation already past its time is renewed at once (which reclaims it if it must)."""
-        state = self.engine.ledger.read()
-        found = state.find(self.allocation.id)
+        state = self.engine.ledger.read(Scope(ids=(self.allocation.id,)))
+        found = state.known.get(self.allocation.id)
         if found is None:
-            return self._why(state.allocations)
+            return self._why()
         if found.fencing_token != self.allocation.fencing_token:
             return ("fenced", None)
-        if found.expires_at <= self.engine.clock() or (
-                found.lease_expires_at is not None and found.lease_expires_at <= self.engine.clock()):
+        lease = found.lease_expires_at
+        if found.expires_at <= state.now or (lease is not None and lease <= state.now):
             return self._renew()
         return None
 
@@ -162,7 +163,7 @@ class HoldingWatch:
         cause = self.engine.why_gone(self.allocation.id)
         if allocations is None:
             try:
-                allocations = self.engine.ledger.read().allocations
+                allocations = self.engine.ledger.read(EVERYTHING).allocations
             except NetraRMError:
                 allocations = []
         mine = self.allocation
