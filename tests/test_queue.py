@@ -245,7 +245,8 @@ def test_a_release_wakes_only_the_waiters_it_can_serve(engine, monkeypatch: pyte
     one wakes the head only; a waiter that fits beside the head (backfill) is woken too."""
     me = engine.current_process_owner()
     woken: list[list[str]] = []
-    monkeypatch.setattr(engine.ledger, "notify", lambda ids: woken.append(list(ids)))
+    # (a release also wakes the holder's own channel, "e0" + its id: not a waiter)
+    monkeypatch.setattr(engine.ledger, "notify", lambda ids: woken.append([i for i in ids if len(i) == 12]))
     holders = [engine.allocate(engine.resolve_request("tiny", "holder", memory_mb=100, cpu_percent=10), me)
                for _ in range(3)]
     ids = ["0000000000b1", "0000000000b2", "0000000000b3"]
@@ -265,4 +266,4 @@ def test_a_release_wakes_only_the_waiters_it_can_serve(engine, monkeypatch: pyte
     engine.leave_queue(ids[2])
     woken.clear()
     engine.release([holders[1].id])  # 200 MB held, 250 wanted at the head: nobody can be served yet
-    assert woken == []
+    assert woken in ([], [[]])

@@ -638,17 +638,16 @@ class Engine:
 
     # -- release and cleanup -------------------------------------------------------------
 
-    def release(self, ids: Iterable[str], *, measured: Mapping[str, Mapping[str, Any]] | None = None
-                ) -> ReleaseResult:
+    def release(self, ids: Iterable[str], *, measured: Mapping[str, Any] | None = None) -> ReleaseResult:
         """Release these allocations; the ids not found are reported, the others released.
 
-        ``measured`` gives, per id, what its holder was measured to use (peak memory, CPU
-        seconds, ...), recorded in its release event.
+        ``measured`` (what the holder used: ``peak_memory_mb``, ``cpu_seconds``,
+        ``wall_seconds``, ``oom_killed``) is added to each release event in the journal.
         """
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return ReleaseResult(released=[], missing=[])
-        fast = self.ledger.fast_release(wanted, events=measured)
+        fast = self.ledger.fast_release(wanted, events={ident: measured for ident in wanted} if measured else None)
         if fast is not None:
             return ReleaseResult(released=fast[0], missing=fast[1])
         peek = self.ledger.read(Scope(ids=tuple(wanted)))
@@ -664,7 +663,7 @@ class Engine:
                 a = txn.find(ident)
                 if a is None:
                     continue
-                self._drop(txn, a, "release", **dict((measured or {}).get(ident, {})))
+                self._drop(txn, a, "release", **dict(measured or {}))
                 released.append(a)
             txn.changes.outcome = [a.id for a in released]
         found = {a.id for a in released}

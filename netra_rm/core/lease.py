@@ -204,8 +204,8 @@ def signal_owner_on_loss(engine: Engine, allocation_id: str, pid: int, start: st
     from netra_rm.core import liveness
     from netra_rm.core.model import Allocation, Owner
 
-    record = Allocation(id=allocation_id, layer="", category="", memory_mb=0, cpu_percent=0.0, dedicated=False,
-                        requires=(), created_at=0.0, expires_at=0.0, slot=0,
+    record = Allocation(id=allocation_id, layer="", category="", memory_mb=0, cpu_units=0, dedicated=False,
+                        requires=(), created_at=0.0, expires_at=0.0,
                         owner=Owner(host=engine.host, user=engine.user, pid=pid, start=start))
     engine.record_lost(record, cause, action=on_lost)
     if on_lost == "term" and liveness.is_alive(pid, start):
