@@ -170,6 +170,13 @@ class ResourceManagementAgent:
         sample = self._latest_sample()
         return self.engine.resource_status(system_metrics=sample.to_dict() if sample is not None else None)
 
+    def get_status_report(self) -> dict[str, Any]:
+        """Everything ``netra-rm status --json`` prints, built the same way: the services
+        checked, the machine sampled, the pools, allocations and conflicts."""
+        from netra_rm.results import status_report
+
+        return status_report(self.engine).json_document()
+
     def resolve_resource_conflicts(self) -> list[str]:
         """What is wrong now, one sentence each (and reclaims what can be reclaimed)."""
         from netra_rm.core.conflicts import find_conflicts

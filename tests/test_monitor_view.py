@@ -187,10 +187,10 @@ def test_many_allocations_are_cut_short() -> None:
 def test_ndjson_dict_shape() -> None:
     data = snapshot_to_ndjson_dict(snapshot())
     assert json.loads(json.dumps(data)) == data
-    assert set(data) == {"version", "timestamp", "system", "levels", "pools", "allocations", "services",
+    assert set(data) == {"schema_version", "version", "timestamp", "system", "levels", "pools", "allocations", "services",
                          "services_checked_at", "alerts", "conflicts", "ledger_error"}
     assert data["ledger_error"] is None
-    assert data["version"] == 1
+    assert data["version"] == data["schema_version"] == 1
     assert data["timestamp"] == NOW
     assert data["system"] == SAMPLE.to_dict()
     assert data["levels"] == {"memory_percent": "critical", "cpu_percent": "warning", "load_per_core": "ok",

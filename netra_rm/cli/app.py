@@ -3,7 +3,6 @@ exit code (``context.guard``) and hands the result to the renderer. No decisions
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -14,10 +13,10 @@ from netra_rm import __version__, numbers
 from netra_rm.cli import completers as complete
 from netra_rm.cli.context import AppState, finish, first_run_hint, guard, state, stop_on_signals
 from netra_rm.config import env as envmod
-from netra_rm.errors import ExitCode
+from netra_rm.render import show
 
 if TYPE_CHECKING:
-    from netra_rm.render import Output
+    pass
 
 app = typer.Typer(
     name="netra-rm",
@@ -204,20 +203,9 @@ def status(
             from netra_rm.errors import UsageError
 
             raise UsageError(f"--output works with --format json or openmetrics, not {fmt}.")
-        from netra_rm.agent import service_status
-        from netra_rm.core.conflicts import find_conflicts
-        from netra_rm.monitor.sampler import Sampler
+        from netra_rm import results
 
-        engine = st.engine()
-        sampler = Sampler()
-        services = service_status(engine)  # takes a moment: the CPU sample spans it
-        sample = sampler.sample()
-        resources = engine.resource_status(system_metrics=sample.to_dict())
-        from netra_rm.machine import live
-
-        live.annotate(resources["active_allocations"], engine.host)  # what each owner uses now
-        conflicts = find_conflicts(engine, sample=sample)
-        resources["conflicts"] = conflicts
+        report = results.status_report(st.engine(), strict=strict)
         captured = None
         if output is not None:
             import dataclasses
@@ -225,29 +213,10 @@ def status(
 
             captured = io.StringIO()
             out = dataclasses.replace(out, stdout=captured)
-        if fmt == "json":
-            out.emit_json({"schema_version": 1, "resources": resources, "services": services})
-        elif fmt == "openmetrics":
-            from netra_rm.render.openmetrics import render_openmetrics
-
-            out.stdout.write(render_openmetrics(resources, services, now=time.time(), version=__version__))
-        elif fmt == "github":
-            from netra_rm.render import github
-
-            for line in github.status_annotations(resources, services):
-                out.line(line)
-            summary = envmod.github_step_summary()
-            if summary:
-                github.append_summary(summary, github.status_summary(resources, services), stderr=out.stderr)
-        else:
-            from netra_rm.render.human import render_status
-
-            render_status(out.console(), resources, services, conflicts, time.time(), quiet=out.quiet,
-                          first_run_hint=first_run_hint(st), every_allocation=every)
+        show(out, report, fmt=fmt, first_run_hint=first_run_hint(st), every_allocation=every)
         if output is not None and captured is not None:
             _write_output(output, captured.getvalue())
-        unhealthy = services["healthy_services"] < services["total_services"]
-        finish(ExitCode.UNAVAILABLE if strict and unhealthy else ExitCode.OK)
+        finish(report.exit_code)
 
 
 def _write_output(path: str, text: str) -> None:
@@ -289,32 +258,11 @@ def layer(
     with guard(out):
         stop_on_signals()  # --timeout waits: SIGINT and SIGTERM end it, even if inherited ignored
         fmt = _report_format(st, json_, format_)
-        from netra_rm.core.conflicts import find_conflicts
-        from netra_rm.core.readiness import check_layer, missing_details
+        from netra_rm import results
 
-        engine = st.engine()
-        verdict = check_layer(engine, name, timeout=timeout,
-                              conflicts_for=lambda layer_name: find_conflicts(engine, layer=layer_name))
-        data = verdict.to_dict()
-        if out.json:
-            out.emit_json({"schema_version": 1, **data})
-        elif fmt == "github":
-            from netra_rm.render import github
-
-            for line in github.layer_annotations(data):
-                out.line(line)
-            summary = envmod.github_step_summary()
-            if summary:
-                github.append_summary(summary, github.layer_summary(data), stderr=out.stderr)
-        else:
-            from netra_rm.render.human import render_layer
-
-            render_layer(out.console(), data, quiet=out.quiet)
-        if not verdict.ready and fmt == "table" and not out.quiet:
-            from netra_rm.render.human import render_missing
-
-            render_missing(out.stderr, missing_details(verdict))
-        finish(ExitCode.OK if verdict.ready else ExitCode.UNAVAILABLE)
+        report = results.layer_report(st.engine(), name, timeout=timeout)
+        show(out, report, fmt=fmt)
+        finish(report.exit_code)
 
 
 # -- up / down --------------------------------------------------------------------------
@@ -362,11 +310,14 @@ def up(
     out = st.output(json_)
     with guard(out):
         from netra_rm.core.startup import DEFAULT_UP_TIMEOUT, bring_up
+        from netra_rm.results import Started
 
-        result = bring_up(st.engine(), targets or [], timeout=DEFAULT_UP_TIMEOUT if timeout is None else timeout,
-                          dry_run=dry_run, discover=discover.value if discover else None,
-                          progress=lambda text: out.info(f"netra-rm: {text}"))
-        _report_startup(out, result, "up")
+        result = Started(bring_up(st.engine(), targets or [],
+                                  timeout=DEFAULT_UP_TIMEOUT if timeout is None else timeout, dry_run=dry_run,
+                                  discover=discover.value if discover else None,
+                                  progress=lambda text: out.info(f"netra-rm: {text}")), "up")
+        show(out, result)
+        finish(result.exit_code)
 
 
 @app.command()
@@ -394,28 +345,14 @@ def down(
     out = st.output(json_)
     with guard(out):
         from netra_rm.core.startup import DEFAULT_DOWN_TIMEOUT, bring_down
+        from netra_rm.results import Started
 
-        result = bring_down(st.engine(), targets or [],
-                            timeout=DEFAULT_DOWN_TIMEOUT if timeout is None else timeout, dry_run=dry_run,
-                            discover=discover.value if discover else None,
-                            progress=lambda text: out.info(f"netra-rm: {text}"))
-        _report_startup(out, result, "down")
-
-
-def _report_startup(out: Output, result: Any, verb: str) -> None:
-    """Print an `up`/`down` result; a failure exits 1 with the command's last output."""
-    from netra_rm.render import startup as render
-
-    data = result.to_dict()
-    if out.json:
-        out.emit_json(data)
-    elif not out.quiet:
-        (render.render_up if verb == "up" else render.render_down)(out.console(), data)
-    failure = result.error()
-    if failure is not None:
-        out.error(failure)
-        render.write_output_tail(out.stderr, failure.service_name, failure.output_tail, failure.log)
-        finish(ExitCode.UNAVAILABLE)
+        result = Started(bring_down(st.engine(), targets or [],
+                                    timeout=DEFAULT_DOWN_TIMEOUT if timeout is None else timeout, dry_run=dry_run,
+                                    discover=discover.value if discover else None,
+                                    progress=lambda text: out.info(f"netra-rm: {text}")), "down")
+        show(out, result)
+        finish(result.exit_code)
 
 
 # -- allocate / release / cleanup --------------------------------------------------------
@@ -482,12 +419,9 @@ def allocate(
             from netra_rm.core.lease import keep_for_owner
 
             keep_for_owner(engine, allocation, on_lost=None if on_lost is None else on_lost.value)
-        if out.json:
-            from netra_rm.core.status import allocation_view
+        from netra_rm.results import Granted
 
-            out.emit_json(allocation_view(allocation, time.time()))
-        else:
-            out.line(allocation.id)
+        show(out, Granted(allocation))
 
 
 @app.command()
@@ -504,17 +438,11 @@ def release(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        result = st.engine().release(ids)
-        if out.json:
-            out.emit_json({"released": [a.id for a in result.released], "missing": result.missing})
-        else:
-            for a in result.released if not out.quiet else ():
-                out.line(f"released {a.id}")
-            for missing in result.missing if not out.quiet else ():
-                out.line(f"not found {missing}")
-        if result.missing:
-            out.error(f"allocation {', '.join(result.missing)} not found (already released or expired).")
-            finish(ExitCode.NOT_FOUND)
+        from netra_rm import results
+
+        result = results.release(st.engine(), ids)
+        show(out, result)
+        finish(result.exit_code)
 
 
 @app.command()
@@ -530,14 +458,9 @@ def cleanup(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        reclaimed = st.engine().cleanup(force=force)
-        if out.json:
-            out.emit_json({"released": [r.to_dict() for r in reclaimed]})
-        else:
-            for r in reclaimed if not out.quiet else ():
-                out.line(f"released {r.allocation.id} ({r.allocation.layer}/{r.allocation.category}): {r.reason}")
-            if not reclaimed:
-                out.info("nothing to release")
+        from netra_rm import results
+
+        show(out, results.cleanup(st.engine(), force=force))
 
 
 # -- run / verify / history -------------------------------------------------------------
@@ -633,16 +556,11 @@ def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.core.verify import verify_ledger
+        from netra_rm import results
 
-        report = verify_ledger(st.engine()).to_dict()
-        if out.json:
-            out.emit_json(report)
-        else:
-            from netra_rm.render.journal import render_verify
-
-            render_verify(out.console(), report, quiet=out.quiet)
-        finish(ExitCode.OK if report["clean"] else ExitCode.UNAVAILABLE)
+        result = results.verify(st.engine())
+        show(out, result)
+        finish(result.exit_code)
 
 
 @app.command()
@@ -659,19 +577,9 @@ def history(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.core.verify import history_report
+        from netra_rm import results
 
-        events, unreadable = history_report(st.engine(), limit=limit)
-        if out.json:
-            out.emit_json({"schema_version": 1, "events": events, "unreadable_lines": len(unreadable)})
-        else:
-            from netra_rm.render.journal import render_history
-
-            render_history(out.console(), events, quiet=out.quiet)
-            if unreadable:
-                shown = ", ".join(str(n) for n in unreadable[:10])
-                out.info(f"{len(unreadable)} journal line(s) could not be read and were skipped (line {shown}"
-                         f"{', ...' if len(unreadable) > 10 else ''}).")
+        show(out, results.history(st.engine(), limit=limit))
 
 
 @app.command()
@@ -692,26 +600,9 @@ def recommend(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        import os
+        from netra_rm import results
 
-        from netra_rm.core.recommend import recommend as right_size
-        from netra_rm.core.verify import ledger_history
-
-        engine = st.engine()
-        if layer_name is not None:
-            engine.config.layer(layer_name)  # an unknown layer is bad input
-        found = right_size(ledger_history(engine), cpus=os.cpu_count() or 1, layer=layer_name)
-        if out.json:
-            out.emit_json({"schema_version": 1, "recommendations": [r.to_dict() for r in found]})
-        elif not found:
-            out.info("nothing measured yet: run suites with `netra-rm run` (or the pytest plugin) first.")
-        elif out.quiet:
-            for r in found:
-                out.line(r.sentence())
-        else:
-            from netra_rm.render.journal import render_recommendations
-
-            render_recommendations(out.console(), found)
+        show(out, results.recommend(st.engine(), layer=layer_name))
 
 
 # -- monitor -----------------------------------------------------------------------------
@@ -793,17 +684,9 @@ def graph(ctx: typer.Context, json_: JsonOpt = False) -> None:
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.services.graph import startup_levels
+        from netra_rm import results
 
-        deps = {name: list(d) for name, d in st.config().dependencies.items()}
-        data = {"dependencies": deps, "levels": startup_levels(deps),
-                "layers": {n: list(layer.services) for n, layer in st.config().layers.items()}}
-        if out.json:
-            out.emit_json({"schema_version": 1, **data})
-        else:
-            from netra_rm.render.human import render_graph
-
-            render_graph(out.console(), data, quiet=out.quiet)
+        show(out, results.graph(st.config()))
 
 
 # -- config ------------------------------------------------------------------------------
@@ -820,13 +703,9 @@ def config_show(ctx: typer.Context, json_: JsonOpt = False) -> None:
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.config.show import effective_config, origins, render_yaml
+        from netra_rm.results import ConfigShown
 
-        if out.json:
-            out.emit_json({"schema_version": 1, "source": st.config().source, "origins": origins(st.config()),
-                           **effective_config(st.config())})
-        else:
-            out.stdout.write(render_yaml(st.config()))
+        show(out, ConfigShown(st.config()))
 
 
 @config_app.command("validate")
@@ -846,17 +725,9 @@ def config_validate(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.config import load_config, validate_file
-        from netra_rm.services.addresses import validate_discovery
+        from netra_rm import results
 
-        target = path or st.config_path or envmod.config_path()
-        cfg = validate_file(target) if target else load_config(env={})
-        validate_discovery(cfg)  # a compose project that discovery cannot read is an error here
-        if out.json:
-            out.emit_json({"valid": True, "source": cfg.source, "layers": len(cfg.layers),
-                           "services": len(cfg.services)})
-        elif not out.quiet:
-            out.line(f"{cfg.source}: valid ({len(cfg.layers)} layers, {len(cfg.services)} services)")
+        show(out, results.config_validate(path or st.config_path or envmod.config_path()))
 
 
 # -- pools -------------------------------------------------------------------------------
@@ -879,23 +750,9 @@ def pool_show(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        pools = st.engine().pools()
-        if name is not None:
-            pools = [p for p in pools if p["name"] == name]
-            if not pools:
-                from netra_rm.errors import UnknownNameError
+        from netra_rm import results
 
-                raise UnknownNameError(f"unknown pool {name!r}; `netra-rm pool show` lists them.")
-        if out.json:
-            out.emit_json({"schema_version": 1, "pools": pools})
-        elif out.quiet:
-            for p in pools:
-                out.line(f"{p['name']}\t{p['active_instances']}/{p.get('max_parallel_instances', '?')}\t"
-                         f"{'draining' if p['drained'] else 'granting'}")
-        else:
-            from netra_rm.render.human import render_pools
-
-            render_pools(out.console(), pools)
+        show(out, results.pools(st.engine(), name=name))
 
 
 @pool_app.command("set")
@@ -948,20 +805,9 @@ def _change_pool(ctx: typer.Context, name: str, json_: bool, **change: Any) -> N
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        if all(v is None for k, v in change.items() if k != "host"):
-            from netra_rm.errors import UsageError
+        from netra_rm import results
 
-            raise UsageError("say what to change: --instances N, --memory-mb M or --cpu-percent C.")
-        record = st.engine().change_pool(name, **change)
-        if out.json:
-            out.emit_json({"schema_version": 1, "pool": record.to_dict()})
-        elif not out.quiet:
-            cap = record.capacity
-            state_word = "draining" if record.drained else "granting"
-            out.line(f"pool {name}: {cap.instances} instance(s)"
-                     + (f", {cap.memory_mb} MB" if cap.memory_mb is not None else "")
-                     + (f", {cap.cpu_percent:g}% CPU" if cap.cpu_percent is not None else "")
-                     + f"; {state_word}")
+        show(out, results.change_pool(st.engine(), name, **change))
 
 
 # -- ledger ------------------------------------------------------------------------------
@@ -986,15 +832,6 @@ def ledger_migrate(
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.ledger import open_ledger
-        from netra_rm.ledger.migrate import migrate
+        from netra_rm import results
 
-        result = migrate(open_ledger(source), open_ledger(target), scope_of=st.engine().scope_of)
-        if out.json:
-            out.emit_json(result.to_dict())
-        else:
-            for ident in result.copied:
-                out.line(f"copied {ident}")
-            out.info(f"copied {len(result.copied)} allocation(s) from {result.source} to {result.target} "
-                     f"({len(result.already_there)} already there, {len(result.expired)} expired left behind); "
-                     f"fencing counter now {result.fencing_counter}")
+        show(out, results.migrate(source, target, engine=st.engine()))

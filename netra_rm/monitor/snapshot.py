@@ -155,13 +155,14 @@ def _plain(value: float) -> int | float:
 def snapshot_to_ndjson_dict(snapshot: MonitorSnapshot) -> dict[str, Any]:
     """The JSON object printed per sample by ``netra-rm monitor --json`` (one per line).
 
-    ``{"version", "timestamp", "system", "levels", "pools", "allocations", "services",
+    ``{"schema_version", "version", "timestamp", "system", "levels", "pools", "allocations", "services",
     "services_checked_at", "alerts", "conflicts", "ledger_error"}``: ``system`` is :meth:`SystemSample.to_dict`,
     ``levels`` the instantaneous level word of each thresholded metric, ``pools`` the
     :func:`pool_utilisation` of each layer, ``allocations`` the number of active
     allocations, ``alerts`` the debounced alerts.
     """
     return {
+        "schema_version": NDJSON_VERSION,  # the envelope every --json output has
         "version": NDJSON_VERSION,
         "timestamp": round(snapshot.sample.timestamp, 3),
         "system": snapshot.sample.to_dict(),
