@@ -37,7 +37,8 @@ machine: {check_memory: false}
 """
 
 
-def netra_worker(config: str, ledger: str, state: str, host: str, hold: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
+def netra_worker(config: str, ledger: str, state: str, host: str, hold: float, start: float, until: float,  # type: ignore[no-untyped-def]
+                 out) -> None:
     from netra_rm.config import load_config
     from netra_rm.core.engine import Engine
     from netra_rm.core.waiting import allocate_waiting
@@ -47,6 +48,7 @@ def netra_worker(config: str, ledger: str, state: str, host: str, hold: float, u
     engine = Engine(load_config(config, env={}), open_ledger(ledger, env=env), env=env)
     request = engine.resolve_request("one", "w", memory_mb=1, cpu_percent=1)
     owner = engine.current_process_owner()
+    time.sleep(max(0.0, start - time.time()))  # everyone starts together, imports done
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -58,13 +60,14 @@ def netra_worker(config: str, ledger: str, state: str, host: str, hold: float, u
         time.sleep(hold)
         end = time.time()
         engine.release([allocation.id])
-        held += max(0.0, min(end, until) - began) if began < until else 0.0
+        held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
         grants += 1
     out.put((held, grants))
 
 
-def flock_worker(path: str, hold: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
+def flock_worker(path: str, hold: float, start: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    time.sleep(max(0.0, start - time.time()))
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -73,15 +76,16 @@ def flock_worker(path: str, hold: float, until: float, out) -> None:  # type: ig
         time.sleep(hold)
         end = time.time()
         fcntl.flock(fd, fcntl.LOCK_UN)
-        held += max(0.0, min(end, until) - began) if began < until else 0.0
+        held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
         grants += 1
     out.put((held, grants))
 
 
-def blpop_worker(url: str, key: str, hold: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
+def blpop_worker(url: str, key: str, hold: float, start: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
     import redis
 
     client = redis.Redis.from_url(url)
+    time.sleep(max(0.0, start - time.time()))
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -92,15 +96,16 @@ def blpop_worker(url: str, key: str, hold: float, until: float, out) -> None:  #
         time.sleep(hold)
         end = time.time()
         client.rpush(key, "t")
-        held += max(0.0, min(end, until) - began) if began < until else 0.0
+        held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
         grants += 1
     out.put((held, grants))
 
 
-def advisory_worker(url: str, hold: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
+def advisory_worker(url: str, hold: float, start: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
     import psycopg
 
     conn = psycopg.connect(url.split("?")[0], autocommit=True)
+    time.sleep(max(0.0, start - time.time()))
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -109,7 +114,7 @@ def advisory_worker(url: str, hold: float, until: float, out) -> None:  # type: 
         time.sleep(hold)
         end = time.time()
         conn.execute("SELECT pg_advisory_unlock(4242)")
-        held += max(0.0, min(end, until) - began) if began < until else 0.0
+        held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
         grants += 1
     out.put((held, grants))
 
@@ -117,9 +122,9 @@ def advisory_worker(url: str, hold: float, until: float, out) -> None:  # type: 
 def run(target, args_for, n: int, seconds: float) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    until = time.time() + 1.0 + seconds
-    start = until - seconds
-    procs = [ctx.Process(target=target, args=(*args_for(i), until, out)) for i in range(n)]
+    start = time.time() + 3.0  # time enough for every worker to start and import
+    until = start + seconds
+    procs = [ctx.Process(target=target, args=(*args_for(i), start, until, out)) for i in range(n)]
     for p in procs:
         p.start()
     results = [out.get(timeout=seconds + 120) for _ in procs]
@@ -127,8 +132,7 @@ def run(target, args_for, n: int, seconds: float) -> tuple[float, int]:  # type:
         p.join(timeout=30)
     held = sum(r[0] for r in results)
     grants = sum(r[1] for r in results)
-    del start
-    return min(1.0, held / (seconds + 1.0)), grants
+    return min(1.0, held / seconds), grants
 
 
 def main() -> None:
