@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: CPU is counted in thousandths of a percent.
 CPU_UNITS = 1000
@@ -597,16 +599,23 @@ def _fast_allocation(d: Any) -> Allocation | None:
         request_id=request_id, slot_key=slot_key)
 
 
-def allocations_from(items: Sequence[Any], where: str) -> list[Allocation]:
-    """Parse a list of allocation records; the first bad one raises :class:`RecordError`
-    naming its position."""
+def records_from(items: Any, parse: Callable[[Any], T], where: str) -> list[T]:
+    """Parse a list of records with ``parse`` (``Allocation.from_dict``, ...); the first
+    bad one raises :class:`RecordError` naming its position."""
+    if not isinstance(items, (list, tuple)):
+        raise RecordError(f"{where} must be a list")
     out = []
     for i, item in enumerate(items):
         try:
-            out.append(Allocation.from_dict(item))
+            out.append(parse(item))
         except RecordError as exc:
             raise RecordError(f"{where}, record {i + 1}: {exc}") from None
     return out
+
+
+def allocations_from(items: Sequence[Any], where: str) -> list[Allocation]:
+    """Parse a list of allocation records (see :func:`records_from`)."""
+    return records_from(items, Allocation.from_dict, where)
 
 
 def usage_by_key(allocations: Iterable[Allocation]) -> dict[str, Usage]:

@@ -53,17 +53,20 @@ def valid_amounts(request: Request) -> bool:
             and request.cpu_units >= 0 and _finite(request.duration_minutes) and request.duration_minutes > 0)
 
 
-def shortfalls(label: str, usage: Usage, want: Usage, capacity: Capacity, *, dedicated: bool) -> list[str]:
-    """Why ``want`` does not fit beside ``usage`` in a pool of ``capacity`` (none: it fits)."""
+def shortfalls(label: str, usage: Usage, want: Usage, capacity: Capacity, *, dedicated: bool,
+               names: tuple[str, str, str] | None = None) -> list[str]:
+    """Why ``want`` does not fit beside ``usage`` in a pool of ``capacity`` (none: it fits).
+    ``names`` say each dimension (default: the label and "memory", "CPU", "instances")."""
+    memory, cpu, instances = names or (f"{label} memory", f"{label} CPU", f"{label} instances")
     reasons: list[str] = []
     if capacity.memory_mb is not None and usage.memory_mb + want.memory_mb > capacity.memory_mb:
-        reasons.append(f"{label} memory: {usage.memory_mb} of {capacity.memory_mb} MB in use, "
+        reasons.append(f"{memory}: {usage.memory_mb} of {capacity.memory_mb} MB in use, "
                        f"{want.memory_mb} MB requested.")
     if capacity.cpu_units is not None and usage.cpu_units + want.cpu_units > capacity.cpu_units:
-        reasons.append(f"{label} CPU: {cpu_percent(usage.cpu_units):g}% of {cpu_percent(capacity.cpu_units):g}% "
+        reasons.append(f"{cpu}: {cpu_percent(usage.cpu_units):g}% of {cpu_percent(capacity.cpu_units):g}% "
                        f"in use, {cpu_percent(want.cpu_units):g}% requested.")
     if usage.instances + want.instances > capacity.instances:
-        reasons.append(f"{label} instances: all {capacity.instances} in use.")
+        reasons.append(f"{instances}: all {capacity.instances} in use.")
     if dedicated and capacity.dedicated:
         if want.dedicated and usage.instances:
             reasons.append(f"{label}: a dedicated allocation needs it to itself, {usage.instances} allocation(s) "
@@ -71,6 +74,9 @@ def shortfalls(label: str, usage: Usage, want: Usage, capacity: Capacity, *, ded
         if usage.dedicated:
             reasons.append(f"{label}: held by a dedicated allocation.")
     return reasons
+
+
+_CAPS_NAMES = ("global memory cap", "global CPU cap", "global instance cap")
 
 
 def fits(want: Usage, usage: Usage, capacity: Capacity) -> bool:
@@ -115,10 +121,8 @@ def admit(request: Request, charges: Sequence[Charge], *, capacity: Mapping[str,
             reasons.append(f"{charge.label} is draining: it grants nothing new until `netra-rm pool resume "
                            f"{charge.name}`.")
         used = usage.get(charge.key, Usage())
-        if charge.kind == "caps":
-            reasons.extend(_caps_shortfalls(used, want, cap))
-        else:
-            reasons.extend(shortfalls(charge.label, used, want, cap, dedicated=charge.kind == "layer"))
+        names = _CAPS_NAMES if charge.kind == "caps" else None
+        reasons.extend(shortfalls(charge.label, used, want, cap, dedicated=charge.kind == "layer", names=names))
     if machine_free_mb is not None and (not math.isfinite(machine_free_mb) or request.memory_mb > machine_free_mb):
         reasons.append(f"machine memory: only {max(machine_free_mb, 0):.0f} MB can still be reserved, "
                        f"{request.memory_mb} MB requested.")
@@ -132,19 +136,6 @@ def admit(request: Request, charges: Sequence[Charge], *, capacity: Mapping[str,
                 return Decision(admitted=False, reasons=(f"{charge.label} instances: every instance is held.",))
             slots[charge.key] = index
     return Decision(admitted=True, slots=slots)
-
-
-def _caps_shortfalls(used: Usage, want: Usage, cap: Capacity) -> list[str]:
-    reasons: list[str] = []
-    if cap.memory_mb is not None and used.memory_mb + want.memory_mb > cap.memory_mb:
-        reasons.append(f"global memory cap: {used.memory_mb} of {cap.memory_mb} MB in use, "
-                       f"{want.memory_mb} MB requested.")
-    if cap.cpu_units is not None and used.cpu_units + want.cpu_units > cap.cpu_units:
-        reasons.append(f"global CPU cap: {cpu_percent(used.cpu_units):g}% of {cpu_percent(cap.cpu_units):g}% in use, "
-                       f"{cpu_percent(want.cpu_units):g}% requested.")
-    if used.instances + want.instances > cap.instances:
-        reasons.append(f"global instance cap: all {cap.instances} in use.")
-    return reasons
 
 
 def never_fits(request: Request, charges: Sequence[Charge], capacity: Mapping[str, Capacity]) -> None:

@@ -58,6 +58,7 @@ from netra_rm.records import (
     RecordError,
     Waiter,
     is_id,
+    records_from,
     taken_slots,
     token_floor,
     usage_by_key,
@@ -432,30 +433,15 @@ class FileLedger(Ledger):
 
 def _decode(data: dict[str, Any]) -> _Document:
     """A schema-2 document, every record checked (:class:`RecordError` names the bad one)."""
-    from netra_rm.records import allocations_from
-
     def number(key: str) -> int:
         value = data.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << 62):
             raise RecordError(f"{key} must be a whole number between 0 and 2^62, got {value!r}")
         return value
 
-    allocations = allocations_from(data.get("allocations", []), "allocations")
-    waiters_raw, pools_raw = data.get("waiters", []), data.get("pools", [])
-    if not isinstance(waiters_raw, list) or not isinstance(pools_raw, list):
-        raise RecordError("waiters and pools must be lists")
-    waiters = []
-    for i, w in enumerate(waiters_raw):
-        try:
-            waiters.append(Waiter.from_dict(w))
-        except RecordError as exc:
-            raise RecordError(f"waiters, record {i + 1}: {exc}") from None
-    pools = []
-    for i, p in enumerate(pools_raw):
-        try:
-            pools.append(PoolRecord.from_dict(p))
-        except RecordError as exc:
-            raise RecordError(f"pools, record {i + 1}: {exc}") from None
+    allocations = records_from(data.get("allocations", []), Allocation.from_dict, "allocations")
+    waiters = records_from(data.get("waiters", []), Waiter.from_dict, "waiters")
+    pools = records_from(data.get("pools", []), PoolRecord.from_dict, "pools")
     ids = [a.id for a in allocations]
     if len(set(ids)) != len(ids):
         raise RecordError("an allocation id appears twice")

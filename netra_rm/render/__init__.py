@@ -15,7 +15,6 @@ from typing import Any, TextIO
 
 from netra_rm.errors import NetraRMError
 from netra_rm.redact import mask_text
-
 from netra_rm.results import JSON_SCHEMA_VERSION, Result
 
 __all__ = ["JSON_SCHEMA_VERSION", "Output", "envelope", "show"]
