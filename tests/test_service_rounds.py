@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from netra_rm.services import ServiceSpec, runner
-from netra_rm.services.runner import ServiceRounds, knock
+from netra_rm.services import ServiceSpec
+from netra_rm.services import rounds as rounds_module
+from netra_rm.services.rounds import ServiceRounds, knock
 
 from servers import Server, closed_port
 
@@ -22,14 +23,14 @@ def driver_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The names of the services whose checker (driver) ran, in each round."""
     calls: list[str] = []
     lock = threading.Lock()
-    real = runner.check_one
+    real = rounds_module.check_one
 
     def counting(spec: ServiceSpec) -> object:
         with lock:
             calls.append(spec.name)
         return real(spec)
 
-    monkeypatch.setattr(runner, "check_one", counting)
+    monkeypatch.setattr(rounds_module, "check_one", counting)
     yield calls
 
 
@@ -110,3 +111,4 @@ def test_knock_tells_refused_from_listening_ports() -> None:
         assert knock(targets, timeout=1.0) == {"closed", "closed-by-name"}
     finally:
         listener.close()
+

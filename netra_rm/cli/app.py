@@ -716,7 +716,7 @@ def monitor(
         from netra_rm.monitor.loop import run_monitor
         from netra_rm.monitor.snapshot import SnapshotSource
         from netra_rm.monitor.thresholds import Thresholds
-        from netra_rm.services.runner import ServiceRounds
+        from netra_rm.services.rounds import ServiceRounds
 
         engine = st.engine()
 
@@ -760,7 +760,7 @@ def graph(ctx: typer.Context, json_: JsonOpt = False) -> None:
     st = state(ctx)
     out = st.output(json_)
     with guard(out):
-        from netra_rm.services.graph import startup_levels
+        from netra_rm.config.graph import startup_levels
 
         deps = {name: list(d) for name, d in st.config().dependencies.items()}
         data = {"dependencies": deps, "levels": startup_levels(deps),

@@ -10,8 +10,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from netra_rm.config.graph import transitive_dependencies
 from netra_rm.core.engine import Engine
-from netra_rm.services.graph import transitive_dependencies
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,12 @@ def layer_services(engine: Engine, layer: str) -> list[str]:
 def check_service_results(engine: Engine, names: list[str] | None, *, rounds: Any = None) -> dict[str, Any]:
     """Run the checks for ``names`` (all services when None) under the configured deadline.
 
-    ``rounds``, a :class:`~netra_rm.services.runner.ServiceRounds`, carries what one round
+    ``rounds``, a :class:`~netra_rm.services.rounds.ServiceRounds`, carries what one round
     learnt into the next (a caller that checks again and again, like the monitor).
     """
     if names == []:
         return {}
-    from netra_rm.services.runner import ServiceRounds
+    from netra_rm.services.rounds import ServiceRounds
 
     specs, _ = effective_services(engine)
     if rounds is None:
@@ -127,8 +127,8 @@ def check_layer(engine: Engine, layer: str, *, timeout: float = 0.0,
     """Check the layer; with ``timeout`` > 0, keep checking until it is ready, a failure is
     terminal, or the deadline passes. Backoff starts at 0.25 s and doubles up to 5 s, with
     jitter, and never sleeps past the deadline. While waiting, a service whose port still
-    refuses is only knocked on (see :class:`~netra_rm.services.runner.ServiceRounds`)."""
-    from netra_rm.services.runner import ServiceRounds
+    refuses is only knocked on (see :class:`~netra_rm.services.rounds.ServiceRounds`)."""
+    from netra_rm.services.rounds import ServiceRounds
 
     engine.config.layer(layer)  # unknown layer: fail before any waiting
     rounds = ServiceRounds(deadline=engine.config.checks.deadline)
@@ -163,7 +163,7 @@ def require_services(engine: Engine, names: Collection[str], *, wait: bool = Fal
     first unhealthy service in dependency order) with its remediation steps.
     """
     from netra_rm.errors import ServiceUnavailableError
-    from netra_rm.services.runner import ServiceRounds
+    from netra_rm.services.rounds import ServiceRounds
 
     if not names:
         return 0.0

@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netra_rm.config import env as envmod
+from netra_rm.config import graph
+from netra_rm.config.commands import command_line, mask_command, secrets_of_all
+from netra_rm.config.service import ServiceSpec
 from netra_rm.core import liveness
 from netra_rm.core.started import StartedServices, StartRecord, started_services
 from netra_rm.errors import ExitCode, NetraRMError, ServiceUnavailableError, UnknownNameError
 from netra_rm.fsutil import CLOEXEC, NOFOLLOW
 from netra_rm.redact import mask_url
-from netra_rm.services import graph
-from netra_rm.services.cmdline import command_line, mask_command, secrets_of_all
-from netra_rm.services.spec import ServiceSpec
 
 if TYPE_CHECKING:
     from netra_rm.core.engine import Engine
@@ -249,14 +249,14 @@ def resolve_targets(config: Any, targets: Iterable[str]) -> list[str]:
 def _check(spec: ServiceSpec, left: float) -> Any:
     """One check of ``spec`` on its own (its dependencies are the plan's business), cut at
     its timeout or the time left."""
-    from netra_rm.services.runner import check_services
+    from netra_rm.services.rounds import check_services
 
     alone = replace(spec, depends_on=())
     return check_services({spec.name: alone}, [spec.name], deadline=max(0.05, min(spec.timeout, left)))[spec.name]
 
 
 def _check_all(specs: Mapping[str, ServiceSpec], names: Sequence[str], deadline: float) -> dict[str, Any]:
-    from netra_rm.services.runner import check_services
+    from netra_rm.services.rounds import check_services
 
     alone = {name: replace(specs[name], depends_on=()) for name in names}
     return check_services(alone, list(names), deadline=max(0.05, deadline))
