@@ -41,6 +41,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netra_rm import procfs
+from netra_rm.backoff import PROCESS_EXIT, SERVICE_STATE
 from netra_rm.config import env as envmod
 from netra_rm.config import graph
 from netra_rm.config.commands import command_line, mask_command, secrets_of_all
@@ -376,7 +378,7 @@ def _tail(log: Path, offset: int, secrets: Sequence[str], lines: int = TAIL_LINE
 
 def _group_alive(pgid: int) -> bool:
     """True while a live (not zombie) process is in process group ``pgid``."""
-    if not os.path.isdir("/proc"):
+    if not procfs.HAS_PROC:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -384,17 +386,13 @@ def _group_alive(pgid: int) -> bool:
         except PermissionError:
             return True
         return True
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in procfs.process_ids():
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if fields[0] != b"Z" and int(fields[2]) == pgid:
-                return True
+            found = procfs.process_stat(pid)
         except (OSError, IndexError, ValueError):
             continue
+        if found is not None and not found.zombie and found.process_group == pgid:
+            return True
     return False
 
 
@@ -420,7 +418,7 @@ def _stop_group(pgid: int, *, grace: float, process: subprocess.Popen[bytes] | N
 
 
 def _wait_group_gone(pgid: int, until: float, process: subprocess.Popen[bytes] | None = None) -> bool:
-    pause = 0.01
+    pauses = PROCESS_EXIT.pauses()
     while True:
         if process is not None:
             process.poll()  # reap our own child
@@ -429,8 +427,7 @@ def _wait_group_gone(pgid: int, until: float, process: subprocess.Popen[bytes] |
         left = until - time.monotonic()
         if left <= 0:
             return False
-        threading.Event().wait(min(pause, left))
-        pause = min(pause * 2, 0.2)
+        threading.Event().wait(min(next(pauses), left))
 
 
 # -- up ------------------------------------------------------------------------------------------
@@ -758,7 +755,7 @@ def _bring_one(run: _Run, step: ServiceStep, action: str) -> tuple[ServiceStep, 
 def _wait_healthy(run: _Run, spec: ServiceSpec, process: subprocess.Popen[bytes] | None) -> Any:
     """Check ``spec`` with backoff until healthy, a terminal failure, the start command
     failing, the run being cancelled, or the deadline; the last check's result."""
-    pause = 0.05
+    pauses = SERVICE_STATE.pauses()
     refreshed = False
     last = _timed_out(spec)
     while True:
@@ -777,9 +774,8 @@ def _wait_healthy(run: _Run, spec: ServiceSpec, process: subprocess.Popen[bytes]
         if last.status == "healthy" or last.terminal:
             return last
         left = run.left()
-        if left <= 0 or run.cancel.wait(min(pause, left)):
+        if left <= 0 or run.cancel.wait(min(next(pauses), left)):
             return last
-        pause = min(pause * 1.5, 0.5)
 
 
 def _timed_out(spec: ServiceSpec) -> Any:
@@ -925,11 +921,10 @@ def _stop_one(record: StartRecord, spec: ServiceSpec | None, store: StartedServi
 
 def _wait_down(spec: ServiceSpec, deadline_at: float) -> Any:
     """Check until ``spec`` no longer answers as healthy, or the deadline; the last result."""
-    pause = 0.05
+    pauses = SERVICE_STATE.pauses()
     while True:
         left = deadline_at - time.monotonic()
         result = _check(spec, max(0.05, left))
         if result.status != "healthy" or deadline_at - time.monotonic() <= 0:
             return result
-        threading.Event().wait(min(pause, max(0.0, deadline_at - time.monotonic())))
-        pause = min(pause * 1.5, 0.5)
+        threading.Event().wait(min(next(pauses), max(0.0, deadline_at - time.monotonic())))

@@ -4,7 +4,7 @@ A :class:`Sampler` keeps the previous cumulative counters (CPU times, disk and n
 bytes) and turns their change over ``time.monotonic()`` into percentages and rates, so
 each :class:`SystemSample` describes the interval since the previous call. On Linux it
 reads four ``/proc`` files once each per call and lists ``/proc``
-(:mod:`netra_rm.monitor.procfs`, with psutil's definitions); elsewhere it asks psutil.
+(:class:`netra_rm.procfs.ProcfsReader`, with psutil's definitions); elsewhere it asks psutil.
 It never walks the process table (the process count is the number of process ids), so a
 sample a second costs a few hundred microseconds of CPU.
 
@@ -27,7 +27,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import psutil
 
-from netra_rm.monitor.procfs import ProcfsReader, Reading
+from netra_rm.procfs import ProcfsReader, Reading
 
 __all__ = ["MetricsSource", "Sampler", "SystemSample"]
 
@@ -125,7 +125,7 @@ class SystemSample:
 class Sampler:
     """Produces one :class:`SystemSample` per :meth:`sample` call (not thread-safe).
 
-    On Linux it reads ``/proc`` itself (:class:`~netra_rm.monitor.procfs.ProcfsReader`,
+    On Linux it reads ``/proc`` itself (:class:`~netra_rm.procfs.ProcfsReader`,
     psutil's definitions at a third of the cost); elsewhere, when ``source`` is given, or
     while psutil's functions are replaced (a test injecting figures, say), it asks psutil.
     ``source`` stands in for the ``psutil`` module and ``clock``/``monotonic`` for

@@ -1,16 +1,20 @@
-"""The /proc reader against psutil on this machine, and against hand-written /proc files."""
+"""The one /proc parser (netra_rm.procfs): the machine's counters against psutil on this machine and
+against hand-written /proc files; one process's stat, memory and process group."""
 
 from __future__ import annotations
 
+import os
 from collections import namedtuple
 from pathlib import Path
 
 import psutil
 import pytest
 
+from netra_rm import procfs
+from netra_rm.core import liveness
 from netra_rm.monitor import sampler as sampler_module
-from netra_rm.monitor.procfs import ProcfsReader
 from netra_rm.monitor.sampler import Sampler, read_psutil
+from netra_rm.procfs import ProcfsReader
 
 linux_only = pytest.mark.skipif(not ProcfsReader.works_here(), reason="no readable /proc (not Linux)")
 
@@ -186,3 +190,30 @@ def test_works_here_wants_stat_and_meminfo(tmp_path: Path) -> None:
     assert not ProcfsReader.works_here(proc=tmp_path)
     write_proc(tmp_path, meminfo=MEMINFO)
     assert ProcfsReader.works_here(proc=tmp_path / "proc")
+
+
+# -- one process ----------------------------------------------------------------------------------
+
+
+def test_a_process_stat_is_read_after_the_last_parenthesis(tmp_path: Path) -> None:
+    """The command name may hold spaces and parentheses; the fields after it are what count."""
+    rest = " ".join(["S", "1", "777", "778"] + [str(n) for n in range(7, 22)] + ["123456"] + ["0"] * 30)
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "stat").write_text(f"4242 (evil) name (x) {rest}\n")
+    (tmp_path / "4242" / "statm").write_text("5000 1200 300 1 0 900 0\n")
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    found = procfs.process_stat(4242, proc=str(tmp_path))
+    assert found == procfs.ProcessStat(state="S", process_group=777, start_ticks=123456)
+    assert procfs.process_stat(99999, proc=str(tmp_path)) is None
+    assert procfs.resident_pages(4242, proc=str(tmp_path)) == 1200
+    assert procfs.meminfo(["MemTotal", "MemAvailable", "Hugepagesize"], proc=str(tmp_path)) == {
+        "MemTotal": 1000 * 1024, "MemAvailable": 250 * 1024}
+
+
+@linux_only
+def test_this_process_as_liveness_and_the_sampler_see_it() -> None:
+    me = procfs.process_stat(os.getpid())
+    assert me is not None and me.state in ("R", "S") and me.process_group == os.getpgrp()
+    assert liveness.start_token(os.getpid()) == f"linux:{me.start_ticks}"
+    assert str(os.getpid()) in set(procfs.process_ids())
+
