@@ -33,7 +33,7 @@ class ResourceManagementAgent:
 
     def __init__(self, *, config: Config | str | None = None, ledger: str | None = None,
                  env: Mapping[str, str] | None = None, enable_monitoring: bool = True,
-                 monitor_interval: float = 2.0, history: int = 300) -> None:
+                 monitor_interval: float = 2.0, history: int = 300, metrics_source: Any = None) -> None:
         if isinstance(config, Config):
             self.engine = Engine.from_options(config=config, ledger=ledger, env=env)
         else:
@@ -45,18 +45,21 @@ class ResourceManagementAgent:
         self._keeper: Any = None  # renews the leases of owned allocations on a shared ledger
         self._last_services: dict[str, Any] | None = None
         if enable_monitoring:
-            self.start_monitoring(interval=monitor_interval, history=history)
+            self.start_monitoring(interval=monitor_interval, history=history, source=metrics_source)
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start_monitoring(self, *, interval: float = 2.0, history: int = 300) -> None:
-        """Sample system metrics in a background thread, keeping a bounded history."""
+    def start_monitoring(self, *, interval: float = 2.0, history: int = 300, source: Any = None) -> None:
+        """Sample system metrics in a background thread, keeping a bounded history.
+        ``source`` stands in for the ``psutil`` module (figures of your own, or a test's)."""
         if self._monitor is not None:
             return
         from netra_rm.monitor.background import MonitorThread
+        from netra_rm.monitor.sampler import Sampler
 
         interval = float(numbers.finite("monitor_interval", interval, numbers.SAMPLE_SECONDS))
-        self._monitor = MonitorThread(interval=interval, history_size=history)
+        sampler = Sampler(source=source) if source is not None else None
+        self._monitor = MonitorThread(interval=interval, history_size=history, sampler=sampler)
         self._monitor.start()
 
     def stop_monitoring(self) -> None:
@@ -210,7 +213,7 @@ def service_status(engine: Engine) -> dict[str, Any]:
 
 def create_resource_manager(enable_monitoring: bool = True, **options: Any) -> ResourceManagementAgent:
     """A :class:`ResourceManagementAgent`; ``options`` are its keyword arguments
-    (``config``, ``ledger``, ``env``, ``monitor_interval``, ``history``)."""
+    (``config``, ``ledger``, ``env``, ``monitor_interval``, ``history``, ``metrics_source``)."""
     return ResourceManagementAgent(enable_monitoring=enable_monitoring, **options)
 
 

@@ -55,19 +55,33 @@ def test_reading_agrees_with_psutil() -> None:
     assert ours.load == pytest.approx(before.load, abs=0.5)
 
 
+class _Figures:
+    """psutil, but for the memory figures a test gives."""
+
+    def __init__(self, memory: object) -> None:
+        self.memory = memory
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(psutil, name)
+
+    def virtual_memory(self) -> object:
+        return self.memory
+
+
 @linux_only
-def test_sampler_reads_proc_unless_psutil_was_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test (or a program) that swaps psutil's functions still gets its figures."""
+def test_sampler_reads_proc_and_a_given_source_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test (or a program) with figures of its own passes them as the source; the
+    Sampler never looks at whether psutil's functions were replaced."""
     assert Sampler().sample().memory_percent == pytest.approx(psutil.virtual_memory().percent, abs=2.0)
 
     Mem = namedtuple("Mem", "total available percent used free")
-    already_running = Sampler()
+    sample = Sampler(source=_Figures(Mem(1000, 30, 97.0, 970, 10))).sample()
+    assert sample.memory_percent == 97.0
+    assert sample.memory_used == 970
+    assert 0.0 <= sample.cpu_percent <= 100.0
+
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(1000, 30, 97.0, 970, 10))
-    for sampler in (Sampler(), already_running):
-        sample = sampler.sample()
-        assert sample.memory_percent == 97.0
-        assert sample.memory_used == 970
-        assert 0.0 <= sample.cpu_percent <= 100.0
+    assert Sampler().sample().memory_percent != 97.0  # /proc, as on any other day
 
 
 def test_sampler_asks_psutil_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
