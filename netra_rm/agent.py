@@ -198,7 +198,7 @@ def service_status(engine: Engine) -> dict[str, Any]:
     ``netra-rm status --json`` alike); with Compose discovery on, ``discovery`` says what
     it found (its warnings too: a compose project that cannot be read is one)."""
     from netra_rm.core.readiness import check_service_results, effective_services
-    from netra_rm.core.started import start_info
+    from netra_rm.core.startup import start_info
 
     results = check_service_results(engine, None)
     started = start_info(engine)

@@ -4,6 +4,8 @@ against hand-written /proc files; one process's stat, memory and process group."
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -12,9 +14,12 @@ import pytest
 
 from netra_rm import procfs
 from netra_rm.core import liveness
+from netra_rm.core.startup.commands import group_alive
 from netra_rm.monitor import sampler as sampler_module
 from netra_rm.monitor.sampler import Sampler, read_psutil
 from netra_rm.procfs import ProcfsReader
+
+from servers import wait_until
 
 linux_only = pytest.mark.skipif(not ProcfsReader.works_here(), reason="no readable /proc (not Linux)")
 
@@ -231,3 +236,23 @@ def test_this_process_as_liveness_and_the_sampler_see_it() -> None:
     assert liveness.start_token(os.getpid()) == f"linux:{me.start_ticks}"
     assert str(os.getpid()) in set(procfs.process_ids())
 
+
+@linux_only
+def test_a_process_group_of_only_zombies_is_gone() -> None:
+    """What `down` waits for: a group whose last process ended (unreaped) is no longer alive."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        assert group_alive(child.pid)
+        assert child.stdin is not None
+        child.stdin.close()  # it ends, and stays a zombie until reaped
+
+        def zombie() -> bool:
+            found = procfs.process_stat(child.pid)
+            return found is not None and found.zombie
+
+        wait_until(zombie, timeout=30, what="the child to end")
+        assert not group_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()

@@ -1,6 +1,6 @@
 """A service's start and stop commands as people see them: one line, secrets masked.
 
-Pure text: no processes here (those are in :mod:`netra_rm.core.startup`). A command
+Pure text: no processes here (those are in :mod:`netra_rm.core.startup.commands`). A command
 line or the output of a command may carry a password (``redis-server --requirepass``,
 ``PGPASSWORD=...``, the URL itself); everything shown goes through :func:`mask_command`.
 """

@@ -1,5 +1,6 @@
-"""What ``netra-rm up`` started, kept next to the ledger so ``down`` (a later process)
-knows what to stop and ``get_service_status()`` can say ``started_by_netra_rm``.
+"""The state ``up`` and ``down`` keep: what ``netra-rm up`` started, kept next to the
+ledger so ``down`` (a later process) knows what to stop and ``get_service_status()`` can
+say ``started_by_netra_rm``; the lock that keeps two runs apart; the logs directory.
 
 One small JSON file, ``<ledger>.started.json``, written like the ledger: a temp file in
 the same directory, fsync, ``os.replace``, fsync of the directory. Readers need no lock
