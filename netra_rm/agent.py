@@ -43,7 +43,6 @@ class ResourceManagementAgent:
         self._lock = threading.Lock()
         self._monitor: Any = None
         self._keeper: Any = None  # renews the leases of owned allocations on a shared ledger
-        self._last_services: dict[str, Any] | None = None
         if enable_monitoring:
             self.start_monitoring(interval=monitor_interval, history=history, source=metrics_source)
 
@@ -117,9 +116,7 @@ class ResourceManagementAgent:
     def get_service_status(self) -> dict[str, Any]:
         """Every configured service's health, with ``healthy_services`` and ``total_services``;
         per service also ``started_by_netra_rm`` and ``restart_count`` (see ``netra-rm up``)."""
-        status = service_status(self.engine)
-        self._last_services = status
-        return status
+        return service_status(self.engine)
 
     # -- allocations ---------------------------------------------------------------------
 

@@ -217,8 +217,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Overlay a user file on the defaults.
 
-    ``layers`` and ``services`` merge by name (a named entry replaces the default one of
-    that name, ``null`` removes it); other sections merge key by key.
+    ``layers``, ``services`` and ``pools`` merge by name (a named entry replaces the
+    default one of that name, ``null`` removes it); other sections merge key by key.
     """
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():

@@ -1,7 +1,12 @@
-"""One place that prints: human tables, ``--json`` and quiet output differ only here.
+"""Where output goes and the plain lines of it: :class:`Output` carries a command's
+choices (``--json``, ``-q``, colour, the streams) and writes JSON, data lines, messages
+and errors, every error masked.
 
-Commands hand results (plain dicts and values) to an :class:`Output`; Rich is imported
-only when a human table is drawn, so ``allocate`` and ``release`` stay fast.
+The renderers of the commands' results sit beside it, one module per kind of output
+(:mod:`.human` tables, :mod:`.openmetrics`, :mod:`.github`, :mod:`.journal`,
+:mod:`.startup`); which one a command uses is still chosen in :mod:`netra_rm.cli.app`.
+Rich is imported only when a human table is drawn, so ``allocate`` and ``release`` stay
+fast.
 """
 
 from __future__ import annotations
@@ -13,9 +18,6 @@ from typing import Any, TextIO
 
 from netra_rm.errors import NetraRMError
 from netra_rm.redact import mask_text
-
-#: The version of every JSON document netra-rm prints; bumped on incompatible change.
-JSON_SCHEMA_VERSION = 1
 
 
 @dataclass
