@@ -112,3 +112,18 @@ def test_knock_tells_refused_from_listening_ports() -> None:
     finally:
         listener.close()
 
+
+def test_a_service_on_a_unix_socket_is_checked_again_each_round(redis_server: Server,
+                                                                driver_calls: list[str]) -> None:
+    """A TCP knock cannot tell whether a server listens on a socket: the round after its
+    socket comes back, the service is healthy again."""
+    specs = {"cache": ServiceSpec(name="cache", kind="redis", url=redis_server.socket_url,  # type: ignore[attr-defined]
+                                  connect_timeout=1.0, timeout=2.0)}
+    rounds = ServiceRounds(deadline=5.0)
+    with redis_server.stopped():
+        first = rounds.check(specs)["cache"]
+        assert (first.status, first.reason) == ("unhealthy", "refused")
+        driver_calls.clear()
+        rounds.check(specs)
+        assert driver_calls == ["cache"]  # checked, not knocked on
+    assert rounds.check(specs)["cache"].status == "healthy"

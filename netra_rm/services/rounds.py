@@ -207,13 +207,16 @@ _KNOCK_TIMEOUT = 0.25  # seconds a knock on this machine waits for its answer
 
 def _local_address(spec: ServiceSpec) -> tuple[str, int] | None:
     """``(host, port)`` of a service on this machine (``localhost`` or an IP address),
-    where a knock needs no DNS and a closed port answers at once; None otherwise."""
+    where a knock needs no DNS and a closed port answers at once; None otherwise (a Unix
+    socket, too: a TCP knock cannot tell whether a server listens on it)."""
     try:
         kind = find_kind(spec.kind)
         if kind is None:
             return None
         address = parse_address(spec, kind.schemes)
     except (ImportError, ServiceCheckError):
+        return None
+    if address.socket_path is not None:
         return None
     if address.host.lower() != "localhost":
         try:
