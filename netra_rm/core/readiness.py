@@ -162,11 +162,11 @@ def require_services(engine: Engine, names: Collection[str], *, wait: bool = Fal
     Raises :class:`~netra_rm.errors.ServiceUnavailableError` naming the root cause (the
     first unhealthy service in dependency order) with its remediation steps.
     """
+    if not names:
+        return 0.0
     from netra_rm.errors import ServiceUnavailableError
     from netra_rm.services.rounds import ServiceRounds
 
-    if not names:
-        return 0.0
     for name in names:
         engine.config.service(name)  # an unknown name is bad input, before any check
     needed = transitive_dependencies(engine.config.dependencies, list(names))
