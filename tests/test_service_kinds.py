@@ -152,6 +152,19 @@ def test_compose_discovery_finds_a_registered_kind_by_its_image_and_port(toy_reg
     assert pick_port(specs["pong"], compose["games"]) == PublishedPort(7007, 49154)
 
 
+class _NeedsADriver(Toy):
+    drivers: ClassVar[Mapping[str, str]] = {"netra_rm_no_such_driver": "no-such-driver[fast]"}
+
+
+def test_a_kind_whose_driver_is_missing_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                             toy_registered: None) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "KIND", _NeedsADriver())
+    result = check_services({"pong": ServiceSpec(name="pong", kind="toy", url="toy://127.0.0.1:1")})["pong"]
+    assert (result.status, result.reason, result.terminal) == ("unhealthy", "driver_missing", True)
+    assert result.error == "pong: cannot check a toy service: netra_rm_no_such_driver is not installed"
+    assert "`pip install no-such-driver[fast]`" in result.remediation[0]
+
+
 # -- the layers -------------------------------------------------------------------------------------
 
 
