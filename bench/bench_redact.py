@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from netra_rm.config.commands import mask_command  # noqa: E402
 from netra_rm.redact import mask_text  # noqa: E402
-from netra_rm.services.cmdline import mask_command  # noqa: E402
 
 GOAL_MS = 50.0
 SECRETS = ["pa/ss#w@rd", "s3cr3t-token", "hunter2"]

@@ -33,7 +33,7 @@ class ResourceManagementAgent:
 
     def __init__(self, *, config: Config | str | None = None, ledger: str | None = None,
                  env: Mapping[str, str] | None = None, enable_monitoring: bool = True,
-                 monitor_interval: float = 2.0, history: int = 300) -> None:
+                 monitor_interval: float = 2.0, history: int = 300, metrics_source: Any = None) -> None:
         if isinstance(config, Config):
             self.engine = Engine.from_options(config=config, ledger=ledger, env=env)
         else:
@@ -43,20 +43,22 @@ class ResourceManagementAgent:
         self._lock = threading.Lock()
         self._monitor: Any = None
         self._keeper: Any = None  # renews the leases of owned allocations on a shared ledger
-        self._last_services: dict[str, Any] | None = None
         if enable_monitoring:
-            self.start_monitoring(interval=monitor_interval, history=history)
+            self.start_monitoring(interval=monitor_interval, history=history, source=metrics_source)
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start_monitoring(self, *, interval: float = 2.0, history: int = 300) -> None:
-        """Sample system metrics in a background thread, keeping a bounded history."""
+    def start_monitoring(self, *, interval: float = 2.0, history: int = 300, source: Any = None) -> None:
+        """Sample system metrics in a background thread, keeping a bounded history.
+        ``source`` stands in for the ``psutil`` module (figures of your own, or a test's)."""
         if self._monitor is not None:
             return
         from netra_rm.monitor.background import MonitorThread
+        from netra_rm.monitor.sampler import Sampler
 
         interval = float(numbers.finite("monitor_interval", interval, numbers.SAMPLE_SECONDS))
-        self._monitor = MonitorThread(interval=interval, history_size=history)
+        sampler = Sampler(source=source) if source is not None else None
+        self._monitor = MonitorThread(interval=interval, history_size=history, sampler=sampler)
         self._monitor.start()
 
     def stop_monitoring(self) -> None:
@@ -114,9 +116,7 @@ class ResourceManagementAgent:
     def get_service_status(self) -> dict[str, Any]:
         """Every configured service's health, with ``healthy_services`` and ``total_services``;
         per service also ``started_by_netra_rm`` and ``restart_count`` (see ``netra-rm up``)."""
-        status = service_status(self.engine)
-        self._last_services = status
-        return status
+        return service_status(self.engine)
 
     # -- allocations ---------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ def service_status(engine: Engine) -> dict[str, Any]:
     ``netra-rm status --json`` alike); with Compose discovery on, ``discovery`` says what
     it found (its warnings too: a compose project that cannot be read is one)."""
     from netra_rm.core.readiness import check_service_results, effective_services
-    from netra_rm.core.started import start_info
+    from netra_rm.core.startup import start_info
 
     results = check_service_results(engine, None)
     started = start_info(engine)
@@ -217,7 +217,7 @@ def service_status(engine: Engine) -> dict[str, Any]:
 
 def create_resource_manager(enable_monitoring: bool = True, **options: Any) -> ResourceManagementAgent:
     """A :class:`ResourceManagementAgent`; ``options`` are its keyword arguments
-    (``config``, ``ledger``, ``env``, ``monitor_interval``, ``history``)."""
+    (``config``, ``ledger``, ``env``, ``monitor_interval``, ``history``, ``metrics_source``)."""
     return ResourceManagementAgent(enable_monitoring=enable_monitoring, **options)
 
 

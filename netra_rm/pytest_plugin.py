@@ -566,7 +566,7 @@ def _service_results(config: pytest.Config, names: list[str]) -> dict[str, Servi
     state = config.stash[_STATE]
     todo = [name for name in names if name not in state.service_results]
     if todo:
-        from netra_rm.services.runner import check_services
+        from netra_rm.services.rounds import check_services
 
         cfg, specs = _marker_services(config)
         for name in todo:

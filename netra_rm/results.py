@@ -319,7 +319,7 @@ class Graph(Result):
 
 
 def graph(config: Config) -> Graph:
-    from netra_rm.services.graph import startup_levels
+    from netra_rm.config.graph import startup_levels
 
     deps = {name: list(d) for name, d in config.dependencies.items()}
     return Graph(dependencies=deps, levels=startup_levels(deps),

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from netra_rm.config import load_config
+from netra_rm.config.service import AddressOrigin, ComposeOrigin, ServiceSpec
 from netra_rm.errors import ServiceCheckError
-from netra_rm.services._check import failed_result
+from netra_rm.services.probe import failed_result
 from netra_rm.services.remediation import remediation_for
-from netra_rm.services.runner import check_one
-from netra_rm.services.spec import AddressOrigin, ComposeOrigin, ServiceSpec
+from netra_rm.services.rounds import check_one
 
 from servers import PASSWORDS, find_binary
 

@@ -184,3 +184,21 @@ def test_a_password_pasted_into_the_category_is_not_stored(cli, ledger_path: Pat
     r = cli("--json", "allocate", "--layer", "fast_feedback", "--category", "postgresql://u:pw-cat-9@h/db")
     assert r.code == 0 and "pw-cat-9" not in r.stdout
     assert "pw-cat-9" not in ledger_path.read_text()
+
+
+def test_allocate_and_release_without_requires_load_no_service_module(home: Path, tmp_path: Path) -> None:
+    """Every CI step starts netra-rm: without --requires nothing is checked, so no module
+    of netra_rm.services (nor what they import) is loaded."""
+    code = ("import contextlib, io, runpy, sys\n"
+            "def cli(*args):\n"
+            "    sys.argv, out = ['netra-rm', *args], io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out):\n"
+            "        try:\n            runpy.run_module('netra_rm', run_name='__main__')\n"
+            "        except SystemExit:\n            pass\n"
+            "    return out.getvalue().strip()\n"
+            "ident = cli('allocate', '--layer', 'fast_feedback', '--category', 'x')\n"
+            "print(cli('release', ident) == f'released {ident}', file=sys.stderr)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('netra_rm.services')), file=sys.stderr)\n")
+    env = {**os.environ, "NETRA_RM_LEDGER": str(tmp_path / "ledger.json")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stderr.strip().splitlines()[-2:] == ["True", "[]"], done.stderr

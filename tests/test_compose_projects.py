@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from netra_rm.config.service import ServiceSpec
 from netra_rm.services.compose import ComposeSettings, Discovery, discover
-from netra_rm.services.spec import ServiceSpec
 
 from compose_cli import NO_COMPOSE, base_env, compose_config, require_compose, standalone_env
 

@@ -116,19 +116,33 @@ def test_agent_has_system_metrics_right_after_it_starts(tmp_path: Path) -> None:
         assert 0.0 <= metrics["cpu"]["percent"] <= 100.0
 
 
-def test_agent_sees_a_critical_machine_injected_through_psutil(tmp_path: Path, monkeypatch) -> None:
-    """A program that replaces psutil's figures (as a test would) is heard by the agent's
-    monitor, and an active allocation on a critical machine is a conflict."""
-    import psutil
+class _Machine:
+    """psutil, with memory figures a test can change while the agent's monitor runs."""
 
+    def __init__(self) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.memory = psutil.virtual_memory()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.psutil, name)
+
+    def virtual_memory(self) -> object:
+        return self.memory
+
+
+def test_agent_sees_a_critical_machine_through_its_metrics_source(tmp_path: Path) -> None:
+    """Figures given to the agent (``metrics_source``, as a test gives them) reach its
+    monitor, and an active allocation on a critical machine is a conflict."""
     config = tmp_path / "c.yaml"
     config.write_text(BIG)
+    machine = _Machine()
     with create_resource_manager(enable_monitoring=True, monitor_interval=0.2, config=str(config),
-                                 ledger=str(tmp_path / "l.json"), env={}) as rm:
+                                 ledger=str(tmp_path / "l.json"), env={}, metrics_source=machine) as rm:
         assert rm.allocate_resources("tiny", "c") is not None
-        real = psutil.virtual_memory()
-        monkeypatch.setattr(psutil, "virtual_memory",
-                            lambda: real._replace(percent=97.5, available=real.total // 40))
+        real = machine.memory
+        machine.memory = real._replace(percent=97.5, available=real.total // 40)
         found: list[str] = []
 
         def critical() -> bool:

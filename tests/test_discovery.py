@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from netra_rm.config.service import ServiceSpec
 from netra_rm.services.compose import (
     ComposeError,
     ComposeService,
@@ -29,7 +30,6 @@ from netra_rm.services.compose import (
     read_project,
     rewrite_url,
 )
-from netra_rm.services.spec import ServiceSpec
 
 from compose_cli import NO_COMPOSE, NO_SUCH, base_env, ps_row, require_compose, stand_in_docker, standalone_env
 from servers import PASSWORDS, REDIS_PASSWORD, free_port

@@ -187,8 +187,8 @@ def test_many_allocations_are_cut_short() -> None:
 def test_ndjson_dict_shape() -> None:
     data = snapshot_to_ndjson_dict(snapshot())
     assert json.loads(json.dumps(data)) == data
-    assert set(data) == {"schema_version", "version", "timestamp", "system", "levels", "pools", "allocations", "services",
-                         "services_checked_at", "alerts", "conflicts", "ledger_error"}
+    assert set(data) == {"schema_version", "version", "timestamp", "system", "levels", "pools", "allocations",
+                         "services", "services_checked_at", "alerts", "conflicts", "ledger_error"}
     assert data["ledger_error"] is None
     assert data["version"] == data["schema_version"] == 1
     assert data["timestamp"] == NOW

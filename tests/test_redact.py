@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from netra_rm.config.commands import mask_command
 from netra_rm.redact import mask_text, mask_url, normalized_url, url_password, url_secrets
-from netra_rm.services.cmdline import mask_command
 
 from servers import PostgresServer, RedisServer, Server
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from netra_rm.services import ServiceSpec, runner
-from netra_rm.services.runner import ServiceRounds, knock
+from netra_rm.services import ServiceSpec
+from netra_rm.services import rounds as rounds_module
+from netra_rm.services.rounds import ServiceRounds, knock
 
 from servers import Server, closed_port
 
@@ -22,14 +23,14 @@ def driver_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The names of the services whose checker (driver) ran, in each round."""
     calls: list[str] = []
     lock = threading.Lock()
-    real = runner.check_one
+    real = rounds_module.check_one
 
     def counting(spec: ServiceSpec) -> object:
         with lock:
             calls.append(spec.name)
         return real(spec)
 
-    monkeypatch.setattr(runner, "check_one", counting)
+    monkeypatch.setattr(rounds_module, "check_one", counting)
     yield calls
 
 
@@ -110,3 +111,19 @@ def test_knock_tells_refused_from_listening_ports() -> None:
         assert knock(targets, timeout=1.0) == {"closed", "closed-by-name"}
     finally:
         listener.close()
+
+
+def test_a_service_on_a_unix_socket_is_checked_again_each_round(redis_server: Server,
+                                                                driver_calls: list[str]) -> None:
+    """A TCP knock cannot tell whether a server listens on a socket: the round after its
+    socket comes back, the service is healthy again."""
+    specs = {"cache": ServiceSpec(name="cache", kind="redis", url=redis_server.socket_url,  # type: ignore[attr-defined]
+                                  connect_timeout=1.0, timeout=2.0)}
+    rounds = ServiceRounds(deadline=5.0)
+    with redis_server.stopped():
+        first = rounds.check(specs)["cache"]
+        assert (first.status, first.reason) == ("unhealthy", "refused")
+        driver_calls.clear()
+        rounds.check(specs)
+        assert driver_calls == ["cache"]  # checked, not knocked on
+    assert rounds.check(specs)["cache"].status == "healthy"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from netra_rm.services import ServiceResult, ServiceSpec, check_services
-from netra_rm.services.runner import check_one
+from netra_rm.services.rounds import check_one
 
 from servers import PASSWORDS, Server, StubServer, closed_port
 
@@ -35,7 +35,7 @@ def changed(spec: ServiceSpec, **fields: object) -> ServiceSpec:
 
 
 def timed_check(spec: ServiceSpec) -> tuple[ServiceResult, float]:
-    """Check one service through the runner (so its timeout applies); return it and seconds."""
+    """Check one service through the rounds (so its timeout applies); return it and seconds."""
     started = time.monotonic()
     results = check_services({spec.name: changed(spec, depends_on=())})
     return results[spec.name], time.monotonic() - started

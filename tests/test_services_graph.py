@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from netra_rm.errors import UnknownNameError
-from netra_rm.services import ServiceSpec, check_services
-from netra_rm.services.graph import (
+from netra_rm.config.graph import (
     DependencyCycleError,
     blocked_by,
     find_cycle,
     startup_levels,
     transitive_dependencies,
 )
+from netra_rm.errors import UnknownNameError
+from netra_rm.services import ServiceSpec, check_services
 
 from servers import DEFAULT_DEPENDS_ON, PASSWORDS, Server, closed_port
 
@@ -41,6 +44,75 @@ def test_a_cycle_is_named() -> None:
         startup_levels(deps)
     assert "a -> b -> c -> a" in str(caught.value)
     assert find_cycle(DEFAULT_DEPENDS_ON) is None
+
+
+def _dfs_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """The depth-first search netra-rm used before graphlib: the reference."""
+    colour = dict.fromkeys(deps, 0)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = 1
+        stack.append(node)
+        for dep in deps.get(node, ()):
+            if dep not in colour:
+                continue
+            if colour[dep] == 1:
+                return stack[stack.index(dep):] + [dep]
+            if colour[dep] == 0:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        colour[node] = 2
+        return None
+
+    for node in sorted(deps):
+        if colour[node] == 0:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def _depth_levels(deps: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """The levels netra-rm computed before graphlib (longest path to a root): the reference."""
+    level: dict[str, int] = {}
+
+    def depth(node: str) -> int:
+        if node not in level:
+            level[node] = 1 + max((depth(d) for d in deps.get(node, ()) if d in deps), default=-1)
+        return level[node]
+
+    for node in deps:
+        depth(node)
+    levels: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for node in sorted(level):
+        levels[level[node]].append(node)
+    return levels
+
+
+NAMES = st.sampled_from([f"s{i}" for i in range(9)])
+# services and their dependencies, some on names that are not services (left out), some cyclic
+GRAPHS = st.dictionaries(NAMES, st.lists(st.one_of(NAMES, st.just("elsewhere")), max_size=4), max_size=9)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(GRAPHS)
+def test_graphlib_gives_the_same_levels_and_cycle_verdicts_as_the_search_it_replaced(
+        deps: dict[str, list[str]]) -> None:
+    reference = _dfs_cycle(deps)
+    cycle = find_cycle(deps)
+    assert (cycle is None) == (reference is None)
+    if cycle is None:
+        assert startup_levels(deps) == _depth_levels(deps)
+        return
+    # the cycle named is one: each service depends on the next, the first repeated last
+    assert cycle[0] == cycle[-1] and len(set(cycle[:-1])) == len(cycle) - 1
+    assert all(after in deps[before] for before, after in zip(cycle, cycle[1:]))
+    with pytest.raises(DependencyCycleError) as caught:
+        startup_levels(deps)
+    assert caught.value.cycle == cycle
 
 
 def test_blocked_by_names_the_root_causes() -> None:

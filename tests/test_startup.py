@@ -19,9 +19,9 @@ from netra_rm import (
     ensure_layer_resources_available,
 )
 from netra_rm.config import load_config
+from netra_rm.config.commands import mask_command, secrets_of, shown_command
 from netra_rm.errors import ConfigError
-from netra_rm.services.cmdline import mask_command, secrets_of, shown_command
-from netra_rm.services.runner import check_services
+from netra_rm.services.rounds import check_services
 
 from servers import (
     PASSWORDS,

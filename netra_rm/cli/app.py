@@ -221,10 +221,10 @@ def status(
 
 def _write_output(path: str, text: str) -> None:
     """--output: replace ``path`` atomically; a path we cannot write is bad input (exit 2)."""
-    from netra_rm.render.openmetrics import write_atomically
+    from netra_rm.fsutil import write_atomically
 
-    try:
-        write_atomically(path, text)
+    try:  # mode 0644: collectors (node_exporter) run as other users
+        write_atomically(path, text.encode("utf-8"), mode=0o644)
     except OSError as exc:
         from netra_rm.errors import UsageError
 
@@ -640,7 +640,7 @@ def monitor(
         from netra_rm.monitor.loop import run_monitor
         from netra_rm.monitor.snapshot import SnapshotSource
         from netra_rm.monitor.thresholds import Thresholds
-        from netra_rm.services.runner import ServiceRounds
+        from netra_rm.services.rounds import ServiceRounds
 
         engine = st.engine()
 

@@ -93,12 +93,14 @@ def stop_on_signals() -> None:
 def first_run_hint(st: AppState) -> str | None:
     """One line for someone who has configured nothing yet: no configuration file, none of
     the service variables set, no discovery. None otherwise."""
-    if st.config_path or envmod.config_path() or envmod.service_variables_set():
+    if st.config_path or envmod.config_path():
         return None
-    if st.config().raw.get("discovery"):
+    config = st.config()
+    variables = [spec.url_env for spec in config.services.values() if spec.url_env]
+    if envmod.variables_set(variables) or config.raw.get("discovery"):
         return None
     return (f"hint: nothing is configured (no --config or NETRA_RM_CONFIG, none of "
-            f"{', '.join(envmod.SERVICE_URL_VARIABLES)} set), so the built-in local addresses were checked; "
+            f"{', '.join(variables)} set), so the built-in local addresses were checked; "
             "set those variables, or point --config at a file (`netra-rm config show > netra-rm.yaml` to start one).")
 
 

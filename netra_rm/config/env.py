@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from netra_rm import numbers
 from netra_rm.numbers import Range
-
-#: Variables that override a service's address (the configuration's ``url_env``).
-SERVICE_URL_VARIABLES: tuple[str, ...] = (
-    "DATABASE_URL", "REDIS_URL", "CLICKHOUSE_URL", "BACKEND_URL", "AUTH_SERVICE_URL",
-    "FRONTEND_URL", "WEBSOCKET_URL",
-)
 
 #: Variables that cap the sum of all active allocations, and the limit each overrides.
 LIMIT_VARIABLES: dict[str, str] = {
@@ -191,9 +185,9 @@ def completion_request(env: Mapping[str, str] | None = None) -> dict[str, str] |
             "args": e.get("_TYPER_COMPLETE_ARGS", ""), "fish_action": e.get("_TYPER_COMPLETE_FISH_ACTION", "")}
 
 
-def service_variables_set(env: Mapping[str, str] | None = None) -> list[str]:
-    """The service address variables (``DATABASE_URL``, ...) that are set."""
-    return [name for name in SERVICE_URL_VARIABLES if get(name, env) is not None]
+def variables_set(names: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """Those of ``names`` that are set (and not empty), such as the services' ``url_env``."""
+    return [name for name in names if get(name, env) is not None]
 
 
 def enforce_with(env: Mapping[str, str] | None = None) -> list[str] | None:

@@ -18,6 +18,8 @@ from typing import Any
 
 from netra_rm import numbers
 from netra_rm.config import env as envmod
+from netra_rm.config.graph import find_cycle
+from netra_rm.config.kinds import kind_names
 from netra_rm.config.model import (
     POOL_SCOPES,
     Categories,
@@ -30,10 +32,9 @@ from netra_rm.config.model import (
     Pool,
     SharedPool,
 )
+from netra_rm.config.service import AddressOrigin, ServiceSpec
 from netra_rm.errors import ConfigError
 from netra_rm.redact import normalized_url
-from netra_rm.services.graph import find_cycle
-from netra_rm.services.spec import SERVICE_KINDS, AddressOrigin, ServiceSpec
 
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG_NAME = "netra-rm.yaml"
@@ -219,8 +220,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Overlay a user file on the defaults.
 
-    ``layers`` and ``services`` merge by name (a named entry replaces the default one of
-    that name, ``null`` removes it); other sections merge key by key.
+    ``layers``, ``services`` and ``pools`` merge by name (a named entry replaces the
+    default one of that name, ``null`` removes it); other sections merge key by key.
     """
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():
@@ -347,8 +348,8 @@ def _build_services(v: _Validator, raw: Any, checks: CheckSettings, env: Mapping
         entry = v.mapping(entry, key)
         v.keys(entry, _SERVICE_KEYS, key)
         kind = entry.get("kind")
-        if kind not in SERVICE_KINDS:
-            v.fail(f"{key}.kind", f"must be one of {', '.join(SERVICE_KINDS)}, got {kind!r}.")
+        if kind not in kind_names():
+            v.fail(f"{key}.kind", f"must be one of {', '.join(kind_names())}, got {kind!r}.")
         kind = str(kind)
         url = v.string(entry.get("url"), f"{key}.url")
         url_env = entry.get("url_env")

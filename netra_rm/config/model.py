@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from netra_rm.services.spec import ServiceSpec
+from netra_rm.config.service import ServiceSpec
 
 #: Pool scopes: ``host`` pools count the allocations of one machine (keyed by host);
 #: ``global`` pools count every allocation in a shared ledger, across the fleet.

@@ -16,7 +16,7 @@ from netra_rm.redact import mask_text, mask_url
 
 def effective_config(config: Config) -> dict[str, Any]:
     """What netra-rm will use, after defaults, the file and the environment."""
-    from netra_rm.services.cmdline import mask_command, secrets_of_all
+    from netra_rm.config.commands import mask_command, secrets_of_all
 
     secrets = secrets_of_all(config.services.values())
 

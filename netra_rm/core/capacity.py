@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from netra_rm import procfs
+
 _MB = 1024 * 1024
 _UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge number
 
@@ -84,15 +86,10 @@ def _cgroup_dirs(cgroup_root: Path, proc_self: Path) -> tuple[Path | None, dict[
 def _host_memory() -> tuple[float, float]:
     """(total, available) bytes: /proc/meminfo on Linux (cheap), psutil elsewhere."""
     try:
-        found: dict[bytes, int] = {}
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:  # MemTotal and MemAvailable are among the first lines
-                key, _, rest = line.partition(b":")
-                if key in (b"MemTotal", b"MemAvailable"):
-                    found[key] = int(rest.split()[0]) * 1024
-                    if len(found) == 2:
-                        return float(found[b"MemTotal"]), float(found[b"MemAvailable"])
-    except (OSError, ValueError, IndexError):
+        found = procfs.meminfo(("MemTotal", "MemAvailable"))
+        if len(found) == 2:
+            return float(found["MemTotal"]), float(found["MemAvailable"])
+    except OSError:
         pass
     import psutil
 

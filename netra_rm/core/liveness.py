@@ -1,7 +1,8 @@
 """Is the process that owns an allocation still alive, and still the same process?
 
 A pid alone is not enough: pids are reused. We pair it with the process start time,
-read from ``/proc`` on Linux (cheap) and from psutil elsewhere.
+read from ``/proc`` on Linux (cheap, through :mod:`netra_rm.procfs`) and from psutil
+elsewhere.
 """
 
 from __future__ import annotations
@@ -10,22 +11,15 @@ import os
 import select
 from functools import lru_cache
 
-_PROC = "/proc"
-_HAS_PROC = os.path.isdir(_PROC)  # elsewhere psutil answers
+from netra_rm import procfs
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
     """(state letter, start token) from /proc/PID/stat; None if there is no such process."""
-    if not _HAS_PROC:
+    if not procfs.HAS_PROC:
         raise OSError("no /proc on this host")
-    try:
-        with open(f"{_PROC}/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return fields[0].decode(), f"linux:{int(fields[19])}"
+    found = procfs.process_stat(pid)
+    return None if found is None else (found.state, f"linux:{found.start_ticks}")
 
 
 def start_token(pid: int) -> str | None:
@@ -82,10 +76,9 @@ _PAGE_MB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / (1
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory of ``pid`` in MB, or None when it cannot be read."""
-    if _HAS_PROC:
+    if procfs.HAS_PROC:
         try:
-            with open(f"{_PROC}/{pid}/statm", "rb") as f:
-                return int(f.read().split()[1]) * _PAGE_MB
+            return procfs.resident_pages(pid) * _PAGE_MB
         except (OSError, IndexError, ValueError):
             return None
     import psutil

@@ -3,7 +3,7 @@
 ``netra-rm up`` does not hand a command its log file: it hands it a pipe, and this small
 process (``python -m netra_rm.core.logrelay``, started beside the command) copies what
 comes through into the log, every configured secret and URL password masked (see
-:func:`netra_rm.services.cmdline.mask_command`). It runs in its own session and ends
+:func:`netra_rm.config.commands.mask_command`). It runs in its own session and ends
 when the command and everything it started have closed their output, so a server that
 keeps running after ``up`` has returned (``redis-server --port 6390``) keeps a masked log.
 
@@ -29,7 +29,7 @@ def relay(source: int, target: int, secrets: Sequence[str]) -> None:
     """Copy ``source`` to ``target`` line by line, masked, until end of file. When the
     log cannot be written (a full disk) the rest is read and dropped, so the command never
     meets a broken pipe."""
-    from netra_rm.services.cmdline import mask_command
+    from netra_rm.config.commands import mask_command
 
     broken = False
 

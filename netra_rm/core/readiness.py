@@ -3,15 +3,15 @@ pool have room? Optionally wait, with jittered exponential backoff, under one de
 
 from __future__ import annotations
 
-import random
 import time
 import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from netra_rm.backoff import LAYER_READY
+from netra_rm.config.graph import transitive_dependencies
 from netra_rm.core.engine import Engine
-from netra_rm.services.graph import transitive_dependencies
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,12 @@ def layer_services(engine: Engine, layer: str) -> list[str]:
 def check_service_results(engine: Engine, names: list[str] | None, *, rounds: Any = None) -> dict[str, Any]:
     """Run the checks for ``names`` (all services when None) under the configured deadline.
 
-    ``rounds``, a :class:`~netra_rm.services.runner.ServiceRounds`, carries what one round
+    ``rounds``, a :class:`~netra_rm.services.rounds.ServiceRounds`, carries what one round
     learnt into the next (a caller that checks again and again, like the monitor).
     """
     if names == []:
         return {}
-    from netra_rm.services.runner import ServiceRounds
+    from netra_rm.services.rounds import ServiceRounds
 
     specs, _ = effective_services(engine)
     if rounds is None:
@@ -119,24 +119,24 @@ def check_layer(engine: Engine, layer: str, *, timeout: float = 0.0,
                 sleep: Callable[[float], None] = time.sleep,
                 clock: Callable[[], float] = time.monotonic) -> LayerVerdict:
     """Check the layer; with ``timeout`` > 0, keep checking until it is ready, a failure is
-    terminal, or the deadline passes. Backoff starts at 0.25 s and doubles up to 5 s, with
-    jitter, and never sleeps past the deadline. While waiting, a service whose port still
-    refuses is only knocked on (see :class:`~netra_rm.services.runner.ServiceRounds`)."""
-    from netra_rm.services.runner import ServiceRounds
+    terminal, or the deadline passes. Backoff (:data:`netra_rm.backoff.LAYER_READY`) starts
+    at 0.25 s and doubles up to 5 s, with jitter, and never sleeps past the deadline.
+    While waiting, a service whose port still refuses is only knocked on (see
+    :class:`~netra_rm.services.rounds.ServiceRounds`)."""
+    from netra_rm.services.rounds import ServiceRounds
 
     engine.config.layer(layer)  # unknown layer: fail before any waiting
     rounds = ServiceRounds(deadline=engine.config.checks.deadline)
     start = clock()
     deadline = start + max(0.0, timeout)
-    delay, attempts = 0.25, 0
+    pauses, attempts = LAYER_READY.pauses(), 0
     while True:
         attempts += 1
         verdict = check_layer_once(engine, layer, conflicts_for, rounds=rounds)
         left = deadline - clock()
         if verdict.ready or verdict.terminal or left <= 0:
             return LayerVerdict(**{**verdict.__dict__, "waited_seconds": clock() - start, "attempts": attempts})
-        sleep(min(left, delay * random.uniform(0.5, 1.0)))
-        delay = min(delay * 2, 5.0)
+        sleep(min(left, next(pauses)))
 
 
 def missing_details(verdict: LayerVerdict) -> list[Mapping[str, Any]]:
@@ -156,18 +156,18 @@ def require_services(engine: Engine, names: Collection[str], *, wait: bool = Fal
     Raises :class:`~netra_rm.errors.ServiceUnavailableError` naming the root cause (the
     first unhealthy service in dependency order) with its remediation steps.
     """
-    from netra_rm.errors import ServiceUnavailableError
-    from netra_rm.services.runner import ServiceRounds
-
     if not names:
         return 0.0
+    from netra_rm.errors import ServiceUnavailableError
+    from netra_rm.services.rounds import ServiceRounds
+
     for name in names:
         engine.config.service(name)  # an unknown name is bad input, before any check
     needed = transitive_dependencies(engine.config.dependencies, list(names))
     rounds = ServiceRounds(deadline=engine.config.checks.deadline)
     start = clock()
     deadline = None if timeout is None else start + max(0.0, timeout)
-    delay = 0.25
+    pauses = LAYER_READY.pauses()
     while True:
         results = check_service_results(engine, needed, rounds=rounds)
         down = [name for name in needed if name in results and results[name].status != "healthy"]
@@ -185,5 +185,5 @@ def require_services(engine: Engine, names: Collection[str], *, wait: bool = Fal
             if blocked:
                 steps.append(f"Also not ready: {', '.join(blocked)}.")
             raise ServiceUnavailableError(roots[0], detail, steps)
-        sleep(delay * random.uniform(0.5, 1.0) if left is None else min(left, delay * random.uniform(0.5, 1.0)))
-        delay = min(delay * 2, 5.0)
+        pause = next(pauses)
+        sleep(pause if left is None else min(left, pause))

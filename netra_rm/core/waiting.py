@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 
+from netra_rm.backoff import Backoff
 from netra_rm.core.engine import Engine, join_reasons
 from netra_rm.core.model import Allocation, Owner, Request
 from netra_rm.core.queue import Waiter
@@ -62,7 +63,8 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
     try:
         allocation, waiter, decision = engine.allocate_or_join(
             request, owner, waiter_id=waiter_id, waiter_owner=waiter_owner or engine.current_process_owner())
-        pause = min(first_pause, max_pause)
+        pauses = Backoff(first_pause, max_pause).pauses()
+        pause = next(pauses)
         while allocation is None:
             assert waiter is not None
             left = None if deadline is None else deadline - clock()
@@ -79,7 +81,7 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
                 sleep(nap)
                 woken = False
             if not woken:
-                pause = min(pause * 2, max_pause)
+                pause = next(pauses)
             allocation, decision = engine.try_admit_waiter(waiter, owner)
         admitted = True
         return allocation

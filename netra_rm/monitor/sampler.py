@@ -4,7 +4,9 @@ A :class:`Sampler` keeps the previous cumulative counters (CPU times, disk and n
 bytes) and turns their change over ``time.monotonic()`` into percentages and rates, so
 each :class:`SystemSample` describes the interval since the previous call. On Linux it
 reads four ``/proc`` files once each per call and lists ``/proc``
-(:mod:`netra_rm.monitor.procfs`, with psutil's definitions); elsewhere it asks psutil.
+(:class:`netra_rm.procfs.ProcfsReader`, with psutil's definitions); elsewhere it asks
+psutil. A test (or a program with figures of its own) passes a ``source`` shaped like the
+``psutil`` module, and the Sampler reads that instead.
 It never walks the process table (the process count is the number of process ids), so a
 sample a second costs a few hundred microseconds of CPU.
 
@@ -19,7 +21,6 @@ needs two readings.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import psutil
 
-from netra_rm.monitor.procfs import ProcfsReader, Reading
+from netra_rm.procfs import ProcfsReader, Reading
 
 __all__ = ["MetricsSource", "Sampler", "SystemSample"]
 
@@ -125,11 +126,10 @@ class SystemSample:
 class Sampler:
     """Produces one :class:`SystemSample` per :meth:`sample` call (not thread-safe).
 
-    On Linux it reads ``/proc`` itself (:class:`~netra_rm.monitor.procfs.ProcfsReader`,
-    psutil's definitions at a third of the cost); elsewhere, when ``source`` is given, or
-    while psutil's functions are replaced (a test injecting figures, say), it asks psutil.
-    ``source`` stands in for the ``psutil`` module and ``clock``/``monotonic`` for
-    ``time.time``/``time.monotonic``; they exist for tests.
+    On Linux it reads ``/proc`` itself (:class:`~netra_rm.procfs.ProcfsReader`, psutil's
+    definitions at a third of the cost); elsewhere it asks psutil. ``source`` stands in for
+    the ``psutil`` module (a test injecting figures, say), and ``clock``/``monotonic`` for
+    ``time.time``/``time.monotonic``.
     """
 
     def __init__(
@@ -185,27 +185,14 @@ class Sampler:
         )
 
 
-#: The psutil functions a Sampler uses, and the modules they come from when untouched.
-_PSUTIL_FUNCTIONS = ("cpu_times", "virtual_memory", "swap_memory", "getloadavg", "disk_io_counters",
-                     "net_io_counters", "pids")
-
-
 def _reader(source: MetricsSource | None) -> Callable[[], Reading]:
-    """The fastest way to read this machine that still honours ``source``, and psutil's
-    functions if they are replaced later (both give CPU seconds and bytes, so readings of
-    either kind can follow one another)."""
+    """How to read the machine: ``source`` when given, else ``/proc`` where it works, else
+    psutil (both give CPU seconds and bytes, so the Sampler treats them alike)."""
     if source is not None:
         return lambda: read_psutil(source)
-    if not (_IS_LINUX and ProcfsReader.works_here()):
-        return lambda: read_psutil(psutil)
-    procfs = ProcfsReader()
-    return lambda: procfs.read() if _psutil_untouched() else read_psutil(psutil)
-
-
-def _psutil_untouched() -> bool:
-    """True unless one of psutil's functions was replaced (``monkeypatch.setattr``, a mock)."""
-    native = {"psutil", os.getloadavg.__module__}
-    return all(getattr(getattr(psutil, name, None), "__module__", None) in native for name in _PSUTIL_FUNCTIONS)
+    if _IS_LINUX and ProcfsReader.works_here():
+        return ProcfsReader().read
+    return lambda: read_psutil(psutil)
 
 
 def read_psutil(ps: Any) -> Reading:

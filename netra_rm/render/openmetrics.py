@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from netra_rm.services.result import Status
 
 PREFIX = "netra_rm_"
 MIB = 1024 * 1024
-SERVICE_STATUSES: tuple[str, ...] = ("healthy", "unhealthy", "blocked", "unknown")
+#: Every status a service can have, each a sample of ``netra_rm_service_status``.
+SERVICE_STATUSES: tuple[str, ...] = get_args(Status)
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -255,11 +257,3 @@ def render_openmetrics(resources: Mapping[str, Any], services: Mapping[str, Any]
     # `promtool check metrics` see every metric netra-rm can report
     lines = [line for family in families for line in family.lines()]
     return "\n".join(lines) + "\n# EOF\n"
-
-
-def write_atomically(path: str | Path, text: str) -> Path:
-    """Replace ``path`` with ``text`` so that a reader (node_exporter, a CI step) sees the
-    old file or the new one, never half of one (mode 0644: collectors run as other users)."""
-    from netra_rm.fsutil import write_atomically as write
-
-    return write(path, text.encode("utf-8"), mode=0o644)

@@ -1,24 +1,24 @@
-"""Service readiness: one checker per kind, run concurrently, judged through the dependency graph.
+"""Service readiness: one module per kind, checked concurrently, judged through the dependency graph.
 
-Importing this package loads no database or HTTP driver: each checker module (and with
-it psycopg, redis, httpx or clickhouse-connect) is imported only when a service of its
-kind is checked. Even the runner loads on first use, so `allocate` and `release`, which
-only need :class:`ServiceSpec` from the configuration, start fast.
+Importing this package loads no database or HTTP driver: a kind's module is imported
+when a service of that kind is checked, and its driver (psycopg, redis-py, httpx) only
+by its probe. ``ServiceSpec`` is the configuration's (:mod:`netra_rm.config.service`),
+re-exported here for convenience; the kinds are listed in :mod:`netra_rm.config.kinds`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .spec import ServiceSpec
+from netra_rm.config.service import ServiceSpec
 
 if TYPE_CHECKING:
     from .result import ServiceResult
-    from .runner import check_services
+    from .rounds import check_services
 
 __all__ = ["ServiceResult", "ServiceSpec", "check_services"]
 
-_LAZY = {"ServiceResult": ".result", "check_services": ".runner"}
+_LAZY = {"ServiceResult": ".result", "check_services": ".rounds"}
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .spec import ServiceSpec
+from netra_rm.config.service import ServiceSpec
 
 if TYPE_CHECKING:
     from ..config.model import Config

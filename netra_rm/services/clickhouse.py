@@ -1,4 +1,4 @@
-"""The ``clickhouse`` checker: HTTP ``/ping`` must answer ``Ok.``, then an authenticated ``SELECT 1``.
+"""The ``clickhouse`` kind: HTTP ``/ping`` must answer ``Ok.``, then an authenticated ``SELECT 1``.
 
 The query first goes over ClickHouse's plain HTTP interface, which every version
 speaks and which tells the server's version. Where the server is new enough for
@@ -16,20 +16,20 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import ServiceCheckError
-from ._check import Address, Probe, os_error_reason, parse_address, reason_from_text, run_probe
+from netra_rm.config.service import ServiceSpec
+from netra_rm.errors import ServiceCheckError
+
 from .http import client_for, httpx_errors
-from .result import ServiceResult
-from .spec import ServiceSpec
+from .kind import ServiceKind, Where
+from .probe import Address, Probe, os_error_reason, parse_address, reason_from_text
 
-if TYPE_CHECKING:  # httpx itself is imported by .http, which keeps its start cheap
+if TYPE_CHECKING:  # httpx itself is imported by the probe (through .http)
     import httpx
 
-SCHEMES: dict[str, int | None] = {"http": 8123, "https": 8443, "clickhouse": 8123}
 METHOD_CONNECT = "clickhouse-connect"
 METHOD_HTTP = "http"
 #: The oldest server clickhouse-connect's client can start against (system.settings.readonly).
@@ -48,30 +48,49 @@ _too_old: set[str] = set()  # base URLs whose server clickhouse-connect cannot t
 logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 
 
-def check(spec: ServiceSpec) -> ServiceResult:
-    """Ping and query ClickHouse at ``spec.url`` and report its version."""
-    return run_probe(spec, probe)
+class ClickHouse(ServiceKind):
+    """ClickHouse, checked over its HTTP interface (and clickhouse-connect where it can)."""
+
+    name = "clickhouse"
+    title = "ClickHouse"
+    schemes: ClassVar[Mapping[str, int | None]] = {"http": 8123, "https": 8443, "clickhouse": 8123}
+    drivers: ClassVar[Mapping[str, str]] = {"httpx": "httpx"}  # clickhouse-connect is optional
+    database_in_path = True
+    container_port = 8123
+    images = ("clickhouse",)
+
+    def probe(self, spec: ServiceSpec) -> Probe:
+        """``/ping``, then ``SELECT 1``; raises :class:`ServiceCheckError` on any failure."""
+        address = parse_address(spec, self.schemes)
+        base = _base_url(address)
+        where = f"{spec.name} at {address.hostport}"
+        with httpx_errors(spec, where), client_for(spec, base) as client:
+            ping = client.get(base + "/ping")
+            if ping.status_code != 200 or ping.text.strip() != "Ok.":
+                raise ServiceCheckError(f"{where}: /ping answered {ping.status_code} "
+                                        f"{ping.text.strip()[:60]!r}, not 'Ok.'", reason="bad_reply")
+            over_http = _query_over_http(spec, address, client, base)
+        if base in _too_old or not _supports_clickhouse_connect(over_http.version):
+            return over_http
+        found = _query_with_clickhouse_connect(spec, address)
+        if found is None:
+            with _too_old_lock:
+                _too_old.add(base)
+            return over_http
+        return found
+
+    def start_step(self, spec: ServiceSpec, where: Where) -> str:
+        return (f"Start ClickHouse with its HTTP interface on port {where.port}: "
+                f"`clickhouse-server --config-file=<config.xml>` (http_port {where.port} in that file).")
+
+    def create_database(self, spec: ServiceSpec, where: Where, database: str) -> str:
+        return f"`clickhouse-client --host {where.host} --query 'CREATE DATABASE {database}'`"
+
+    def example_url(self, where: Where) -> str:
+        return f"http://{where.host}:{where.port}/{where.database or 'default'}"
 
 
-def probe(spec: ServiceSpec) -> Probe:
-    """``/ping``, then ``SELECT 1``; raises :class:`ServiceCheckError` on any failure."""
-    address = parse_address(spec, SCHEMES)
-    base = _base_url(address)
-    where = f"{spec.name} at {address.hostport}"
-    with httpx_errors(spec, where), client_for(spec, base) as client:
-        ping = client.get(base + "/ping")
-        if ping.status_code != 200 or ping.text.strip() != "Ok.":
-            raise ServiceCheckError(f"{where}: /ping answered {ping.status_code} "
-                                    f"{ping.text.strip()[:60]!r}, not 'Ok.'", reason="bad_reply")
-        over_http = _query_over_http(spec, address, client, base)
-    if base in _too_old or not _supports_clickhouse_connect(over_http.version):
-        return over_http
-    found = _query_with_clickhouse_connect(spec, address)
-    if found is None:
-        with _too_old_lock:
-            _too_old.add(base)
-        return over_http
-    return found
+KIND = ClickHouse()
 
 
 def _supports_clickhouse_connect(version: str | None) -> bool:

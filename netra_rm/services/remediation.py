@@ -1,11 +1,13 @@
-"""Steps a person can follow to make an unhealthy service healthy, per kind and failure.
+"""Steps a person can follow to make an unhealthy service healthy, per failure.
 
 Pure text built from the spec: no I/O, no driver imports, and every URL shown masked.
-Each step names where the address came from (the variable that is set, the configuration
-file and key, the built-in defaults, or the Compose service), so the person changes the
-right thing; a fix never quotes a masked secret back, and every command shown is one a
-person can paste (the `psql` and `redis-cli` checks are run against real servers in the
-tests).
+The steps are the same for every kind; what only a kind knows (how to start one, how to
+check a password by hand, how to create a database) comes from its
+:class:`~netra_rm.services.kind.ServiceKind`. Each step names where the address came from
+(the variable that is set, the configuration file and key, the built-in defaults, or the
+Compose service), so the person changes the right thing; a fix never quotes a masked
+secret back, and every command shown is one a person can paste (the `psql` and
+`redis-cli` checks are run against real servers in the tests).
 """
 
 from __future__ import annotations
@@ -13,17 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from ..redact import mask_url
-from .spec import ServiceSpec
+from netra_rm.config.kinds import kind_names
+from netra_rm.config.service import ServiceSpec
+from netra_rm.redact import mask_url
 
-_DEFAULT_PORTS: dict[str, int] = {
-    "postgresql": 5432, "redis": 6379, "clickhouse": 8123, "http": 80, "websocket": 80,
-}
-
-#: Names a person recognises in messages.
-_TITLES: dict[str, str] = {
-    "postgresql": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse",
-}
+from .kind import ServiceKind, Where, kind_or_default
 
 
 def remediation_for(spec: ServiceSpec, reason: str, *,
@@ -36,11 +32,15 @@ def remediation_for(spec: ServiceSpec, reason: str, *,
         return []
     if reason == "blocked":
         return blocked_steps(spec.name, blocked_by)
-    host, port, user, database = _where(spec)
-    title = _TITLES.get(spec.kind, spec.name)
+    if reason == "unknown_kind":
+        return [f"Set `kind` of service {spec.name} to one of {', '.join(kind_names())}."]
+    kind = kind_or_default(spec.kind)
+    where = where_of(spec, kind)
+    host, port = where.host, where.port
+    title = kind.title_for(spec)
     steps: list[str] = []
     if reason in ("refused", "reset", "unreachable"):
-        steps.extend(_start_steps(spec, host, port))
+        steps.extend(_start_steps(spec, kind, where))
         steps.append(_address_step(spec))
     elif reason == "timeout":
         steps.append(
@@ -50,14 +50,16 @@ def remediation_for(spec: ServiceSpec, reason: str, *,
         )
         steps.append(_address_step(spec))
     elif reason == "auth":
-        steps.extend(_auth_steps(spec, host, port, user, database))
+        steps.extend(_auth_steps(spec, kind, where))
     elif reason == "unknown_database":
-        steps.extend(_database_steps(spec, host, port, user, database))
+        name = where.database or "<database>"
+        steps.append(f"Database {name!r} does not exist on {host}:{port}: create it with "
+                     f"{kind.create_database(spec, where, name)}, or name an existing one in {_setting(spec)}.")
     elif reason == "dns":
         steps.append(f"The host {host!r} cannot be resolved: fix the host name.")
         steps.append(_address_step(spec))
     elif reason == "bad_url":
-        steps.append(f"Fix the address of {spec.name}: expected {_example_url(spec)}.")
+        steps.append(f"Fix the address of {spec.name}: expected {kind.example_url(where)}.")
         steps.append(_address_step(spec))
     elif reason == "tls":
         steps.append(f"The TLS handshake with {host}:{port} failed: check the certificate, "
@@ -69,8 +71,7 @@ def remediation_for(spec: ServiceSpec, reason: str, *,
         steps.append(f"{title} is loading its data set into memory; wait for it to finish "
                      f"(for example `netra-rm layer NAME --timeout 60`).")
     elif reason in ("bad_status", "bad_body", "bad_reply"):
-        what = _health_target(spec)
-        steps.append(f"{what} did not answer as a healthy {title} would: check the logs of "
+        steps.append(f"{kind.health_target(spec)} did not answer as a healthy {title} would: check the logs of "
                      f"{spec.name}, and that its address points at {spec.name} itself.")
         steps.append(_address_step(spec))
     elif reason == "bad_handshake":
@@ -80,9 +81,6 @@ def remediation_for(spec: ServiceSpec, reason: str, *,
         steps.append(_address_step(spec))
     elif reason == "driver_missing":
         pass  # the checker says which package to install
-    elif reason == "unknown_kind":
-        steps.append(f"Set `kind` of service {spec.name} to one of postgresql, redis, "
-                     f"clickhouse, http, websocket, tcp.")
     else:
         steps.append(f"Check the logs of {spec.name} at {host}:{port}.")
         steps.append(_address_step(spec))
@@ -96,93 +94,27 @@ def blocked_steps(name: str, roots: Sequence[str]) -> list[str]:
              f"then check {name} again.")]
 
 
-def _start_steps(spec: ServiceSpec, host: str, port: int | str) -> list[str]:
-    start = spec.extra.get("start_command") if spec.extra else None
-    steps: list[str] = []
+def _start_steps(spec: ServiceSpec, kind: ServiceKind, where: Where) -> list[str]:
     if spec.start:
-        from .cmdline import shown_command
+        from netra_rm.config.commands import shown_command
 
-        steps.append(f"Start {spec.name} with `netra-rm up {spec.name}`, which runs its configured start "
-                     f"command `{shown_command(spec, spec.start)}` (and starts what it depends on first).")
-        return steps
+        return [f"Start {spec.name} with `netra-rm up {spec.name}`, which runs its configured start "
+                f"command `{shown_command(spec, spec.start)}` (and starts what it depends on first)."]
     compose = spec.origin.compose
     if compose is not None:
-        steps.append(f"Start it with Docker Compose: `{compose.command} up -d {compose.service}` "
-                     f"({spec.name}'s address came from the compose service {compose.service}).")
-        return steps
-    socket = _socket_of(spec)
-    if start:
-        steps.append(f"Start {spec.name}: `{start}`.")
-    elif spec.kind == "postgresql" and socket:
-        steps.append(f"Start PostgreSQL with its socket in {socket} on port {port}: "
-                     f"`pg_ctl -D <datadir> -o \"-k {socket} -p {port}\" start`.")
-    elif spec.kind == "redis" and socket:
-        steps.append(f"Start Redis on the socket {socket}: `redis-server --unixsocket {socket}` "
-                     f"(add `--requirepass <password>` if the URL has one).")
-    elif spec.kind == "postgresql":
-        steps.append(f"Start PostgreSQL on port {port}: `pg_ctl -D <datadir> -o \"-p {port}\" "
-                     f"start` (or `sudo systemctl start postgresql`).")
-    elif spec.kind == "redis":
-        steps.append(f"Start Redis on port {port}: `redis-server --port {port}` "
-                     f"(add `--requirepass <password>` if the URL has one).")
-    elif spec.kind == "clickhouse":
-        steps.append(f"Start ClickHouse with its HTTP interface on port {port}: "
-                     f"`clickhouse-server --config-file=<config.xml>` "
-                     f"(http_port {port} in that file).")
-    else:
-        steps.append(f"Start {spec.name} so that it listens on {host}:{port}.")
-    return steps
+        return [f"Start it with Docker Compose: `{compose.command} up -d {compose.service}` "
+                f"({spec.name}'s address came from the compose service {compose.service})."]
+    return [kind.start_step(spec, where)]
 
 
-def _auth_steps(spec: ServiceSpec, host: str, port: int | str, user: str | None,
-                database: str | None) -> list[str]:
+def _auth_steps(spec: ServiceSpec, kind: ServiceKind, where: Where) -> list[str]:
     setting = _setting(spec)
-    title = _TITLES.get(spec.kind, spec.name)
-    check = _check_command(spec, host, port, user, database)
+    check = kind.credentials_check(spec, where)
     if not _has_password(spec):
-        if spec.kind == "redis":
-            step = (f"Redis at {host}:{port} requires a password (its requirepass) and {setting} has none: "
-                    f"add it to {setting}, after `redis://:` and before `@{host}:{port}`.")
-        else:
-            who = f"user {user!r}" if user else "its user"
-            step = (f"{title} at {host}:{port} wants a password for {who} and {setting} has none: add it to "
-                    f"{setting} after the user name (`{user or 'USER'}:` then the password, percent-encoded, "
-                    f"before `@`).")
-        return [step, *check]
-    who = f"user {user!r} and the password" if user else "the password"
-    return [(f"{title} at {host}:{port} rejected {who} that {setting} gives: put the right password "
-             f"(and user) in {setting}; netra-rm does not show the one it has."), *check]
-
-
-def _check_command(spec: ServiceSpec, host: str, port: int | str, user: str | None,
-                   database: str | None) -> list[str]:
-    """A command that checks credentials by hand, asking for the password."""
-    socket = _socket_of(spec)
-    if spec.kind == "postgresql":
-        where = f"-h {socket} -p {port}" if socket else f"-h {host} -p {port}"
-        who = f" -U {user}" if user else ""
-        return [f"Check them with `psql {where}{who} -d {database or 'postgres'} -c 'SELECT 1'`, which "
-                f"asks for the password (or reads PGPASSWORD)."]
-    if spec.kind == "redis":
-        where = f"-s {socket}" if socket else f"-h {host} -p {port}"
-        who = f" --user {user}" if user else ""
-        return [f"Check a password with `redis-cli {where}{who} --askpass ping`, which asks for it: PONG "
-                f"means it is right."]
-    return []
-
-
-def _database_steps(spec: ServiceSpec, host: str, port: int | str, user: str | None,
-                    database: str | None) -> list[str]:
-    name = database or "<database>"
-    if spec.kind == "postgresql":
-        who = f" -U {user}" if user else ""
-        create = f"`createdb -h {host} -p {port}{who} {name}`"
-    elif spec.kind == "clickhouse":
-        create = f"`clickhouse-client --host {host} --query 'CREATE DATABASE {name}'`"
-    else:
-        create = f"create database {name!r}"
-    return [(f"Database {name!r} does not exist on {host}:{port}: create it with {create}, "
-            f"or name an existing one in {_setting(spec)}.")]
+        return [kind.missing_password_step(spec, where, setting), *check]
+    who = f"user {where.user!r} and the password" if where.user else "the password"
+    return [(f"{kind.title_for(spec)} at {where.host}:{where.port} rejected {who} that {setting} gives: put the "
+             f"right password (and user) in {setting}; netra-rm does not show the one it has."), *check]
 
 
 def _address_step(spec: ServiceSpec) -> str:
@@ -226,31 +158,6 @@ def _setting(spec: ServiceSpec) -> str:
     return f"services.{spec.name}.url{file}" + (f" (or {variable})" if variable else "")
 
 
-def _health_target(spec: ServiceSpec) -> str:
-    if spec.kind == "http":
-        path = spec.health_path or "/health"
-        return f"GET {path} on {mask_url(spec.url)}"
-    return f"{spec.name} at {mask_url(spec.url)}"
-
-
-def _example_url(spec: ServiceSpec, *, with_password: bool = False) -> str:
-    host, port, user, database = _where(spec)
-    cred = ""
-    if with_password:
-        cred = f"{user or 'USER'}:PASSWORD@" if spec.kind != "redis" else ":PASSWORD@"
-    if spec.kind == "postgresql":
-        return f"postgresql://{cred}{host}:{port}/{database or 'DBNAME'}"
-    if spec.kind == "redis":
-        return f"redis://{cred}{host}:{port}/0"
-    if spec.kind == "clickhouse":
-        return f"http://{cred}{host}:{port}/{database or 'default'}"
-    if spec.kind == "websocket":
-        return f"ws://{cred}{host}:{port}/PATH"
-    if spec.kind == "tcp":
-        return f"tcp://{host}:{port}"
-    return f"http://{cred}{host}:{port}"
-
-
 def _has_password(spec: ServiceSpec) -> bool:
     try:
         return urlsplit(spec.url).password is not None
@@ -258,7 +165,7 @@ def _has_password(spec: ServiceSpec) -> bool:
         return False
 
 
-def _socket_of(spec: ServiceSpec) -> str | None:
+def socket_of(spec: ServiceSpec) -> str | None:
     """The Unix socket a URL names: redis-py's ``unix:///path``, or libpq's socket
     directory (``postgresql://u@/db?host=/run/postgresql``); None for host and port."""
     try:
@@ -271,19 +178,18 @@ def _socket_of(spec: ServiceSpec) -> str | None:
     return directory if not parts.hostname and directory.startswith("/") else None
 
 
-def _where(spec: ServiceSpec) -> tuple[str, int | str, str | None, str | None]:
-    """Host, port, user and database of ``spec.url``, tolerant of a malformed URL."""
+def where_of(spec: ServiceSpec, kind: ServiceKind) -> Where:
+    """Host, port, user, database and socket of ``spec.url``, tolerant of a malformed URL."""
+    socket = socket_of(spec)
     try:
         parts = urlsplit(spec.url)
-        host = parts.hostname or _socket_of(spec) or "HOST"
-        default = 443 if parts.scheme in ("https", "wss") else _DEFAULT_PORTS.get(spec.kind)
+        host = parts.hostname or socket or "HOST"
+        default = 443 if parts.scheme in ("https", "wss") else kind.usual_port
         query_port = parse_qs(parts.query).get("port", [""])[0]
         port: int | str = parts.port or (int(query_port) if query_port.isdigit() else None) or default or "PORT"
         user = parts.username
         path = parts.path.strip("/")
     except ValueError:
-        return "HOST", "PORT", None, None
-    database: str | None = None
-    if spec.kind in ("postgresql", "clickhouse") and path:
-        database = path.split("/")[0]
-    return host, port, user, database
+        return Where("HOST", "PORT", socket=socket)
+    database = path.split("/")[0] if kind.database_in_path and path else None
+    return Where(host, port, user, database, socket)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Status = Literal["healthy", "unhealthy", "blocked", "unknown"]
-
 #: The statuses a result can have; ``healthy`` is the only one that lets a layer run.
-STATUSES: tuple[str, ...] = ("healthy", "unhealthy", "blocked", "unknown")
+Status = Literal["healthy", "unhealthy", "blocked", "unknown"]
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,35 @@
-"""The ``tcp`` checker: the port accepts a connection. For services with no better check."""
+"""The ``tcp`` kind: the port accepts a connection. For services with no better check."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
-from ..errors import ServiceCheckError
-from ._check import Address, Probe, os_error_reason, parse_address, run_probe
-from .result import ServiceResult
-from .spec import ServiceSpec
+from netra_rm.config.service import ServiceSpec
+from netra_rm.errors import ServiceCheckError
 
-SCHEMES: dict[str, int | None] = {"tcp": None}
-
-
-def check(spec: ServiceSpec) -> ServiceResult:
-    """Connect to ``tcp://host:port`` within ``spec.connect_timeout`` and hang up."""
-    return run_probe(spec, probe)
+from .kind import ServiceKind
+from .probe import Address, Probe, os_error_reason, parse_address
 
 
-def probe(spec: ServiceSpec) -> Probe:
-    """Connect and close; raises :class:`ServiceCheckError` when the port refuses."""
-    address = parse_address(spec, SCHEMES)
-    with socket_errors(spec, address), \
-            socket.create_connection((address.host, address.port), timeout=spec.connect_timeout):
-        pass
-    return Probe(method="tcp")
+class Tcp(ServiceKind):
+    """Any server: healthy when its port accepts a connection."""
+
+    name = "tcp"
+    schemes: ClassVar[Mapping[str, int | None]] = {"tcp": None}
+
+    def probe(self, spec: ServiceSpec) -> Probe:
+        """Connect to ``tcp://host:port`` within ``spec.connect_timeout`` and hang up."""
+        address = parse_address(spec, self.schemes)
+        with socket_errors(spec, address), \
+                socket.create_connection((address.host, address.port), timeout=spec.connect_timeout):
+            pass
+        return Probe(method="tcp")
+
+
+KIND = Tcp()
 
 
 @contextlib.contextmanager

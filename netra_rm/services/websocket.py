@@ -1,4 +1,4 @@
-"""The ``websocket`` checker: a real RFC 6455 opening handshake over a raw socket.
+"""The ``websocket`` kind: a real RFC 6455 opening handshake over a raw socket.
 
 A port that merely accepts TCP, or an HTTP server that ignores ``Upgrade``, is not a
 WebSocket service: the answer must be ``101`` with the ``Sec-WebSocket-Accept`` that
@@ -12,23 +12,61 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Mapping
+from typing import ClassVar
 from urllib.parse import urlsplit
 
-from ..errors import ServiceCheckError
-from ._check import Address, Probe, parse_address, run_probe
-from .result import ServiceResult
-from .spec import ServiceSpec
+from netra_rm.config.service import ServiceSpec
+from netra_rm.errors import ServiceCheckError
+
+from .kind import ServiceKind, Where
+from .probe import Address, Probe, parse_address
 from .tcp import socket_errors
 
-SCHEMES: dict[str, int | None] = {"ws": 80, "wss": 443}
 #: The GUID RFC 6455 appends to the client's key before hashing.
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEADER_BYTES = 16384
 
 
-def check(spec: ServiceSpec) -> ServiceResult:
-    """Open a WebSocket to ``spec.url`` and close it again."""
-    return run_probe(spec, probe)
+class WebSocket(ServiceKind):
+    """A WebSocket endpoint, checked with an RFC 6455 opening handshake."""
+
+    name = "websocket"
+    schemes: ClassVar[Mapping[str, int | None]] = {"ws": 80, "wss": 443}
+
+    def probe(self, spec: ServiceSpec) -> Probe:
+        """Handshake and close; raises :class:`ServiceCheckError` on anything but a proper 101."""
+        address = parse_address(spec, self.schemes)
+        deadline = time.monotonic() + spec.timeout
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        with socket_errors(spec, address):
+            sock = socket.create_connection((address.host, address.port),
+                                            timeout=spec.connect_timeout)
+        try:
+            with socket_errors(spec, address, doing="handshake"):
+                if address.scheme == "wss":
+                    import ssl  # only when needed: it costs a few ms to import
+
+                    context = ssl.create_default_context()
+                    sock.settimeout(_remaining(deadline))
+                    sock = context.wrap_socket(sock, server_hostname=address.host)
+                sock.sendall(_request(spec, address, key))
+                status, headers = _read_response(sock, deadline)
+                _verify(spec, address, key, status, headers)
+                try:  # a polite close frame (masked, code 1000); the server may already be gone
+                    sock.settimeout(0.2)
+                    sock.sendall(_close_frame())
+                except OSError:
+                    pass
+        finally:
+            sock.close()
+        return Probe(version=headers.get("server"), method="rfc6455")
+
+    def example_url(self, where: Where) -> str:
+        return f"ws://{where.host}:{where.port}/PATH"
+
+
+KIND = WebSocket()
 
 
 def accept_key(key: str) -> str:
@@ -37,39 +75,10 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def probe(spec: ServiceSpec) -> Probe:
-    """Handshake and close; raises :class:`ServiceCheckError` on anything but a proper 101."""
-    address = parse_address(spec, SCHEMES)
-    deadline = time.monotonic() + spec.timeout
-    key = base64.b64encode(os.urandom(16)).decode("ascii")
-    with socket_errors(spec, address):
-        sock = socket.create_connection((address.host, address.port),
-                                        timeout=spec.connect_timeout)
-    try:
-        with socket_errors(spec, address, doing="handshake"):
-            if address.scheme == "wss":
-                import ssl  # only when needed: it costs a few ms to import
-
-                context = ssl.create_default_context()
-                sock.settimeout(_remaining(deadline))
-                sock = context.wrap_socket(sock, server_hostname=address.host)
-            sock.sendall(_request(spec, address, key))
-            status, headers = _read_response(sock, deadline)
-            _verify(spec, address, key, status, headers)
-            try:  # a polite close frame (masked, code 1000); the server may already be gone
-                sock.settimeout(0.2)
-                sock.sendall(_close_frame())
-            except OSError:
-                pass
-    finally:
-        sock.close()
-    return Probe(version=headers.get("server"), method="rfc6455")
-
-
 def _request(spec: ServiceSpec, address: Address, key: str) -> bytes:
     parts = urlsplit(spec.url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    default_port = SCHEMES[address.scheme]
+    default_port = KIND.schemes[address.scheme]
     host = address.hostport if address.port != default_port else address.host
     lines = [
         f"GET {target} HTTP/1.1",

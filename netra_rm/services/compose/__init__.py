@@ -29,13 +29,13 @@ from .discovery import (
     settings_from_config,
 )
 from .interpolation import interpolate
-from .matching import CONTAINER_PORTS, is_sidecar, match_services, pick_port, rewrite_url
+from .matching import is_sidecar, match_services, pick_port, rewrite_url
 from .model import ComposeError, ComposeProject, ComposeService, PublishedPort
 from .ports import parse_ports
 from .reader import COMPOSE_FILE_NAMES, find_compose_file, override_file, read_dotenv, read_project
 
 __all__ = [
-    "COMPOSE_FILE_NAMES", "CONTAINER_PORTS", "ComposeCli", "ComposeError", "ComposeProject", "ComposeService",
+    "COMPOSE_FILE_NAMES", "ComposeCli", "ComposeError", "ComposeProject", "ComposeService",
     "ComposeSettings", "Discovery", "PublishedPort", "discover", "failed", "find_cli", "find_compose_file",
     "fixed_by_environment", "interpolate", "is_sidecar", "match_services", "override_file", "parse_ports",
     "parse_ps_output", "pick_port", "read_dotenv", "read_project", "resolve_project", "rewrite_url", "say_once",

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ...config import env as envmod
-from ..spec import ComposeOrigin, ServiceSpec
+from netra_rm.config import env as envmod
+from netra_rm.config.service import ComposeOrigin, ServiceSpec
+
 from . import cli as compose_cli
 from . import reader
 from .matching import match_services, pick_port, rewrite_url

@@ -16,18 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from ..spec import ServiceSpec
+from netra_rm.config.service import ServiceSpec
+
+from ..kind import kind_or_default
 from .model import ComposeService, PublishedPort
 
-#: The port a service of each kind listens on inside its container.
-CONTAINER_PORTS: dict[str, int] = {"postgresql": 5432, "redis": 6379, "clickhouse": 8123}
+# Which images run a kind of server (matched on the image's base name) and the port it
+# listens on inside its container are the kind's: ServiceKind.images and .container_port.
 
-# images that are the same kind of server as a netra-rm service (matched on the image's base name)
-_IMAGE_HINTS: dict[str, tuple[str, ...]] = {
-    "postgresql": ("postgres", "postgis", "timescaledb", "pgvector"),
-    "redis": ("redis", "valkey", "keydb"),
-    "clickhouse": ("clickhouse",),
-}
 # words in an image's base name that make it a tool beside the server, not the server
 _SIDECAR_WORDS = re.compile(r"admin|ui|exporter|commander|insight|dashboard|web|backup|keeper|sentinel")
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
@@ -56,7 +52,7 @@ def is_sidecar(image: str) -> bool:
 
 def serves_kind(image: str | None, kind: str) -> bool:
     """``image`` runs a server of ``kind`` (and is not a sidecar of one)."""
-    hints = _IMAGE_HINTS.get(kind, ())
+    hints = kind_or_default(kind).images
     return bool(image and hints and image_base(image).startswith(hints) and not is_sidecar(image))
 
 
@@ -102,15 +98,16 @@ def _narrow(spec: ServiceSpec, candidates: list[str], compose: Mapping[str, Comp
     pool = publishing or candidates
     if spec.name in pool:
         return [spec.name]
-    words = {spec.name.lower(), spec.kind.lower(), *_IMAGE_HINTS.get(spec.kind, ())}
+    words = {spec.name.lower(), spec.kind.lower(), *kind_or_default(spec.kind).images}
     named = [c for c in pool if any(word in c.lower() for word in words)]
     return named if len(named) == 1 else pool
 
 
 def _wanted_targets(spec: ServiceSpec) -> list[int]:
     wanted: list[int] = []
-    if spec.kind in CONTAINER_PORTS:
-        wanted.append(CONTAINER_PORTS[spec.kind])
+    container_port = kind_or_default(spec.kind).container_port
+    if container_port is not None:
+        wanted.append(container_port)
     try:
         configured = urlsplit(spec.url).port
     except ValueError:

@@ -1,13 +1,14 @@
 """What the configuration says about one service: how to reach it and how to judge it,
-and where its address came from (so every message can say what to change)."""
+and where its address came from (so every message can say what to change).
+
+The kinds a service may be (``kind: postgresql``) are listed in :mod:`netra_rm.config.kinds`;
+what each kind does is in its module of :mod:`netra_rm.services`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-#: The kinds of checker netra-rm has, one module each in ``netra_rm.services``.
-SERVICE_KINDS: tuple[str, ...] = ("postgresql", "redis", "clickhouse", "http", "websocket", "tcp")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,6 @@ class ServiceSpec:
     json_value: Any = None  # ... that must equal this value
     connect_timeout: float = 1.0  # seconds to establish the connection
     timeout: float = 2.0  # seconds for the whole check
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # How `netra-rm up` starts it and `netra-rm down` stops it (see netra_rm.core.startup).
     # Each command is an argument list run without a shell; with ``shell`` it is one
     # string run by ``/bin/sh -c``. Empty means "netra-rm cannot start (stop) it".

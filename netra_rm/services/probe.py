@@ -1,9 +1,9 @@
-"""What every checker shares: timing a probe, masking its failure, reading its address.
+"""What every kind's check shares: timing a probe, masking its failure, reading its address.
 
-A checker module supplies a *probe*, a function that proves the service works and
-returns a :class:`Probe` or raises :class:`~netra_rm.errors.ServiceCheckError`;
-:func:`run_probe` turns either into a :class:`~netra_rm.services.result.ServiceResult`.
-Nothing here imports a driver.
+A kind (:class:`~netra_rm.services.kind.ServiceKind`) supplies a *probe*, a method that
+proves the service works and returns a :class:`Probe` or raises
+:class:`~netra_rm.errors.ServiceCheckError`; :func:`run_probe` turns either into a
+:class:`~netra_rm.services.result.ServiceResult`. Nothing here imports a driver.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ServiceCheckError
-from ..redact import mask_text, mask_url, url_secrets
+from netra_rm.config.service import ServiceSpec
+from netra_rm.errors import ServiceCheckError
+from netra_rm.redact import mask_text, mask_url, url_secrets
+
 from .remediation import remediation_for
 from .result import ServiceResult
-from .spec import ServiceSpec
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Start and stop commands as people see them: one line, secrets masked.
+"""A service's start and stop commands as people see them: one line, secrets masked.
 
-Pure text: no processes here (those are in :mod:`netra_rm.core.startup`). A command
+Pure text: no processes here (those are in :mod:`netra_rm.core.startup.commands`). A command
 line or the output of a command may carry a password (``redis-server --requirepass``,
 ``PGPASSWORD=...``, the URL itself); everything shown goes through :func:`mask_command`.
 """
@@ -11,8 +11,8 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 
-from ..redact import MASK, mask_text, url_secrets
-from .spec import ServiceSpec
+from netra_rm.config.service import ServiceSpec
+from netra_rm.redact import MASK, mask_text, url_secrets
 
 #: Options whose next argument is a secret (``redis-server --requirepass S``, ``redis-cli -a S``).
 SECRET_OPTIONS: frozenset[str] = frozenset({

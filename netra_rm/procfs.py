@@ -1,6 +1,17 @@
-"""Linux's counters read straight from ``/proc``: the sampler's fast path.
+"""Everything netra-rm reads from Linux's ``/proc``, parsed in one place.
 
-psutil reads the same files, one call per metric: ``/proc/meminfo`` twice (memory, then
+- :class:`ProcfsReader`: the machine's counters, the monitor's sampler's fast path;
+- :func:`process_stat`: one process's state, process group and start time
+  (``/proc/PID/stat``), for liveness (is the owner of an allocation still the same
+  process?) and for ``down`` (is anything left of a process group?);
+- :func:`resident_pages` (``/proc/PID/statm``) and :func:`meminfo` (``/proc/meminfo``),
+  for an owner's memory and the machine's capacity.
+
+Elsewhere (no ``/proc``) callers ask psutil; nothing here imports it. The values are
+named tuples, not dataclasses: liveness imports this module on every ``allocate`` and
+``release``, and a named tuple costs a fifth of a dataclass to define.
+
+The machine's counters: psutil reads the same files, one call per metric: ``/proc/meminfo`` twice (memory, then
 swap), ``/proc/vmstat`` for swap figures the monitor never shows, and an ``access()``
 per line of ``/proc/diskstats`` to tell whole disks from partitions. At one sample a
 second that is most of what a monitor costs. :class:`ProcfsReader` reads each file once
@@ -21,16 +32,22 @@ Tests compare it with psutil on the machine they run on.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["ProcfsReader", "Reading"]
+__all__ = ["ProcessStat", "ProcfsReader", "Reading", "meminfo", "process_ids", "process_stat", "read_file",
+           "resident_pages"]
+
+#: Where the proc filesystem is mounted; the functions take another root for tests.
+PROC = "/proc"
+#: Whether this host has one (Linux); elsewhere callers ask psutil.
+HAS_PROC = os.path.isdir(PROC)
 
 _SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's own size
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """One read of the machine: cumulative counters (CPU, disk, network) and gauges."""
 
     cpu: tuple[tuple[float, float], ...]  # (busy, total) seconds per core
@@ -79,7 +96,7 @@ class ProcfsReader:
 
     def _cpu(self) -> tuple[tuple[float, float], ...]:
         cores: list[tuple[float, float]] = []
-        for line in _read(self._stat).splitlines():
+        for line in read_file(self._stat).splitlines():
             if not line.startswith(b"cpu"):
                 if cores:
                     break  # the cpu lines come first, together
@@ -95,7 +112,7 @@ class ProcfsReader:
         return tuple(cores)
 
     def _memory(self) -> tuple[tuple[int, int, int, float], tuple[int, int, float]]:
-        raw = b"\n" + _read(self._meminfo)
+        raw = b"\n" + read_file(self._meminfo)
         total = _kib_field(raw, b"\nMemTotal:")
         free = _kib_field(raw, b"\nMemFree:")
         available = _kib_field(raw, b"\nMemAvailable:")
@@ -113,7 +130,7 @@ class ProcfsReader:
 
     def _disk(self) -> tuple[int, int] | None:
         try:
-            raw = _read(self._diskstats)
+            raw = read_file(self._diskstats)
         except OSError:
             return None
         read = written = 0
@@ -135,7 +152,7 @@ class ProcfsReader:
 
     def _net(self) -> tuple[int, int] | None:
         try:
-            raw = _read(self._netdev)
+            raw = read_file(self._netdev)
         except OSError:
             return None
         sent = received = 0
@@ -149,7 +166,7 @@ class ProcfsReader:
         return sent, received
 
 
-def _read(path: bytes) -> bytes:
+def read_file(path: str | bytes) -> bytes:
     """A whole /proc file in one or two reads (they are generated on each read)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -174,3 +191,61 @@ def _kib_field(meminfo: bytes, key: bytes) -> int:
 
 def _percent(part: int, whole: int) -> float:
     return round(part / whole * 100.0, 1) if whole > 0 else 0.0
+
+
+# -- one process ------------------------------------------------------------------------------
+
+
+class ProcessStat(NamedTuple):
+    """What ``/proc/PID/stat`` says about a process: its state letter (``Z`` for a zombie),
+    its process group and its start time in clock ticks since boot (with the pid, it
+    names the process: a reused pid starts later)."""
+
+    state: str
+    process_group: int
+    start_ticks: int
+
+    @property
+    def zombie(self) -> bool:
+        return self.state == "Z"
+
+
+def process_stat(pid: int | str, *, proc: str = PROC) -> ProcessStat | None:
+    """``/proc/PID/stat`` of ``pid``, or None when there is no such process.
+
+    Raises ``OSError`` when it cannot be read (no ``/proc`` here) and ``ValueError`` or
+    ``IndexError`` when it is not what Linux writes.
+    """
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = data[data.rfind(b")") + 2:].split()
+    return ProcessStat(state=fields[0].decode(), process_group=int(fields[2]), start_ticks=int(fields[19]))
+
+
+def process_ids(*, proc: str = PROC) -> Iterator[str]:
+    """The ids of the processes alive now (the numeric entries of ``/proc``), as text."""
+    for entry in os.scandir(proc):
+        if entry.name.isdigit():
+            yield entry.name
+
+
+def resident_pages(pid: int, *, proc: str = PROC) -> int:
+    """Resident memory of ``pid`` in pages (``/proc/PID/statm``); raises ``OSError``,
+    ``ValueError`` or ``IndexError`` when it cannot be read."""
+    with open(f"{proc}/{pid}/statm", "rb") as f:
+        return int(f.read().split()[1])
+
+
+def meminfo(keys: Iterable[str], *, proc: str = PROC) -> dict[str, int]:
+    """The named lines of ``/proc/meminfo`` (``MemTotal``, ``MemAvailable``) in bytes;
+    a key the kernel does not write is left out. Raises ``OSError`` when it cannot be read."""
+    raw = b"\n" + read_file(os.path.join(proc, "meminfo"))
+    found: dict[str, int] = {}
+    for key in keys:
+        if f"\n{key}:".encode() in raw:
+            found[key] = _kib_field(raw, f"\n{key}:".encode())
+    return found

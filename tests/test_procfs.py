@@ -1,16 +1,25 @@
-"""The /proc reader against psutil on this machine, and against hand-written /proc files."""
+"""The one /proc parser (netra_rm.procfs): the machine's counters against psutil on this machine and
+against hand-written /proc files; one process's stat, memory and process group."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
 import psutil
 import pytest
 
+from netra_rm import procfs
+from netra_rm.core import liveness
+from netra_rm.core.startup.commands import group_alive
 from netra_rm.monitor import sampler as sampler_module
-from netra_rm.monitor.procfs import ProcfsReader
 from netra_rm.monitor.sampler import Sampler, read_psutil
+from netra_rm.procfs import ProcfsReader
+
+from servers import wait_until
 
 linux_only = pytest.mark.skipif(not ProcfsReader.works_here(), reason="no readable /proc (not Linux)")
 
@@ -51,19 +60,33 @@ def test_reading_agrees_with_psutil() -> None:
     assert ours.load == pytest.approx(before.load, abs=0.5)
 
 
+class _Figures:
+    """psutil, but for the memory figures a test gives."""
+
+    def __init__(self, memory: object) -> None:
+        self.memory = memory
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(psutil, name)
+
+    def virtual_memory(self) -> object:
+        return self.memory
+
+
 @linux_only
-def test_sampler_reads_proc_unless_psutil_was_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test (or a program) that swaps psutil's functions still gets its figures."""
+def test_sampler_reads_proc_and_a_given_source_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test (or a program) with figures of its own passes them as the source; the
+    Sampler never looks at whether psutil's functions were replaced."""
     assert Sampler().sample().memory_percent == pytest.approx(psutil.virtual_memory().percent, abs=2.0)
 
     Mem = namedtuple("Mem", "total available percent used free")
-    already_running = Sampler()
+    sample = Sampler(source=_Figures(Mem(1000, 30, 97.0, 970, 10))).sample()
+    assert sample.memory_percent == 97.0
+    assert sample.memory_used == 970
+    assert 0.0 <= sample.cpu_percent <= 100.0
+
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(1000, 30, 97.0, 970, 10))
-    for sampler in (Sampler(), already_running):
-        sample = sampler.sample()
-        assert sample.memory_percent == 97.0
-        assert sample.memory_used == 970
-        assert 0.0 <= sample.cpu_percent <= 100.0
+    assert Sampler().sample().memory_percent != 97.0  # /proc, as on any other day
 
 
 def test_sampler_asks_psutil_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +209,50 @@ def test_works_here_wants_stat_and_meminfo(tmp_path: Path) -> None:
     assert not ProcfsReader.works_here(proc=tmp_path)
     write_proc(tmp_path, meminfo=MEMINFO)
     assert ProcfsReader.works_here(proc=tmp_path / "proc")
+
+
+# -- one process ----------------------------------------------------------------------------------
+
+
+def test_a_process_stat_is_read_after_the_last_parenthesis(tmp_path: Path) -> None:
+    """The command name may hold spaces and parentheses; the fields after it are what count."""
+    rest = " ".join(["S", "1", "777", "778"] + [str(n) for n in range(7, 22)] + ["123456"] + ["0"] * 30)
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "stat").write_text(f"4242 (evil) name (x) {rest}\n")
+    (tmp_path / "4242" / "statm").write_text("5000 1200 300 1 0 900 0\n")
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    found = procfs.process_stat(4242, proc=str(tmp_path))
+    assert found == procfs.ProcessStat(state="S", process_group=777, start_ticks=123456)
+    assert procfs.process_stat(99999, proc=str(tmp_path)) is None
+    assert procfs.resident_pages(4242, proc=str(tmp_path)) == 1200
+    assert procfs.meminfo(["MemTotal", "MemAvailable", "Hugepagesize"], proc=str(tmp_path)) == {
+        "MemTotal": 1000 * 1024, "MemAvailable": 250 * 1024}
+
+
+@linux_only
+def test_this_process_as_liveness_and_the_sampler_see_it() -> None:
+    me = procfs.process_stat(os.getpid())
+    assert me is not None and me.state in ("R", "S") and me.process_group == os.getpgrp()
+    assert liveness.start_token(os.getpid()) == f"linux:{me.start_ticks}"
+    assert str(os.getpid()) in set(procfs.process_ids())
+
+
+@linux_only
+def test_a_process_group_of_only_zombies_is_gone() -> None:
+    """What `down` waits for: a group whose last process ended (unreaped) is no longer alive."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        assert group_alive(child.pid)
+        assert child.stdin is not None
+        child.stdin.close()  # it ends, and stays a zombie until reaped
+
+        def zombie() -> bool:
+            found = procfs.process_stat(child.pid)
+            return found is not None and found.zombie
+
+        wait_until(zombie, timeout=30, what="the child to end")
+        assert not group_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()

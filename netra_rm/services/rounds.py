@@ -1,4 +1,6 @@
-"""Run many service checks at once, each bounded, then judge them through the dependency graph.
+"""Check many services at once, each bounded, then judge them through the dependency graph:
+:func:`check_services` is one round, :class:`ServiceRounds` the same services round after
+round (the monitor, ``layer --timeout``).
 
 Each check runs in a daemon thread (not a pool): a check stuck on a silent server is
 abandoned at its timeout and can never hold up the interpreter's exit. Seven services
@@ -8,7 +10,6 @@ with one silent cost about one timeout, not seven.
 from __future__ import annotations
 
 import errno
-import importlib
 import ipaddress
 import select
 import socket
@@ -17,16 +18,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from ..errors import ServiceCheckError, UnknownNameError
-from ..redact import mask_url
-from . import graph
-from ._check import failed_result, parse_address
+from netra_rm.config import graph
+from netra_rm.config.service import ServiceSpec
+from netra_rm.errors import ServiceCheckError, UnknownNameError
+from netra_rm.redact import mask_url
+
+from .kind import find_kind
+from .probe import failed_result, parse_address, run_probe
 from .remediation import blocked_steps, remediation_for
 from .result import ServiceResult
-from .spec import SERVICE_KINDS, ServiceSpec
 
 DEFAULT_DEADLINE = 5.0
-_PIP_NAMES = {"psycopg": "'psycopg[binary]'", "clickhouse_connect": "clickhouse-connect"}
 
 
 class _Slot:
@@ -67,40 +69,45 @@ class _Slot:
                              latency_ms=(time.monotonic() - started) * 1000.0)
 
 
-def _import_checkers(kinds: Iterable[str]) -> None:
-    """Import the checker modules (and their drivers) one after another, before the clock.
+def _import_kinds(kinds: Iterable[str]) -> None:
+    """Import the kinds' modules and their drivers one after another, before the clock.
 
     Imports hold the GIL: done in the check threads they slow each other down and eat
     into the checks' timeouts, which should measure the services, not our start-up.
-    A checker whose driver is missing fails later, in its thread, as an unhealthy result.
+    A kind whose driver is missing fails later, in its thread, as an unhealthy result.
     """
-    for kind in sorted(set(kinds) & set(SERVICE_KINDS)):
+    for name in sorted(set(kinds)):
         try:
-            importlib.import_module(f"{__package__}.{kind}")
+            kind = find_kind(name)
+            if kind is not None:
+                kind.load_drivers()
         except ImportError:
             pass
 
 
 def check_one(spec: ServiceSpec) -> ServiceResult:
-    """Check one service with its kind's checker (imported now, so drivers load lazily)."""
-    if spec.kind not in SERVICE_KINDS:
+    """Check one service with its kind's probe (its driver imported now, not before)."""
+    kind = None
+    try:
+        kind = find_kind(spec.kind)
+        if kind is not None:
+            kind.load_drivers()
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        pip_name = kind.drivers.get(missing, missing) if kind is not None else missing
+        error = ServiceCheckError(
+            f"{spec.name}: cannot check a {spec.kind} service: {missing} is not installed",
+            terminal=True, reason="driver_missing",
+            remediation=[(f"Install netra-rm with its dependencies (`pip install netra-rm`), "
+                          f"or `pip install {pip_name}`.")])
+        return failed_result(spec, error)
+    if kind is None:
         steps = remediation_for(spec, "unknown_kind")
         return ServiceResult(name=spec.name, kind=spec.kind, status="unknown",
                              url=mask_url(spec.url), reason="unknown_kind",
                              error=f"{spec.name}: no checker for kind {spec.kind!r}",
                              depends_on=tuple(spec.depends_on), remediation=tuple(steps))
-    try:
-        checker = importlib.import_module(f"{__package__}.{spec.kind}")
-    except ImportError as exc:
-        missing = exc.name or str(exc)
-        error = ServiceCheckError(
-            f"{spec.name}: cannot check a {spec.kind} service: {missing} is not installed",
-            terminal=True, reason="driver_missing",
-            remediation=[(f"Install netra-rm with its dependencies (`pip install netra-rm`), "
-                          f"or `pip install {_PIP_NAMES.get(missing, missing)}`.")])
-        return failed_result(spec, error)
-    result: ServiceResult = checker.check(spec)
-    return result
+    return run_probe(spec, kind.probe)
 
 
 def check_services(specs: Mapping[str, ServiceSpec], names: Iterable[str] | None = None, *,
@@ -147,7 +154,7 @@ class ServiceRounds:
             wanted = graph.transitive_dependencies(deps, requested)
         wanted = [name for name in wanted if name in specs]
 
-        _import_checkers({specs[name].kind for name in wanted})
+        _import_kinds({specs[name].kind for name in wanted})
         started = time.monotonic()
         deadline_at = started + max(0.0, self.deadline)
         slots: dict[str, _Slot] = {}
@@ -200,10 +207,16 @@ _KNOCK_TIMEOUT = 0.25  # seconds a knock on this machine waits for its answer
 
 def _local_address(spec: ServiceSpec) -> tuple[str, int] | None:
     """``(host, port)`` of a service on this machine (``localhost`` or an IP address),
-    where a knock needs no DNS and a closed port answers at once; None otherwise."""
+    where a knock needs no DNS and a closed port answers at once; None otherwise (a Unix
+    socket, too: a TCP knock cannot tell whether a server listens on it)."""
     try:
-        address = parse_address(spec, importlib.import_module(f"{__package__}.{spec.kind}").SCHEMES)
-    except (ImportError, AttributeError, ServiceCheckError):
+        kind = find_kind(spec.kind)
+        if kind is None:
+            return None
+        address = parse_address(spec, kind.schemes)
+    except (ImportError, ServiceCheckError):
+        return None
+    if address.socket_path is not None:
         return None
     if address.host.lower() != "localhost":
         try:

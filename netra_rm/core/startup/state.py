@@ -1,5 +1,6 @@
-"""What ``netra-rm up`` started, kept next to the ledger so ``down`` (a later process)
-knows what to stop and ``get_service_status()`` can say ``started_by_netra_rm``.
+"""The state ``up`` and ``down`` keep: what ``netra-rm up`` started, kept next to the
+ledger so ``down`` (a later process) knows what to stop and ``get_service_status()`` can
+say ``started_by_netra_rm``; the lock that keeps two runs apart; the logs directory.
 
 One small JSON file, ``<ledger>.started.json``, written like the ledger: a temp file in
 the same directory, fsync, ``os.replace``, fsync of the directory. Readers need no lock
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netra_rm.backoff import START_LOCK
 from netra_rm.errors import LedgerError, NetraRMError
 from netra_rm.fsutil import ensure_private_dir, fsync_dir, make_missing_dirs, open_private, write_atomically
 
@@ -162,7 +164,7 @@ class StartedServices:
                               remediation=["Check that the directory exists and you may write to it, or use "
                                            "another ledger with --ledger PATH."]) from None
         try:
-            pause, told = 0.02, False
+            pauses, told = START_LOCK.pauses(), False
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -179,8 +181,7 @@ class StartedServices:
                 if not told and on_wait is not None:
                     on_wait()
                     told = True
-                threading.Event().wait(min(pause, left))
-                pause = min(pause * 2, 0.25)
+                threading.Event().wait(min(next(pauses), left))
             yield
         finally:
             os.close(fd)  # releases the lock; the lock file stays
