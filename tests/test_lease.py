@@ -38,9 +38,13 @@ def config(tmp_path: Path) -> Path:
 
 
 def engine(backend: Backend, config: Path, tmp_path: Path, host: str,
-           clock: Callable[[], float] = time.time) -> Engine:
+           clock: Callable[[], float] | None = None) -> Engine:
+    """An engine on ``host``; with ``clock``, the ledger's clock (the server's) is the test's."""
     env = {"NETRA_RM_HOST_ID": host, "XDG_STATE_HOME": str(tmp_path / f"state-{host}")}
-    return Engine(load_config(config, env={}), backend.open(tmp_path / f"state-{host}"), env=env, clock=clock)
+    ledger = backend.open(tmp_path / f"state-{host}")
+    if clock is not None:
+        ledger.clock = clock  # leases are judged by the ledger's clock, not the host's
+    return Engine(load_config(config, env={}), ledger, env=env, clock=clock)
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -68,7 +72,7 @@ def test_another_host_reclaims_an_allocation_once_its_lease_lapsed(server_backen
     assert taken is not None and taken.fencing_token > held.fencing_token
     from netra_rm.core.verify import ledger_history
 
-    reclaim = [e for e in ledger_history(b) if e["event"] == "reclaim"]
+    reclaim = [e for e in ledger_history(b)[0] if e["event"] == "reclaim"]
     assert [(e["id"], e["reason"]) for e in reclaim] == [(held.id, "lease lapsed")]
 
 
@@ -117,8 +121,8 @@ def test_a_vanished_hosts_allocation_is_reclaimed_by_lease_expiry(server_backend
     assert time.monotonic() - killed_at < LEASE + 3
     from netra_rm.core.verify import ledger_history
 
-    assert ("reclaim", ghost_id, "lease lapsed") in [(e["event"], e["id"], e.get("reason"))
-                                                      for e in ledger_history(b)]
+    assert ("reclaim", ghost_id, "lease lapsed") in [(e["event"], e.get("id"), e.get("reason"))
+                                                      for e in ledger_history(b)[0]]
 
 
 def observe_renewals(backend: Backend, config: Path, tmp_path: Path, count: int) -> str:
@@ -194,7 +198,7 @@ def test_allocate_owner_pid_leaves_a_keeper_that_releases_when_the_owner_ends(
     wait_for(lambda: b.active_allocations() == [], timeout=10, what="the keeper to release it")
     from netra_rm.core.verify import ledger_history
 
-    assert ("release", ident) in [(e["event"], e["id"]) for e in ledger_history(b)]
+    assert ("release", ident) in [(e["event"], e.get("id")) for e in ledger_history(b)[0]]
 
 
 def test_a_waiter_on_a_vanished_host_leaves_the_queue_when_its_lease_lapses(server_backend: Backend,
@@ -204,12 +208,12 @@ def test_a_waiter_on_a_vanished_host_leaves_the_queue_when_its_lease_lapses(serv
     b = engine(server_backend, config, tmp_path, "host-b", clock=lambda: now[0])
     request = a.resolve_request("rig", "hil")
     a.allocate(request, a.current_process_owner())
-    _, waiter, _ = b.allocate_or_join(request, b.current_process_owner(), waiter_id="w1",
+    _, waiter, _ = b.allocate_or_join(request, b.current_process_owner(), waiter_id="0000aaa1",
                                       waiter_owner=b.current_process_owner())
-    assert waiter is not None and [w.id for w in a.queue()] == ["w1"]
+    assert waiter is not None and [w.id for w in a.queue()] == ["0000aaa1"]
     now[0] += LEASE / 2
     b.try_admit_waiter(waiter, b.current_process_owner())  # checks in: renewed
     now[0] += LEASE * 0.8
-    assert [w.id for w in a.queue()] == ["w1"]
+    assert [w.id for w in a.queue()] == ["0000aaa1"]
     now[0] += LEASE
     assert a.queue() == []  # host-b stopped checking in

@@ -1,26 +1,38 @@
 """The Redis ledger: ``--ledger redis://[:PASSWORD@]HOST[:PORT][/DB][?ledger=NAME]``.
 
-The whole ledger document lives in one hash (``doc``, ``version``, ``id``, ``origin``);
-its journal in a list. A transaction is two round trips:
+The ledger lives in keys of its own, not in one document (the key layout is in
+:mod:`netra_rm.ledger.redis_scripts`): a record per allocation, the usage of every pool key
+kept current with each grant and release, an index of what falls due by time and one of
+the allocations of each host, the queue and the registered pools. What a change reads and
+writes is the part it concerns, so its cost does not grow with the number of allocations
+held. Every change is one Lua script, so it happens whole or not at all.
 
-1. take the ledger lock and read the document (only when its version moved since this
-   process last parsed it), in one Lua script;
-2. write the document and its journal lines, check the version, and hand the lock on, in
-   another; the version check refuses the write of a holder that lost the lock (it held it
-   past ``lock_ttl``, or the server restarted), so no stale change is ever written.
+Two ways to change it:
 
-The lock is a token in a list: a waiter blocks in ``BLMOVE`` and Redis hands the token to
-the longest-waiting one as soon as the holder commits, so waiters neither poll nor burn
-CPU while they wait, and sixteen contending processes on two cores keep the lock busy
-rather than the scheduler. The holder's name sits beside it with an expiry
-(``lock_ttl``): if a holder is killed mid-transaction, the next process takes the lock
-once that expiry passes.
+* **fast paths**, when nobody waits and no transaction holds the ledger: a grant
+  (:meth:`RedisLedger.fast_grant`) or a release (:meth:`RedisLedger.fast_release`) in one
+  call, journaled in the same script. The grant's decision is the arithmetic of
+  :func:`netra_rm.core.admission.admit` (a test runs random requests through both);
+* **transactions** for everything else (the queue, reclaiming, leases, pools): take the
+  ledger's lock and read what the scope needs in one call, let the engine decide, and
+  commit in another. The commit checks that the ledger's version did not move since the
+  read and that the lock is still ours (or nobody's), so a holder that stalled past the
+  lock's expiry (``lock_ttl``) has its late change refused rather than applied over
+  someone else's. The lock is a token in a list: a waiter blocks in ``BLMOVE`` and Redis
+  hands the token to the longest-waiting one, so waiters neither poll nor spin; the
+  holder's name expires, so a holder killed mid-transaction blocks the others at most
+  ``lock_ttl``.
 
-It speaks the Redis protocol (RESP2) itself over one socket per process: no driver to
-import, nothing retried behind our back, a connect timeout and a reply timeout on every
-call (see :class:`netra_rm.ledger.remote.ServerOptions`). A general-purpose client spends
-more time packing and parsing than the ledger spends deciding, and that time is spent
-while holding the lock.
+Time is the server's (``TIME``): leases and expiries are judged by one clock whatever the
+hosts' clocks say. Each change carries a request id recorded with it for an hour: when the
+connection breaks after a change was sent, the client reconnects, kills the old session
+(so nothing of it can still arrive), and asks whether the change happened; it then
+reports the truth. A fresh ledger's fencing counter starts from the server's clock
+(:func:`netra_rm.records.token_floor`), so a ledger the server lost never repeats a token.
+A server that may evict keys (``maxmemory-policy`` other than ``noeviction``) is refused;
+one without persistence is named in the warnings ``status`` shows. A ledger of schema 1
+(one document in the hash ``netra-rm:{NAME}:ledger``) is upgraded in one step on first use,
+its journal kept.
 """
 
 from __future__ import annotations
@@ -29,315 +41,92 @@ import hashlib
 import itertools
 import json
 import os
-import socket
-from collections.abc import Iterator, Sequence
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
-from netra_rm.core.model import Allocation
+from netra_rm import deadline
 from netra_rm.errors import LedgerError, UsageError
-from netra_rm.ledger.base import LedgerState
-from netra_rm.ledger.remote import RemoteLedger, ServerOptions, Snapshot
-
-# KEYS: 1 ledger hash, 2 lock token list, 3 holder, 4 this acquisition's hand list, 5 journal,
-#       6 releases recorded without the lock
-# ARGV: 1 holder name, 2 lock ttl (ms), 3 the version this process has parsed
-_ACQUIRE = b"""
-local tok = redis.call('LPOP', KEYS[4])
-if not tok then tok = redis.call('LPOP', KEYS[2]) end
-if not tok and redis.call('EXISTS', KEYS[3]) == 1 then return {0} end
-redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-local meta = redis.call('HMGET', KEYS[1], 'version', 'id', 'origin')
-local v = meta[1] or '0'
-local doc = false
-if v ~= ARGV[3] then doc = redis.call('HGET', KEYS[1], 'doc') end
-return {1, v, meta[2], meta[3], redis.call('LLEN', KEYS[5]), doc, redis.call('LRANGE', KEYS[6], 0, -1)}
-"""
-
-# KEYS: 1 ledger hash, 2 lock token list, 3 holder, 4 journal, 5 rotated journal,
-#       6 releases recorded without the lock
-# ARGV: 1 holder name, 2 lock ttl (ms), 3 expected version, 4 document, 5 id, 6 origin,
-#       7 "1" to start the journal again, 8 how many recorded releases were applied,
-#       9... journal lines
-_COMMIT = b"""
-local h = redis.call('GET', KEYS[3])
-local v = redis.call('HGET', KEYS[1], 'version') or '0'
-if (h and h ~= ARGV[1]) or v ~= ARGV[3] then return {0, v} end
-local nv = tostring(tonumber(v) + 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[4], 'version', nv, 'id', ARGV[5], 'origin', ARGV[6])
-if ARGV[7] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('RENAME', KEYS[4], KEYS[5]) end
-if tonumber(ARGV[8]) > 0 then redis.call('LTRIM', KEYS[6], tonumber(ARGV[8]), -1) end
-local i = 9
-while i <= #ARGV do
-  local j = math.min(i + 999, #ARGV)
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, i, j))
-  i = j + 1
-end
-redis.call('SET', KEYS[3], 'handoff', 'PX', ARGV[2])
-if redis.call('LLEN', KEYS[2]) == 0 then redis.call('RPUSH', KEYS[2], 't') end
-return {1, nv}
-"""
-
-# KEYS: 1 lock token list, 2 holder   ARGV: 1 holder name, 2 lock ttl (ms)
-_RELEASE = b"""
-local h = redis.call('GET', KEYS[2])
-if h and h ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], 'handoff', 'PX', ARGV[2])
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('RPUSH', KEYS[1], 't') end
-return 1
-"""
-
-# Release without the lock: check each allocation is in the ledger (and not released
-# already), and record the release; the next lock holder applies and journals it.
-# KEYS: 1 ledger hash, 2 releases recorded without the lock
-# ARGV: 1 time, 2 the ledger id this host knows ('' if none), 3 the fencing counter it
-#       saw, 4... allocation ids
-# Returns {0} when the ledger must be asked under the lock instead: it does not exist,
-# is not the one this host knows, or has waiters to wake.
-_RELEASE_NOW = rb"""
-local meta = redis.call('HMGET', KEYS[1], 'doc', 'id')
-local doc = meta[1]
-if not doc then return {0} end
-if ARGV[2] ~= '' and meta[2] ~= ARGV[2] then return {0} end
-local head_end = string.find(doc, '\n', 17, true) or #doc
-local head = string.sub(doc, 1, head_end)
-if not string.find(head, '"waiters":[]', 1, true) then return {0} end
-local counter = tonumber(string.match(head, '"fencing_counter":(%d+)') or '0')
-if counter < tonumber(ARGV[3]) then return {0} end
-local pending = {}
-for _, entry in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  pending[string.match(entry, '^(%S+)')] = true
-end
-local out = {1}
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local s = string.find(doc, '\n{"id":"' .. id .. '",', 1, true)
-  if s and not pending[id] then
-    local e = string.find(doc, '\n', s + 1, true)
-    out[#out + 1] = string.sub(doc, s + 1, (e or (#doc + 1)) - 1)
-    redis.call('RPUSH', KEYS[2], id .. ' ' .. ARGV[1])
-    pending[id] = true
-  else
-    out[#out + 1] = false
-  end
-end
-return out
-"""
-
-_SCRIPTS = {name: (body, hashlib.sha1(body).hexdigest()) for name, body in
-            (("acquire", _ACQUIRE), ("commit", _COMMIT), ("release", _RELEASE), ("release_now", _RELEASE_NOW))}
-_WAKE_TTL_MS = 60_000
-_BLOCK = 0.5  # seconds a waiter blocks for the lock before it checks the holder's expiry
-
-
-class ReplyError(Exception):
-    """An error reply from Redis (``-ERR ...``, ``-NOSCRIPT ...``)."""
-
-
-@dataclass(frozen=True)
-class _Target:
-    """Where and how to connect, from a ``redis://``, ``rediss://`` or ``unix://`` URL
-    (``unix:///run/redis.sock?db=0``: the server's Unix socket)."""
-
-    host: str
-    port: int
-    db: int
-    username: str | None
-    password: str | None
-    tls: bool
-    socket_path: str | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> _Target:
-        parts = urlsplit(url)
-        unix = parts.scheme == "unix"
-        if unix and not parts.path.startswith("/"):
-            raise ValueError("a unix:// ledger needs the socket's path: unix:///path/to/redis.sock?db=0")
-        path = "" if unix else parts.path.strip("/")
-        query = dict(parse_qsl(parts.query))
-        db_text = query.get("db") or path or "0"
-        if not db_text.isdigit():
-            raise ValueError(f"the database number {db_text!r} is not a number")
-        return cls(host=parts.hostname or "localhost", port=parts.port or 6379, db=int(db_text),
-                   username=unquote(parts.username) if parts.username else None,
-                   password=unquote(parts.password) if parts.password is not None else None,
-                   tls=parts.scheme == "rediss", socket_path=parts.path if unix else None)
-
-
-class _Wire:
-    """One connection to Redis speaking RESP2 directly: commands are packed and replies
-    parsed here, which costs a fraction of a general-purpose client's time per call and
-    keeps the ledger lock short. Used strictly request-reply (or pipelined); closed after
-    any error and reopened on the next call. Every connect and every reply is bounded by
-    the options' timeouts; nothing is retried."""
-
-    def __init__(self, server_url: str, options: ServerOptions) -> None:
-        self.target = _Target.from_url(server_url)
-        self.options = options
-        self._sock: socket.socket | None = None
-        self._reader: Any = None
-
-    def _connect(self) -> None:
-        t = self.target
-        if t.socket_path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(self.options.connect_timeout)
-                sock.connect(t.socket_path)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection((t.host, t.port), timeout=self.options.connect_timeout)
-        try:
-            if t.socket_path is None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if t.tls:
-                import ssl
-
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=t.host)
-            sock.settimeout(self.options.io_timeout)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock, self._reader = sock, sock.makefile("rb")
-        hello: list[tuple[Any, ...]] = []
-        if t.password is not None:
-            hello.append(("AUTH", t.username, t.password) if t.username else ("AUTH", t.password))
-        if t.db:
-            hello.append(("SELECT", t.db))
-        if hello:
-            for reply in self._exchange(hello):
-                if isinstance(reply, ReplyError):
-                    self.close()
-                    raise reply
-
-    def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        assert self._sock is not None
-        self._sock.sendall(b"".join(_pack(c) for c in commands))
-        return [_read_reply(self._reader) for _ in commands]
-
-    def many(self, commands: Sequence[Sequence[Any]], *, extra_timeout: float = 0.0) -> list[Any]:
-        """Send ``commands`` in one write and read every reply; an error reply is returned
-        as a :class:`ReplyError`, a broken connection or a timeout raises."""
-        reused = self._sock is not None
-        try:
-            return self._send(commands, extra_timeout)
-        except (ConnectionError, BrokenPipeError) as exc:
-            self.close()
-            if not reused or isinstance(exc, TimeoutError):
-                raise
-            # the connection was closed while idle (a server restart, an idle timeout):
-            # send once more on a new one
-            try:
-                return self._send(commands, extra_timeout)
-            except BaseException:
-                self.close()
-                raise
-        except BaseException:
-            self.close()
-            raise
-
-    def _send(self, commands: Sequence[Sequence[Any]], extra_timeout: float) -> list[Any]:
-        if self._sock is None:
-            self._connect()
-        assert self._sock is not None
-        if extra_timeout:  # a blocking command (BLMOVE, BLPOP) takes its own time too
-            self._sock.settimeout(self.options.io_timeout + extra_timeout)
-        replies = self._exchange(commands)
-        if extra_timeout:
-            self._sock.settimeout(self.options.io_timeout)
-        return replies
-
-    def call(self, *args: Any) -> Any:
-        reply = self.many([args])[0]
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
-
-    def close(self) -> None:
-        sock, self._sock, reader, self._reader = self._sock, None, self._reader, None
-        for thing in (reader, sock):
-            if thing is not None:
-                try:
-                    thing.close()
-                except OSError:
-                    pass
-
-
-def _pack(command: Sequence[Any]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        if isinstance(arg, bytes):
-            raw = arg
-        elif isinstance(arg, str):
-            raw = arg.encode()
-        elif isinstance(arg, float):
-            raw = repr(arg).encode()
-        else:
-            raw = str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
-
-
-def _read_reply(reader: Any) -> Any:
-    """One RESP2 reply: bytes, int, None, a list, or a :class:`ReplyError`."""
-    line = reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("the server closed the connection")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"$":
-        size = int(rest)
-        if size < 0:
-            return None
-        data = reader.read(size + 2)
-        if len(data) != size + 2:
-            raise ConnectionError("the server closed the connection")
-        return data[:-2]
-    if kind == b"*":
-        count = int(rest)
-        return None if count < 0 else [_read_reply(reader) for _ in range(count)]
-    if kind == b":":
-        return int(rest)
-    if kind == b"+":
-        return rest
-    if kind == b"-":
-        return ReplyError(rest.decode(errors="replace"))
-    raise ConnectionError(f"unexpected reply from the server: {line[:40]!r}")
-
+from netra_rm.ledger import redis_scripts as scripts
+from netra_rm.ledger.base import EVERYTHING, SCHEMA_VERSION, Changes, GrantPlan, Scope, Snapshot, Txn
+from netra_rm.ledger.journal import allocation_record, encode_line, event_record, limits_record
+from netra_rm.ledger.redis_wire import ReplyError, ReplyLost, Wire
+from netra_rm.ledger.server import ServerLedger, ServerOptions
+from netra_rm.ledger.upgrade import upgrade
+from netra_rm.records import (
+    Allocation,
+    Capacity,
+    PoolRecord,
+    RecordError,
+    Usage,
+    Waiter,
+    taken_slots,
+    token_floor,
+    usage_by_key,
+)
 
 #: How a Redis ledger URL is written (a password goes in the userinfo, before the host).
 _URL_FORMS = ["Give --ledger redis://HOST[:PORT][/DB][?ledger=NAME] or "
               "unix:///path/to/redis.sock[?db=N&ledger=NAME], with a password, if any, as the URL's userinfo."]
+_BLOCK = 0.5  # seconds a transaction blocks for the lock before it checks the holder's expiry
+_MOST_DUE = 500  # allocations fallen due read by one transaction (the rest by the next ones)
+_REQUEST_TTL_MS = 3_600_000  # how long a change's request id is kept for a client that lost the reply
+_WAKE_TTL_MS = 60_000
 
 
-class RedisLedger(RemoteLedger):
-    """A ledger in Redis, shared by every host that reaches the server."""
+@dataclass
+class _Read:
+    """A snapshot as the server sent it, before it is trusted."""
+
+    exists: bool
+    ledger_id: str | None
+    origin: str | None
+    counter: int
+    seq: int
+    version: str
+    schema1: str | None  # the version of a schema-1 document waiting to be upgraded
+    snapshot: Snapshot
+    journal: tuple[list[bytes], list[bytes]] = ([], [])
+
+
+class RedisLedger(ServerLedger):
+    """A ledger in Redis, shared by every host that reaches the server.
+
+    ``clock`` stands in for the server's clock (tests move time with it); None reads the
+    server's ``TIME``.
+    """
 
     backend = "Redis"
 
-    def __init__(self, url: str, *, state_dir: Path | None = None, options: ServerOptions | None = None) -> None:
-        super().__init__(url, state_dir=state_dir, options=options)
-        prefix = f"netra-rm:{{{self.name}}}"  # one hash slot for every key of this ledger
-        self.keys = {k: f"{prefix}:{k}".encode() for k in ("ledger", "lock", "holder", "journal", "journal.1",
-                                                           "released")}
-        self._prefix = prefix
+    def __init__(self, url: str, *, state_dir: Path | None = None, options: ServerOptions | None = None,
+                 group_shared: bool = False, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(url, state_dir=state_dir, options=options, group_shared=group_shared)
+        self.prefix = f"netra-rm:{{{self.name}}}:"  # one hash slot for every key of this ledger
         try:
-            self._wire = _Wire(self.server_url, self.options)
+            self._wire = Wire(self.server_url, self.options)
         except ValueError as exc:
             raise UsageError(f"the Redis ledger URL {self.location} is malformed: {exc}.",
                              remediation=_URL_FORMS) from None
+        self.clock = clock
         self._client = os.urandom(6).hex()
-        self._counter = itertools.count(1)
-        self._holder = b""
+        self._serial = itertools.count(1)
+        self._hand = self.key(f"hand:{self._client}")
         self._token_known = False  # did this process hand the lock token on last time?
-        self._hand = f"{prefix}:hand:{self._client}".encode()
+        self._mutex = threading.RLock()  # one connection, shared by this process's threads
+        self._checked = False
+        self._warnings: tuple[str, ...] = ()
+        self._parsed: dict[bytes, Allocation] = {}
 
-    # -- errors --------------------------------------------------------------------------
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    # -- errors ----------------------------------------------------------------------------
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -348,25 +137,48 @@ class RedisLedger(RemoteLedger):
         except LedgerError:
             raise
         except ReplyError as exc:
-            text = str(exc)
-            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "invalid password" in text:
-                raise self.error(f"refused the credentials: {text}.",
-                                 remediation=["Check the user and password in the ledger URL."]) from None
-            raise self.error(f"answered with an error: {text}.", remediation=self._reach_steps()) from None
+            raise self._reply_error(str(exc)) from None
+        except ReplyLost as exc:
+            if exc.timed_out:
+                raise self.error(f"did not answer within {self.options.io_timeout:g}s.",
+                                 remediation=self._reach_steps()) from None
+            raise self.error(f"cannot be reached: {exc}.", remediation=self._reach_steps()) from None
         except TimeoutError:
-            raise self.error(f"did not answer within {self.options.io_timeout:g}s; this command changed nothing "
-                             "(a change it sent is refused once its lock has expired).",
+            raise self.error(f"did not answer within {self.options.io_timeout:g}s; this command changed nothing.",
                              remediation=self._reach_steps()) from None
         except (OSError, ConnectionError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
             raise self.error(f"cannot be reached: {reason}.", remediation=self._reach_steps()) from None
         except ValueError as exc:
-            raise self.error(f"has a malformed URL: {exc}.",
-                             remediation=_URL_FORMS
-                             ) from None
+            raise self.error(f"has a malformed URL: {exc}.", remediation=_URL_FORMS) from None
 
-    def _encode(self, state: LedgerState) -> bytes:
-        return self._encode_lines(state)
+    def _reply_error(self, text: str) -> LedgerError:
+        if text.startswith("CORRUPT "):
+            return self.error(text[len("CORRUPT "):], corrupt=True)
+        wants_password = text.startswith("NOAUTH") or "unauthenticated" in text
+        if wants_password and self._wire.target.password is None:
+            return self._password_wanted()
+        if wants_password or text.startswith(("WRONGPASS", "NOPERM")) or "invalid password" in text:
+            return self.error(f"refused the credentials: {text}.",
+                              remediation=["Check the user and password in the ledger URL.",
+                                            *self._password_check()])
+        return self.error(f"answered with an error: {text}.", remediation=self._reach_steps())
+
+    def _password_wanted(self) -> LedgerError:
+        t = self._wire.target
+        where = f"unix://:PASSWORD@{t.socket_path}?db={t.db}" if t.socket_path else \
+            f"redis://:PASSWORD@{t.host}:{t.port}/{t.db}"
+        return self.error("is on a server that wants a password (its requirepass), and the ledger URL gives none.",
+                          remediation=[f"Put the password in the ledger URL, percent-encoded: --ledger '{where}' "
+                                       "(or NETRA_RM_LEDGER; a user goes before the colon if the server has ACL "
+                                       "users).", *self._password_check()])
+
+    def _password_check(self) -> list[str]:
+        t = self._wire.target
+        where = f"-s {t.socket_path}" if t.socket_path else f"-h {t.host} -p {t.port}"
+        user = f" --user {t.username}" if t.username else ""
+        return [f"Check a password with `redis-cli {where}{user} --askpass ping`, which asks for it: PONG means "
+                "the server takes it."]
 
     def _reach_steps(self) -> list[str]:
         socket_path = urlsplit(self.location).path if self.location.startswith("unix:") else None
@@ -377,178 +189,505 @@ class RedisLedger(RemoteLedger):
     def persistence_advice(self) -> list[str]:
         return ["Turn on persistence on the Redis server (appendonly yes) so that a restart keeps the ledger."]
 
-    # -- scripts -------------------------------------------------------------------------
+    # -- talking to the server ---------------------------------------------------------------
 
-    def _script(self, name: str, keys: Sequence[bytes], args: Sequence[Any],
-                before: Sequence[Sequence[Any]] = (), extra_timeout: float = 0.0) -> Any:
-        """Run one of our Lua scripts (after ``before``, in the same round trip); load
-        the scripts once if the server does not know them (a restart empties its cache)."""
-        sha = _SCRIPTS[name][1]
-        command = ("EVALSHA", sha, len(keys), *keys, *args)
-        reply = self._wire.many([*before, command], extra_timeout=extra_timeout)[-1]
+    def _eval(self, script: scripts.Script, args: Sequence[Any], *, before: Sequence[Sequence[Any]] = (),
+              extra_timeout: float = 0.0, idempotent: bool = True) -> Any:
+        """Run one of our scripts (after ``before``, in the same round trip); load the
+        scripts first if the server does not know them (a restart empties its cache)."""
+        command = ("EVALSHA", script.sha, 0, self.prefix, *args)
+        reply = self._wire.many([*before, command], extra_timeout=extra_timeout, idempotent=idempotent)[-1]
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = self._wire.many([("SCRIPT", "LOAD", b) for b, _ in _SCRIPTS.values()] + [command])[-1]
-        if isinstance(reply, Exception):
+            loads = [("SCRIPT", "LOAD", s.body) for s in scripts.ALL]
+            reply = self._wire.many([*loads, command], idempotent=idempotent)[-1]
+        if isinstance(reply, ReplyError):
             raise reply
         return reply
 
-    # -- the backend's part --------------------------------------------------------------
+    def _change(self, script: scripts.Script, args: Sequence[Any], request_id: str) -> tuple[Any, bytes | None]:
+        """Run a script that changes the ledger: (its reply, None). When the reply is lost,
+        (None, the outcome it recorded) if it happened, else (None, None)."""
+        try:
+            return self._eval(script, args, idempotent=False), None
+        except ReplyLost as lost:
+            return None, self._outcome(request_id, lost)
+
+    def _outcome(self, request_id: str, lost: ReplyLost) -> bytes | None:
+        """What became of a change whose reply was lost: kill the connection it was sent on
+        (anything of it still on its way is then dropped), then read its request id's
+        record. Tries a few times within the reply timeout; when the server cannot be
+        asked, the answer is unknown, and the error says so."""
+        end = time.monotonic() + max(1.0, deadline.remaining(self.options.io_timeout))
+        while True:
+            commands: list[tuple[Any, ...]] = []
+            if lost.client_id is not None:
+                commands.append(("CLIENT", "KILL", "ID", lost.client_id))
+            commands.append(("GET", self.key(f"req:{request_id}")))
+            try:
+                replies = self._wire.many(commands)
+                found = replies[-1]
+                if isinstance(found, ReplyError):
+                    raise found
+                return found if isinstance(found, bytes) else None
+            except (ReplyError, OSError, ConnectionError) as exc:
+                if time.monotonic() >= end or deadline.passed():
+                    why = "did not answer" if lost.timed_out else "dropped the connection"
+                    raise self.error(f"{why} after this command's change was sent, and could not be asked "
+                                     f"whether it was written ({exc}); request id {request_id}.",
+                                     remediation=["Look with `netra-rm status` whether it was; release what "
+                                                  "this command was granted, if it was.",
+                                                  *self._reach_steps()]) from None
+                time.sleep(0.01)
+
+    def _prepare(self) -> None:
+        """Once per process: refuse a server that may evict keys; note one without persistence."""
+        if self._checked:
+            return
+        replies = self._wire.many([("INFO", "memory"), ("INFO", "persistence"), ("CONFIG", "GET", "save")])
+        info = b"\n".join(r for r in replies[:2] if isinstance(r, bytes)).decode(errors="replace")
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        policy = fields.get("maxmemory_policy", "").strip()
+        if policy and policy != "noeviction":
+            raise self.error(
+                f"is on a server that may evict keys (maxmemory-policy {policy}): a ledger whose keys can be evicted "
+                "forgets allocations and could grant them twice, so it is refused.",
+                remediation=[f"Set maxmemory-policy noeviction on the server ({self._cli()} CONFIG SET "
+                             "maxmemory-policy noeviction, and in redis.conf), or give the ledger a Redis of its own."])
+        save = replies[2]
+        saves = save[1].decode(errors="replace").strip() if isinstance(save, list) and len(save) == 2 else None
+        if fields.get("aof_enabled", "").strip() == "0" and saves == "":
+            self._warnings = (f"the Redis server of the ledger {self.location} keeps no persistence (appendonly no, "
+                              "no save points): a restart loses the ledger, and netra-rm then refuses it until "
+                              "`netra-rm cleanup --force`. Turn on appendonly yes.",)
+        self._checked = True
+
+    def _cli(self) -> str:
+        t = self._wire.target
+        return f"redis-cli -s {t.socket_path}" if t.socket_path else f"redis-cli -h {t.host} -p {t.port}"
+
+    def health(self) -> tuple[str, ...]:
+        with self._mutex, self._errors():
+            self._prepare()
+        return self._warnings
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        return "" if self.clock is None else repr(float(self.clock()))
+
+    def _read_args(self, scope: Scope, mode: str, holder: str = "") -> list[Any]:
+        keys = sorted(scope.keys)
+        ids = list(dict.fromkeys(scope.ids))
+        return [mode, holder, self._ttl_ms(), self._hand, self._now(), "1" if scope.everything else "",
+                scope.sweep_host or "", _MOST_DUE, len(keys), *keys, len(ids), *ids]
+
+    def _decode(self, reply: list[Any], scope: Scope) -> _Read:
+        """The server's reply to a read as a :class:`_Read`; every record checked."""
+        meta = [None if v is None else v.decode() for v in reply[1]]
+        schema, ledger_id, origin, counter, seq, version = meta
+        now = float(reply[3])
+        if schema is not None and schema != str(SCHEMA_VERSION):
+            if schema.isdigit() and int(schema) > SCHEMA_VERSION:
+                raise LedgerError(f"the {self.backend} ledger at {self.location} was written by a newer netra-rm "
+                                  f"(schema version {schema}, this one reads up to {SCHEMA_VERSION}).",
+                                  remediation=["Upgrade netra-rm on this host."])
+            raise RecordError(f"its schema version {schema!r} is not one netra-rm knows")
+        keys = [k.decode() for k in reply[4]]
+        usage: dict[str, Usage] = {}
+        taken: dict[str, set[int]] = {}
+        pools: dict[str, PoolRecord] = {}
+        for key, text, members, pool in zip(keys, reply[5], reply[6], reply[7]):
+            if text:
+                usage[key] = _usage(text, key)
+            if members:
+                taken[key] = {_index(m, key) for m in members}
+            if pool:
+                record = PoolRecord.from_dict(_json(pool, f"the pool {key}"))
+                pools[key] = record
+        waiters = [Waiter.from_dict(_json(raw, "a waiter")) for raw in reply[8]]
+        known: dict[str, Allocation] = {}
+        cache, fresh = self._parsed, {}
+        for ident, raw in zip(reply[11], reply[12]):
+            if raw is None:
+                continue  # named but not held, or gone between the index and its record
+            allocation = cache.get(raw)
+            if allocation is None:
+                allocation = Allocation.from_dict(_json(raw, "an allocation"))
+            if allocation.id != ident.decode():
+                raise RecordError(f"the record filed as allocation {ident.decode()} is {allocation.id}'s")
+            fresh[raw] = allocation
+            known[allocation.id] = allocation
+        if scope.everything or len(cache) > 50_000:
+            self._parsed = fresh
+        else:
+            cache.update(fresh)
+        if scope.everything:
+            due = [a for a in known.values() if _due(a, now)]
+            host = None if scope.sweep_host is None else [a for a in known.values()
+                                                          if a.owner.host == scope.sweep_host]
+        else:
+            due = [known[i] for i in (d.decode() for d in reply[9]) if i in known and _due(known[i], now)]
+            host = None if reply[10] is None else [known[i] for i in (h.decode() for h in reply[10]) if i in known]
+        snapshot = Snapshot(now=now, counter=_whole(counter, "the fencing counter"), usage=usage, taken=taken,
+                            pools=pools, waiters=waiters, known=known, due=due, host_allocations=host,
+                            complete=scope.everything, ledger_id=ledger_id, origin=origin,
+                            journal_seq=_whole(seq, "the journal's sequence number"), warnings=self._warnings)
+        journal: tuple[list[bytes], list[bytes]] = ([], [])
+        if len(reply) > 13:
+            journal = (list(reply[13]), list(reply[14]))
+        return _Read(exists=ledger_id is not None, ledger_id=ledger_id, origin=origin, counter=snapshot.counter,
+                     seq=snapshot.journal_seq, version=version or "0",
+                     schema1=None if reply[2] is None else reply[2].decode(), snapshot=snapshot, journal=journal)
+
+    def _checked_read(self, reply: list[Any], scope: Scope) -> _Read:
+        try:
+            return self._decode(reply, scope)
+        except (RecordError, ValueError, UnicodeDecodeError) as exc:
+            raise self.error(str(exc), corrupt=True) from None
+
+    def _refuse_if_lost(self, read: _Read) -> None:
+        problem = self.fencing_problem(exists=read.exists, ledger_id=read.ledger_id, origin=read.origin,
+                                       counter=read.counter)
+        if problem is not None:
+            raise LedgerError(self.scrub(problem[0]), remediation=problem[1])
+
+    def _read(self, scope: Scope, mode: str) -> _Read:
+        """A consistent read without the lock (a schema-1 ledger is upgraded first)."""
+        with self._mutex:
+            with self._errors():
+                self._prepare()
+                reply = self._eval(scripts.BEGIN, self._read_args(scope, mode))
+            read = self._checked_read(reply, scope)
+            if read.schema1 is not None:
+                with self.transaction(Scope()):
+                    pass  # upgrades it
+                with self._errors():
+                    reply = self._eval(scripts.BEGIN, self._read_args(scope, mode))
+                read = self._checked_read(reply, scope)
+            self._refuse_if_lost(read)
+            if read.exists:
+                self.memory.note(read.ledger_id, read.counter)
+        self.memory.flush()
+        return read
+
+    def read(self, scope: Scope = EVERYTHING) -> Snapshot:
+        """A consistent snapshot, without the lock."""
+        return self._read(scope, "read").snapshot
+
+    def journal_lines(self) -> tuple[Snapshot, list[bytes], list[str]]:
+        """Every allocation and every journal line (the rotated list first), read at once."""
+        read = self._read(EVERYTHING, "journal")
+        rotated, current = read.journal
+        names = [f"{self.location} {name}" for name, lines in (("journal.1", rotated), ("journal", current))
+                 if lines]
+        return read.snapshot, rotated + current, names
+
+    def journal_tail(self, limit: int) -> tuple[int, list[bytes]]:
+        with self._mutex:
+            with self._errors():
+                self._prepare()
+                reply = self._eval(scripts.TAIL, [max(1, limit)])
+            if reply[0] is None and reply[1] == b"1":
+                self._read(Scope(), "read")  # a schema-1 ledger: upgrade it, then read the tail
+                with self._errors():
+                    reply = self._eval(scripts.TAIL, [max(1, limit)])
+        seq = int(reply[0]) if reply[0] is not None and reply[0].isdigit() else 0
+        return seq, list(reply[2]) + list(reply[3])
+
+    # -- transactions ----------------------------------------------------------------------
 
     def _ttl_ms(self) -> int:
         return max(1, int(self.options.lock_ttl * 1000))
 
-    def _begin(self, cached_version: int) -> Snapshot:
-        import time
+    def _begin(self, scope: Scope, holder: str) -> Any:
+        """Take the lock and read the scope, in one call; wait for the lock at most the
+        lock wait (or what is left of the command's ``--timeout``)."""
+        args = self._read_args(scope, "lock", holder)
+        limit = deadline.remaining(self.options.lock_wait)
+        end = time.monotonic() + limit
+        if self._token_known:
+            # this process handed the token on last time, so it exists: wait for it at once
+            block = round(max(0.001, min(_BLOCK, end - time.monotonic())), 3)
+            reply = self._eval(scripts.BEGIN, args, before=[("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT",
+                                                             block)], extra_timeout=block)
+        else:
+            reply = self._eval(scripts.BEGIN, args)
+        while not reply[0]:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise self.error(f"is busy: other processes held its lock for {limit:g}s without a break.",
+                                 remediation=["Try again; if it persists, look for a stuck netra-rm process."])
+            block = round(max(0.001, min(_BLOCK, left)), 3)
+            reply = self._eval(scripts.BEGIN, args, before=[("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT",
+                                                             block)], extra_timeout=block)
+        return reply
 
-        k = self.keys
-        self._holder = f"{self._client}:{next(self._counter)}".encode()
-        keys = (k["ledger"], k["lock"], k["holder"], self._hand, k["journal"], k["released"])
-        args = (self._holder, self._ttl_ms(), str(cached_version))
-        deadline = time.monotonic() + self.options.lock_wait
-        with self._errors():
-            if self._token_known:
-                # this process handed the token on last time, so it exists: wait for it at once
-                block = round(min(_BLOCK, self.options.lock_wait), 3)
-                reply = self._script("acquire", keys, args, before=[("BLMOVE", k["lock"], self._hand, "LEFT",
-                                                                      "LEFT", block)], extra_timeout=block)
-            else:
-                reply = self._script("acquire", keys, args)
-            while not reply[0]:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self.error(f"is busy: other processes held its lock for {self.options.lock_wait:g}s "
-                                     "without a break.", remediation=[
-                                         "Try again; if it persists, look for a stuck netra-rm process."])
-                block = round(min(_BLOCK, left), 3)
-                reply = self._script("acquire", keys, args, before=[("BLMOVE", k["lock"], self._hand, "LEFT",
-                                                                      "LEFT", block)], extra_timeout=block)
-        return Snapshot(version=int(reply[1]), ledger_id=_text(reply[2]), origin=_text(reply[3]),
-                        journal_length=int(reply[4]), doc=reply[5], pending=_pending(reply[6]))
+    @contextmanager
+    def transaction(self, scope: Scope, *, reset: bool = False) -> Iterator[Txn]:
+        """Hold the ledger's lock, read the scope, let the caller change it, and commit the
+        changes in one step (checked against the version read); see the module."""
+        with self._mutex:
+            holder = f"{self._client}:{next(self._serial)}"
+            with self._errors():
+                self._prepare()
+                reply = self._begin(scope, holder)
+            try:
+                read = self._transaction_read(reply, scope, holder, reset=reset)
+                fresh_id, origin, floor = read.ledger_id, read.origin or "new", 0
+                problem = self.fencing_problem(exists=read.exists, ledger_id=read.ledger_id, origin=read.origin,
+                                               counter=read.counter)
+                if problem is not None:
+                    if not reset:
+                        raise LedgerError(self.scrub(problem[0]), remediation=problem[1])
+                    fresh_id, origin = None, "reset"
+                    floor = max(self.memory.counter, read.counter)
+                    self.memory.forget()
+                starting = fresh_id is None
+                txn = Txn(read.snapshot)
+                txn.changes.request_id = os.urandom(8).hex()
+                if starting:
+                    txn.raise_counter(max(floor, token_floor(txn.now)))
+                yield txn
+                changes = txn.changes
+                if changes or (reset and starting):
+                    ledger_id = fresh_id or uuid.uuid4().hex
+                    self._commit(holder, read, txn, ledger_id=ledger_id, origin=origin,
+                                 reset=reset and (changes.reset or starting))
+                    self.memory.note(ledger_id, txn.counter)
+                else:
+                    self._unlock(holder)
+                    if read.exists:
+                        self.memory.note(read.ledger_id, read.counter)
+            except BaseException:
+                self._abort(holder)
+                raise
+        self.memory.flush()
 
-    def _commit(self, snapshot: Snapshot, doc: bytes, meta: dict[str, str], lines: list[bytes],
-                rotate: bool) -> int:
-        k = self.keys
+    def _transaction_read(self, reply: list[Any], scope: Scope, holder: str, *, reset: bool) -> _Read:
+        """The read of a transaction, trusted; a schema-1 ledger is upgraded first (under
+        the lock). With ``reset``, a ledger that cannot be read starts from nothing."""
+        try:
+            read = self._decode(reply, scope)
+        except (RecordError, ValueError, UnicodeDecodeError) as exc:
+            if not reset:
+                raise self.error(str(exc), corrupt=True) from None
+            now = float(reply[3])
+            return _Read(exists=False, ledger_id=None, origin=None, counter=0, seq=0,
+                         version=(reply[1][5] or b"0").decode(), schema1=None,
+                         snapshot=Snapshot(now=now, complete=scope.everything, warnings=self._warnings))
+        if read.schema1 is None:
+            return read
+        self._upgrade(read, holder)
         with self._errors():
-            reply = self._script("commit", (k["ledger"], k["lock"], k["holder"], k["journal"], k["journal.1"],
-                                            k["released"]),
-                                 (self._holder, self._ttl_ms(), str(snapshot.version), doc, meta["id"],
-                                  meta["origin"], "1" if rotate else "", len(snapshot.pending), *lines))
-        self._token_known = bool(reply[0])
-        if not reply[0]:
+            reply = self._begin(scope, holder)  # ours already: taken again at once
+        return self._transaction_read(reply, scope, holder, reset=reset)
+
+    def _commit(self, holder: str, read: _Read, txn: Txn, *, ledger_id: str, origin: str, reset: bool,
+                seq: int | None = None, upgrading: str = "") -> None:
+        changes = txn.changes
+        request_id = changes.request_id or os.urandom(8).hex()
+        counter = "" if changes.counter is None and not reset else str(txn.counter)
+        args: list[Any] = [holder, read.version, request_id, "1", _REQUEST_TTL_MS, self.options.journal_max_lines,
+                           repr(txn.now), ledger_id, origin, counter, "" if seq is None else seq,
+                           "1" if reset else "", upgrading, self._ttl_ms(), _WAKE_TTL_MS]
+        args += _sections(changes, reset=reset)
+        with self._errors():
+            reply, outcome = self._change(scripts.COMMIT, args, request_id)
+            if reply is None and outcome is None:
+                # the reply was lost and the change did not happen (its session is gone):
+                # send it once more
+                reply, outcome = self._change(scripts.COMMIT, args, request_id)
+                if reply is None and outcome is None:
+                    raise self.error("dropped the connection twice while this command's change was sent; the "
+                                     "change was not written.", remediation=["Run the command again."])
+        if reply is not None and not reply[0]:
+            self._token_known = False
             raise self.error(f"changed while this process held its lock (it held it longer than "
                              f"{self.options.lock_ttl:g}s, or the server restarted); this command's change was "
                              "not written.", remediation=["Run the command again."])
-        return int(reply[1])
+        self._token_known = True
 
-    def _release(self) -> None:
+    def _unlock(self, holder: str) -> None:
         with self._errors():
-            released = self._script("release", (self.keys["lock"], self.keys["holder"]),
-                                    (self._holder, self._ttl_ms()))
+            released = self._eval(scripts.UNLOCK, [holder, self._ttl_ms()])
         self._token_known = bool(released)
 
-    def _abort(self) -> None:
+    def _abort(self, holder: str) -> None:
         try:
-            self._script("release", (self.keys["lock"], self.keys["holder"]), (self._holder, self._ttl_ms()))
+            self._eval(scripts.UNLOCK, [holder, self._ttl_ms()])
         except Exception:  # noqa: BLE001 - best effort: the holder's expiry frees the lock anyway
             self._wire.close()
         self._token_known = False
 
-    def _snapshot(self, cached_version: int) -> Snapshot:
-        k = self.keys
+    # -- schema 1 ---------------------------------------------------------------------------
+
+    def _upgrade(self, read: _Read, holder: str) -> None:
+        """Turn the schema-1 document into keys, in one step (under the lock): its
+        allocations, waiters, counters, id and journal are kept; releases the old code had
+        recorded without its lock are applied and journaled by a transaction right after."""
         with self._errors():
-            replies = self._wire.many([("MULTI",), ("HMGET", k["ledger"], "version", "id", "origin"),
-                                       ("HGET", k["ledger"], "doc"), ("LRANGE", k["released"], 0, -1), ("EXEC",)])
-            result = replies[-1]
-            if isinstance(result, Exception):
-                raise result
-        meta, doc, pending = result
-        return Snapshot(version=int(meta[0] or 0), ledger_id=_text(meta[1]), origin=_text(meta[2]), doc=doc,
-                        pending=_pending(pending))
-
-    def _journal(self) -> tuple[Snapshot, list[bytes], list[str]]:
-        k = self.keys
+            got = self._wire.many([("HMGET", self.key("ledger"), "doc", "version", "id", "origin"),
+                                   ("LRANGE", self.key("released"), 0, -1)])
+        for reply in got:
+            if isinstance(reply, ReplyError):
+                raise self._reply_error(str(reply))
+        (doc, version, old_id, old_origin), pending = got
+        try:
+            data = _schema1_document(doc)
+            data = upgrade(data, shared=True, scope_of=self.scope_of)
+            allocations = [Allocation.from_dict(a) for a in data.get("allocations", [])]
+            waiters = [Waiter.from_dict(w) for w in data.get("waiters", [])]
+            counter = _whole(data.get("fencing_counter", 0), "the fencing counter")
+            seq = _whole(data.get("journal_seq", 0), "the journal's sequence number")
+        except (RecordError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise self.error(f"its schema-1 document cannot be upgraded: {exc}", corrupt=True) from None
+        txn = Txn(Snapshot(now=read.snapshot.now, counter=counter))
+        txn.changes = Changes(grants=allocations, waiters_put={w.id: w for w in waiters},
+                              deltas=usage_by_key(allocations), slots_taken=taken_slots(allocations),
+                              counter=counter, request_id=os.urandom(8).hex())
+        ledger_id = old_id.decode() if old_id else uuid.uuid4().hex
+        origin = old_origin.decode() if old_origin else "new"
+        self._commit(holder, read, txn, ledger_id=ledger_id, origin=origin, reset=False, seq=seq,
+                     upgrading=(version or b"0").decode())
+        releases = _pending_releases(pending)
+        if not releases:
+            return
         with self._errors():
-            replies = self._wire.many([("MULTI",), ("HMGET", k["ledger"], "version", "id", "origin"),
-                                       ("HGET", k["ledger"], "doc"), ("LRANGE", k["journal.1"], 0, -1),
-                                       ("LRANGE", k["journal"], 0, -1), ("EXEC",)])
-            result = replies[-1]
-            if isinstance(result, Exception):
-                raise result
-        meta, doc, rotated, current = result
-        names = [f"{self.location} {name}" for name, lines in (("journal.1", rotated), ("journal", current))
-                 if lines]
-        snapshot = Snapshot(version=int(meta[0] or 0), ledger_id=_text(meta[1]), origin=_text(meta[2]), doc=doc)
-        return snapshot, list(rotated) + list(current), names
+            reply = self._begin(Scope(ids=tuple(i for i, _ in releases)), holder)
+        again = self._checked_read(reply, Scope(ids=tuple(i for i, _ in releases)))
+        txn = Txn(again.snapshot)
+        for ident, when in releases:
+            allocation = txn.find(ident)
+            if allocation is not None:
+                txn.remove(allocation, event_record("release", allocation, when))
+        self._commit(holder, again, txn, ledger_id=ledger_id, origin=origin, reset=False)
 
-    def close(self) -> None:
-        self._wire.close()
+    # -- fast paths ------------------------------------------------------------------------
 
-    # -- releasing without the lock -----------------------------------------------------
-
-    def release_now(self, ids: Sequence[str], *, now: float) -> tuple[list[Allocation], list[str]] | None:
-        """Release these allocations in one round trip, without the ledger lock: the
-        release is recorded beside the ledger, atomically with the check that each
-        allocation is there; the next transaction (whoever runs it) applies and journals
-        it before it decides anything, so the capacity is free for every later decision.
-        Returns (released, not found), or None when the release must take the lock
-        (waiters to wake, or a ledger this host does not recognise).
-        """
-        with self._lock:
-            self._memory.load()
-            with self._errors():
-                reply = self._script("release_now", (self.keys["ledger"], self.keys["released"]),
-                                     (repr(round(now, 3)), self._memory.ledger_id or "", self._memory.counter,
-                                      *ids))
-        if not reply[0]:
+    def fast_grant(self, plan: GrantPlan) -> Allocation | None:
+        """Grant in one call when nobody waits, no transaction holds the ledger, every
+        central pool is registered with this host's capacity (and not draining), and the
+        ledger is the one this host knows; the decision is ``admit``'s arithmetic. None:
+        take the transaction (also when it does not fit: the engine then says why)."""
+        request = plan.request
+        if not _whole_amounts(request.memory_mb, request.cpu_units) or any(c.capacity is None for c in plan.charges):
             return None
-        released: list[Allocation] = []
-        missing: list[str] = []
-        for ident, line in zip(ids, reply[1:]):
-            if line is None:
-                missing.append(ident)
-                continue
+        layer_key = next((c.key for c in plan.charges if c.kind == "layer"), None)
+        draft = Allocation(id=plan.allocation_id, layer=request.layer, category=request.category,
+                           memory_mb=request.memory_mb, cpu_units=request.cpu_units, dedicated=request.dedicated,
+                           requires=request.requires, created_at=0.0, expires_at=0.0, owner=plan.owner,
+                           charges=tuple(c.key for c in plan.charges), pools=request.pools,
+                           priority=request.priority, request_id=plan.request_id, slot_key=layer_key)
+        fixed = {k: v for k, v in draft.to_dict().items() if k not in _DYNAMIC}
+        journal_fixed = {k: v for k, v in allocation_record(draft).items() if k not in _DYNAMIC}
+        limits = limits_record({c.key: c.capacity for c in plan.charges})
+        charges: list[Any] = []
+        for c in plan.charges:
+            cap: Capacity = c.capacity
+            charges += [c.key, json.dumps(c.key), c.kind, cap.instances, _opt(cap.memory_mb), _opt(cap.cpu_units),
+                        "1" if cap.dedicated else "", "1" if c.slots else "",
+                        _limits(cap, drained=False) if c.central else "",
+                        "\n".join(json.dumps(n) for n in cap.names)]
+        with self._mutex:
+            self.memory.load()
+            args = [plan.request_id, self._now(), self.memory.ledger_id or "", self.memory.counter, _REQUEST_TTL_MS,
+                    self.options.journal_max_lines, repr(request.duration_minutes * 60.0),
+                    "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
+                    "" if plan.machine_free_mb is None else repr(float(plan.machine_free_mb)),
+                    request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.allocation_id,
+                    plan.owner.host, _inner(fixed), _inner(journal_fixed, masked=True), _inner(limits, masked=True,
+                                                                                               braces=True),
+                    len(plan.charges), *charges]
+            with self._errors():
+                self._prepare()
+                reply, outcome = self._change(scripts.FAST_GRANT, args, plan.request_id)
+            raw = outcome if reply is None else (reply[1] if reply[0] else None)
+            if raw is None:
+                return None
             try:
-                released.append(Allocation.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise self.error(f"an allocation record is malformed ({exc})", corrupt=True) from None
+                allocation = Allocation.from_dict(_json(raw, "the allocation just granted"))
+            except (RecordError, ValueError) as exc:
+                raise self.error(str(exc), corrupt=True) from None
+            if self.memory.ledger_id is not None:
+                self.memory.note(self.memory.ledger_id, allocation.fencing_token)
+        self.memory.flush()
+        return allocation
+
+    def fast_release(self, ids: Sequence[str], *, events: Mapping[str, Mapping[str, Any]] | None = None
+                     ) -> tuple[list[Allocation], list[str]] | None:
+        """Release in one call when nobody waits and no transaction holds the ledger (the
+        ledger the one this host knows); (released, not found), or None: take the
+        transaction."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return [], []
+        extras = [_inner(dict(events[i]), masked=True) if events and events.get(i) else "" for i in wanted]
+        request_id = os.urandom(8).hex()
+        with self._mutex:
+            self.memory.load()
+            args = [request_id, self._now(), self.memory.ledger_id or "", self.memory.counter, _REQUEST_TTL_MS,
+                    self.options.journal_max_lines, len(wanted), *wanted, *extras]
+            with self._errors():
+                self._prepare()
+                reply, outcome = self._change(scripts.FAST_RELEASE, args, request_id)
+            if reply is None:
+                if outcome is None:
+                    return None  # it did not happen: the transaction does it
+                records = [r or None for r in outcome.split(b"\n")]
+            elif not reply[0]:
+                return None
+            else:
+                records = list(reply[1:])
+            released: list[Allocation] = []
+            missing: list[str] = []
+            for ident, raw in zip(wanted, records):
+                if not raw:
+                    missing.append(ident)
+                    continue
+                try:
+                    released.append(self._parsed.get(raw) or Allocation.from_dict(_json(raw, "an allocation")))
+                except (RecordError, ValueError) as exc:
+                    raise self.error(str(exc), corrupt=True) from None
         return released, missing
 
-    # -- waking waiters ------------------------------------------------------------------
-
-    def _wake_key(self, waiter_id: str) -> bytes:
-        return f"{self._prefix}:wake:{waiter_id}".encode()
+    # -- waking waiters --------------------------------------------------------------------
 
     def waiter_channel(self, waiter_id: str) -> RedisWakeChannel:
-        """A list the waiter blocks on (``BLPOP``); a releaser pushes into it."""
-        return RedisWakeChannel(self, self._wake_key(waiter_id))
+        """A list the waiter blocks on (``BLPOP``); :meth:`notify` pushes into it."""
+        return RedisWakeChannel(self, self.key(f"wake:{waiter_id}"))
 
-    def notify(self, waiter_ids: list[str]) -> None:
-        """Wake these waiters (best effort: a waiter re-checks on a timer anyway)."""
-        commands: list[tuple[Any, ...]] = []
-        for waiter_id in waiter_ids:
-            key = self._wake_key(waiter_id)
-            commands += [("RPUSH", key, "!"), ("PEXPIRE", key, _WAKE_TTL_MS)]
+    def notify(self, waiter_ids: Sequence[str]) -> None:
+        """Wake exactly these waiters (one element in each one's list, at most; best
+        effort: a waiter re-checks on a timer anyway)."""
+        if not waiter_ids:
+            return
         try:
-            with self._lock:
-                self._wire.many(commands)
+            with self._mutex:
+                self._eval(scripts.NOTIFY, [_WAKE_TTL_MS, *waiter_ids])
         except Exception:  # noqa: BLE001
             self._wire.close()
 
-    def forget_waiters(self, waiter_ids: list[str]) -> None:
+    def forget_waiters(self, waiter_ids: Sequence[str]) -> None:
+        if not waiter_ids:
+            return
         try:
-            with self._lock:
-                self._wire.many([("DEL", self._wake_key(w)) for w in waiter_ids])
+            with self._mutex:
+                self._wire.many([("DEL", *(self.key(f"wake:{w}") for w in waiter_ids))])
         except Exception:  # noqa: BLE001
+            self._wire.close()
+
+    def close(self) -> None:
+        with self._mutex:
             self._wire.close()
 
 
 class RedisWakeChannel:
     """The receiving end of one waiter's wake-up list, on its own connection."""
 
-    def __init__(self, ledger: RedisLedger, key: bytes) -> None:
+    def __init__(self, ledger: RedisLedger, key: str) -> None:
         self.ledger = ledger
         self.key = key
-        self._wire = _Wire(ledger.server_url, ledger.options)
+        self._wire = Wire(ledger.server_url, ledger.options)
 
     def wait(self, timeout: float) -> bool:
         """Sleep until notified or ``timeout`` seconds pass; True when notified."""
@@ -558,13 +697,7 @@ class RedisWakeChannel:
         except Exception:  # noqa: BLE001 - the waiter's next transaction reports an outage
             self._wire.close()
             return False
-        if isinstance(reply, Exception) or reply is None:
-            return False
-        try:
-            self._wire.many([("DEL", self.key)])
-        except Exception:  # noqa: BLE001
-            self._wire.close()
-        return True
+        return not isinstance(reply, Exception) and reply is not None
 
     def close(self) -> None:
         try:
@@ -580,19 +713,160 @@ class RedisWakeChannel:
         self.close()
 
 
-def _pending(entries: Any) -> tuple[tuple[str, float], ...]:
-    """The recorded releases, as (id, time)."""
+# -- encoding ------------------------------------------------------------------------------------
+
+_DYNAMIC = frozenset({"created_at", "expires_at", "slot", "fencing_token", "slots", "instances",
+                      "lease_expires_at"})
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _limits(capacity: Capacity, *, drained: bool) -> str:
+    """A pool's limits in short, as the fast grant compares them."""
+    names = hashlib.sha1("\n".join(capacity.names).encode()).hexdigest()[:16] if capacity.names else ""
+    return (f"{capacity.instances}|{_opt(capacity.memory_mb)}|{_opt(capacity.cpu_units)}|{names}|"
+            f"{1 if drained else 0}")
+
+
+def _inner(data: Mapping[str, Any], *, masked: bool = False, braces: bool = False) -> str:
+    """``data`` as compact JSON, without its braces unless ``braces`` (masked as a journal
+    line is, when ``masked``)."""
+    text = encode_line(data)[:-1].decode() if masked else json.dumps(data, separators=(",", ":"))
+    return text if braces else text[1:-1]
+
+
+def _due_score(allocation: Allocation) -> str:
+    due = allocation.expires_at
+    if allocation.lease_expires_at is not None:
+        due = min(due, allocation.lease_expires_at)
+    return repr(due)
+
+
+def _journal_record(allocation: Allocation) -> str:
+    return encode_line(allocation_record(allocation))[:-1].decode()
+
+
+def _sections(changes: Changes, *, reset: bool) -> list[Any]:
+    """The changes as the commit script reads them: each section a count and its items.
+    A reset starts from nothing, so only its grants count."""
+    out: list[Any] = []
+    grants = changes.grants
+    removals = [] if reset else changes.removals
+    out.append(len(grants))
+    for a in grants:
+        out += [a.id, a.json, _journal_record(a), _due_score(a), a.owner.host]
+    out.append(len(removals))
+    for a in removals:
+        out += [a.id, a.owner.host]
+    out.append(len(changes.updates))
+    for a in changes.updates:
+        out += [a.id, a.json, _journal_record(a), _due_score(a)]
+    if reset:
+        deltas, taken, freed = usage_by_key(grants), taken_slots(grants), {}
+    else:
+        deltas, taken, freed = changes.deltas, changes.slots_taken, changes.slots_freed
+    items = [(k, u) for k, u in deltas.items() if u != Usage()]
+    out.append(len(items))
+    for key, u in items:
+        out += [key, u.memory_mb, u.cpu_units, u.instances, u.dedicated]
+    for slots in (taken, freed):
+        pairs = [(k, i) for k, indices in slots.items() for i in sorted(indices)]
+        out.append(len(pairs))
+        for key, index in pairs:
+            out += [key, index]
+    out.append(len(changes.pools))
+    for p in changes.pools:
+        out += [p.key, json.dumps(p.to_dict(), separators=(",", ":")), _limits(p.capacity, drained=p.drained)]
+    out.append(len(changes.waiters_put))
+    for w in changes.waiters_put.values():
+        out += [w.id, json.dumps(w.to_dict(), separators=(",", ":"))]
+    out.append(len(changes.waiters_gone))
+    out += sorted(changes.waiters_gone)
+    out.append(len(changes.events))
+    out += [encode_line(e)[:-1] for e in changes.events]
+    out.append(0)  # waiters to wake with the commit: the engine wakes them after it (notify)
+    return out
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+def _json(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise RecordError(f"{what} is not JSON: {raw[:60]!r}") from None
+
+
+def _usage(text: bytes, key: str) -> Usage:
+    parts = text.split()
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise RecordError(f"the usage of {key} must be four whole numbers, got {text[:60]!r}")
+    return Usage.from_list([int(p) for p in parts], f"the usage of {key}")
+
+
+def _index(member: bytes, key: str) -> int:
+    if not member.isdigit():
+        raise RecordError(f"an instance of {key} is not an index: {member[:30]!r}")
+    return int(member)
+
+
+def _whole(value: Any, what: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise RecordError(f"{what} must be a whole number, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isdigit():
+        number = int(value)
+    else:
+        raise RecordError(f"{what} must be a whole number, got {value!r}")
+    if not 0 <= number < (1 << 62):
+        raise RecordError(f"{what} must be between 0 and 2^62, got {number}")
+    return number
+
+
+def _whole_amounts(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+def _due(allocation: Allocation, now: float) -> bool:
+    return allocation.expires_at <= now or (allocation.lease_expires_at is not None
+                                            and allocation.lease_expires_at <= now)
+
+
+def _schema1_document(doc: bytes | None) -> dict[str, Any]:
+    """The schema-1 document as a dict: plain JSON, or the lines form the old code wrote
+    (a marker, the head as JSON, then one allocation per line)."""
+    if not doc:
+        raise RecordError("the document is empty")
+    if doc.startswith(b"#"):
+        lines = doc.split(b"\n")
+        head = json.loads(lines[1])
+        if not isinstance(head, dict):
+            raise RecordError("its head is not an object")
+        head["allocations"] = [json.loads(line) for line in lines[2:] if line.strip()]
+        data = head
+    else:
+        data = json.loads(doc)
+    if not isinstance(data, dict) or data.get("schema_version") != 1:
+        raise RecordError("it is not a schema-1 netra-rm ledger")
+    return data
+
+
+def _pending_releases(entries: Any) -> list[tuple[str, float]]:
+    """The releases the old code recorded without its lock: (id, when)."""
     found = []
     for entry in entries or ():
-        ident, _, when = _text(entry).partition(" ")  # type: ignore[union-attr]
+        ident, _, when = entry.decode(errors="replace").partition(" ")
         try:
-            found.append((ident, float(when)))
+            moment = float(when)
         except ValueError:
-            found.append((ident, 0.0))
-    return tuple(found)
+            moment = 0.0
+        found.append((ident, moment))
+    return found
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+__all__ = ["RedisLedger", "RedisWakeChannel"]

@@ -97,6 +97,35 @@ class ServerLedger(Ledger):
         #: how the configuration scopes pools, for upgrading a schema-1 ledger
         self.scope_of: ScopeOf = host_scoped
 
+    def fencing_problem(self, *, exists: bool, ledger_id: str | None, origin: str | None, counter: int
+                        ) -> tuple[str, list[str]] | None:
+        """Why the ledger as read cannot be trusted, given what this host remembers of it
+        (see :mod:`netra_rm.ledger.fencing`): it is gone, its counter went back, or another
+        ledger took its place that nobody started on purpose. The message and the steps to
+        recover, or None when it is the ledger this host knows."""
+        self.memory.load()
+        seen_id, seen = self.memory.ledger_id, self.memory.counter
+        if seen_id is None:
+            return None
+        where = f"the {self.backend} ledger at {self.location}"
+        if not exists:
+            message = (f"{where} lost its state: this host saw its fencing counter at {seen} and it is now empty "
+                       f"(was the server restarted without persistence?). Allocations granted before are unknown, "
+                       f"so nothing is granted or released until it is reset.")
+        elif ledger_id == seen_id:
+            if counter >= seen:
+                return None
+            message = (f"{where}: the fencing counter went backwards, from {seen} (seen by this host) to "
+                       f"{counter} (was it restored from an older copy?). Nothing is granted or released until it "
+                       "is reset.")
+        elif origin == "reset" and counter >= seen:
+            return None  # reset on purpose by someone, and fencing continues above what we saw
+        else:
+            message = (f"{where} was started again from scratch: it is not the ledger this host used (was the "
+                       "server restarted without persistence, or its keys evicted?), so allocations granted "
+                       "before are unknown. Nothing is granted or released until it is reset.")
+        return message, self.reset_steps(seen)
+
     def reset_steps(self, seen: int) -> list[str]:
         return [f"Once the jobs that held allocations in it have ended, start a fresh ledger: netra-rm --ledger "
                 f"'{self.location}' cleanup --force (its fencing tokens continue above {seen}).",

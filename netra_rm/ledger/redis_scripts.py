@@ -1,0 +1,528 @@
+"""The Lua scripts of the Redis ledger: every change to it is one of these, so it is atomic.
+
+The keys of a ledger named NAME all begin with ``netra-rm:{NAME}:`` (one hash slot):
+
+=====================  ============================================================
+``meta``               hash: ``schema`` (2), ``id``, ``origin``, ``counter`` (fencing),
+                       ``seq`` (the journal's last number), ``version`` (one more at
+                       every change: a transaction's commit checks it did not move)
+``alloc``              hash: allocation id -> its record (JSON)
+``arec``               hash: allocation id -> its journal record (checkpoints are
+                       built from these without parsing anything)
+``exp``                sorted set: allocation id by when it is due (its expiry or its
+                       lease, whichever is first): reclaiming reads only what is due
+``host:HOST``          set: the ids of the allocations owned on HOST
+``usage``              hash: pool key -> "MEMORY CPU INSTANCES DEDICATED", kept current
+                       with every grant and release
+``slots:KEY``          set: the instance indices held in pool KEY
+``pools``, ``plim``    hashes: pool key -> its registered record (JSON), and its limits in
+                       short (``INSTANCES|MEMORY|CPU|NAMES|DRAINED``) for the fast grant
+``waiters``            hash: waiter id -> its queue entry (JSON)
+``journal``,           lists: the journal, and the one before it (each starts with a
+``journal.1``          checkpoint when it was started or rotated)
+``req:ID``             a request id's outcome, kept an hour: a client whose reply was
+                       lost asks it whether its change happened
+``lock``, ``holder``,  the slow path's lock (see :mod:`netra_rm.ledger.redis`)
+``hand:CLIENT``
+``wake:WAITER``        a waiter's wake-up list (it blocks on it with BLPOP)
+``ledger``, ``released``  a schema-1 ledger (one document), upgraded on first use
+=====================  ============================================================
+
+Numbers Lua works with stay below 2^53 (fencing tokens are about 2^51 today), so they are
+exact; times and amounts go out as text formatted here, never through Lua's own
+number-to-text. A script checks everything before its first write: Redis does not undo
+the writes of a script that fails halfway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+_PRELUDE = r"""
+local P = ARGV[1]
+local function K(name) return P .. name end
+local function now_of(given)
+  if given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function ms(x) return math.floor(x * 1000 + 0.5) / 1000 end
+local function num(x) return string.format('%.3f', x) end
+local function int(x) return string.format('%d', x) end
+local function parse_usage(text)
+  if not text then return {0, 0, 0, 0} end
+  local a, b, c, d = string.match(text, '^(%d+) (%d+) (%d+) (%d+)$')
+  if not a then return nil end
+  return {tonumber(a), tonumber(b), tonumber(c), tonumber(d)}
+end
+local function write_usage(key, u)
+  if u[1] == 0 and u[2] == 0 and u[3] == 0 and u[4] == 0 then
+    redis.call('HDEL', K('usage'), key)
+  else
+    redis.call('HSET', K('usage'), key, string.format('%d %d %d %d', u[1], u[2], u[3], u[4]))
+  end
+end
+local function push_all(key, items)
+  local i = 1
+  while i <= #items do
+    local j = math.min(i + 999, #items)
+    redis.call('RPUSH', key, unpack(items, i, j))
+    i = j + 1
+  end
+end
+-- Before any change: start the journal (a new ledger) or rotate it (past max lines). The
+-- new list opens with a checkpoint of the allocations committed so far.
+local function journal_open(now, maxlines)
+  local meta = redis.call('HMGET', K('meta'), 'seq', 'counter')
+  local seq = tonumber(meta[1] or '0')
+  local len = redis.call('LLEN', K('journal'))
+  local reason = false
+  if seq == 0 then
+    if len > 0 then reason = 'new ledger' else reason = 'start' end
+  elseif len >= maxlines then
+    reason = 'rotate'
+  end
+  local first = {}
+  if reason then
+    if len > 0 then redis.call('RENAME', K('journal'), K('journal.1')) end
+    first[1] = '{"event":"checkpoint","after":' .. int(seq) .. ',"time":' .. num(ms(now)) .. ',"reason":"'
+      .. reason .. '","fencing_counter":' .. int(tonumber(meta[2] or '0')) .. ',"allocations":['
+      .. table.concat(redis.call('HVALS', K('arec')), ',') .. ']}'
+  end
+  return {seq, first}
+end
+-- Number the events after the journal's last line and append them (after the checkpoint).
+local function journal_write(opened, events)
+  local seq, out = opened[1], opened[2]
+  for _, e in ipairs(events) do
+    seq = seq + 1
+    out[#out + 1] = '{"seq":' .. int(seq) .. ',' .. string.sub(e, 2)
+  end
+  push_all(K('journal'), out)
+  redis.call('HSET', K('meta'), 'seq', int(seq))
+end
+local function add_allocation(id, json, rec, score, host)
+  redis.call('HSET', K('alloc'), id, json)
+  redis.call('HSET', K('arec'), id, rec)
+  redis.call('ZADD', K('exp'), score, id)
+  redis.call('SADD', K('host:') .. host, id)
+end
+local function drop_allocation(id, host)
+  redis.call('HDEL', K('alloc'), id)
+  redis.call('HDEL', K('arec'), id)
+  redis.call('ZREM', K('exp'), id)
+  redis.call('SREM', K('host:') .. host, id)
+end
+local function hand_on(ttl)
+  redis.call('SET', K('holder'), 'handoff', 'PX', ttl)
+  if redis.call('LLEN', K('lock')) == 0 then redis.call('RPUSH', K('lock'), 't') end
+end
+local function wake(ids, ttl)
+  for _, id in ipairs(ids) do
+    local key = K('wake:') .. id
+    if redis.call('LLEN', key) == 0 then redis.call('RPUSH', key, '!') end
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+-- Is the ledger there, the one this host knows, and its counter not below what it saw?
+local function recognised(expected_id, floor)
+  local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter')
+  if meta[1] ~= '2' then return false end
+  if expected_id ~= '' and meta[2] ~= expected_id then return false end
+  if tonumber(meta[3] or '0') < tonumber(floor) then return false end
+  return true
+end
+-- A fast path runs only while no transaction holds the ledger and nobody waits.
+local function quiet()
+  local h = redis.call('GET', K('holder'))
+  if h and h ~= 'handoff' then return false end
+  return redis.call('HLEN', K('waiters')) == 0
+end
+"""
+
+# Take the lock (mode "lock") or not ("read", "journal"), and read what a transaction over
+# the scope needs, by the server's clock.
+# ARGV: 1 prefix, 2 mode, 3 holder, 4 lock ttl (ms), 5 hand list, 6 now ('' = TIME),
+#       7 "1": everything, 8 sweep host or '', 9 most due allocations to read,
+#       10 n, then n pool keys, then m, then m allocation ids
+# Returns {0} when the lock is held by another, else {1, meta{schema, id, origin, counter,
+# seq, version}, schema-1 version or false, now, keys, usage, slots, pools, waiters, due
+# ids, host ids or false, allocation ids, their records, [journal.1, journal]}.
+_BEGIN = r"""
+local mode = ARGV[2]
+if mode == 'lock' then
+  local h = redis.call('GET', K('holder'))
+  if h ~= ARGV[3] then
+    local tok = redis.call('LPOP', ARGV[5])
+    if not tok then tok = redis.call('LPOP', K('lock')) end
+    if not tok and h then return {0} end
+  end
+  redis.call('SET', K('holder'), ARGV[3], 'PX', ARGV[4])
+end
+local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'origin', 'counter', 'seq', 'version')
+local old = false
+if not meta[1] then old = redis.call('HGET', K('ledger'), 'version') or false end
+local now = now_of(ARGV[6])
+local everything = ARGV[7] == '1'
+local keys, seen = {}, {}
+local function note(key)
+  if not seen[key] then seen[key] = true; keys[#keys + 1] = key end
+end
+local i = 10
+local n = tonumber(ARGV[i])
+for j = 1, n do note(ARGV[i + j]) end
+i = i + n + 1
+local ids, wanted = {}, {}
+local function want(id)
+  if not wanted[id] then wanted[id] = true; ids[#ids + 1] = id end
+end
+for j = 1, tonumber(ARGV[i]) do want(ARGV[i + j]) end
+if everything then
+  for _, key in ipairs(redis.call('HKEYS', K('usage'))) do note(key) end
+  for _, key in ipairs(redis.call('HKEYS', K('pools'))) do note(key) end
+end
+local usage, slots, pools = {}, {}, {}
+for j, key in ipairs(keys) do
+  usage[j] = redis.call('HGET', K('usage'), key) or ''
+  slots[j] = redis.call('SMEMBERS', K('slots:') .. key)
+  pools[j] = redis.call('HGET', K('pools'), key) or ''
+end
+local due = redis.call('ZRANGEBYSCORE', K('exp'), '-inf', string.format('%.6f', now), 'LIMIT', 0, tonumber(ARGV[9]))
+local host = false
+if ARGV[8] ~= '' then host = redis.call('SMEMBERS', K('host:') .. ARGV[8]) end
+local records
+if everything then
+  local all = redis.call('HGETALL', K('alloc'))
+  ids, records = {}, {}
+  for j = 1, #all, 2 do ids[#ids + 1] = all[j]; records[#records + 1] = all[j + 1] end
+else
+  for _, id in ipairs(due) do want(id) end
+  if host then for _, id in ipairs(host) do want(id) end end
+  if #ids > 0 then records = redis.call('HMGET', K('alloc'), unpack(ids)) else records = {} end
+end
+local out = {1, meta, old, string.format('%.6f', now), keys, usage, slots, pools, redis.call('HVALS', K('waiters')),
+             due, host, ids, records}
+if mode == 'journal' then
+  out[14] = redis.call('LRANGE', K('journal.1'), 0, -1)
+  out[15] = redis.call('LRANGE', K('journal'), 0, -1)
+end
+return out
+"""
+
+# Apply a transaction's changes, if the ledger did not change since it was read and the
+# lock is still ours (or nobody's), and hand the lock on.
+# ARGV: 1 prefix, 2 holder, 3 version read, 4 request id, 5 outcome, 6 request ttl (ms),
+#       7 journal max lines, 8 now, 9 ledger id, 10 origin, 11 counter or '', 12 journal seq
+#       to start from or '' (an upgrade), 13 "1": reset (start from nothing), 14 the
+#       schema-1 version upgraded or '', 15 lock ttl (ms), 16 wake ttl (ms), then sections,
+#       each a count and its items: grants (id, record, journal record, due, host), removals
+#       (id, host), updates (id, record, journal record, due), usage deltas (key, memory,
+#       cpu, instances, dedicated), slots taken (key, index), slots freed (key, index),
+#       pools (key, record, limits), waiters put (id, record), waiters gone (id), journal
+#       events (JSON without its seq), waiters to wake (id)
+# Returns {1, version} or {0, the version found}.
+_COMMIT = r"""
+local holder = ARGV[2]
+local h = redis.call('GET', K('holder'))
+local v = redis.call('HGET', K('meta'), 'version') or '0'
+if (h and h ~= holder) or v ~= ARGV[3] then return {0, v} end
+local upgrading = ARGV[14] ~= ''
+if upgrading then
+  local old = redis.call('HGET', K('ledger'), 'version') or '0'
+  if redis.call('EXISTS', K('meta')) == 1 or old ~= ARGV[14] then return {0, v} end
+end
+local i = 17
+local function take() local x = ARGV[i]; i = i + 1; return x end
+local function section(width)
+  local items = {}
+  for n = 1, tonumber(take()) do
+    local item = {}
+    for w = 1, width do item[w] = take() end
+    items[n] = item
+  end
+  return items
+end
+local grants, removals, updates = section(5), section(2), section(4)
+local deltas, taken, freed = section(5), section(2), section(2)
+local pools, put, gone, events, woken = section(3), section(2), section(1), section(1), section(1)
+local reset = ARGV[13] == '1'
+-- usage after the deltas, checked before anything is written
+local usage = {}
+for n, d in ipairs(deltas) do
+  local u = {0, 0, 0, 0}
+  if not reset then u = parse_usage(redis.call('HGET', K('usage'), d[1])) end
+  if not u then return redis.error_reply('CORRUPT the usage of ' .. d[1] .. ' is not four whole numbers') end
+  for w = 1, 4 do
+    u[w] = u[w] + tonumber(d[w + 1])
+    if u[w] < 0 then return redis.error_reply('CORRUPT the usage of ' .. d[1] .. ' would go below zero') end
+  end
+  usage[n] = u
+end
+local now = tonumber(ARGV[8])
+local opened = false
+if #events > 0 then opened = journal_open(now, tonumber(ARGV[7])) end
+if reset then
+  local pattern = string.gsub(P, '[%*%?%[%]\\]', '\\%0')
+  for _, kind in ipairs({'slots:', 'host:'}) do
+    local cursor = '0'
+    repeat
+      local page = redis.call('SCAN', cursor, 'MATCH', pattern .. kind .. '*', 'COUNT', 1000)
+      cursor = page[1]
+      for _, key in ipairs(page[2]) do redis.call('DEL', key) end
+    until cursor == '0'
+  end
+  redis.call('DEL', K('alloc'), K('arec'), K('exp'), K('usage'))
+end
+for _, r in ipairs(removals) do drop_allocation(r[1], r[2]) end
+for _, g in ipairs(grants) do add_allocation(g[1], g[2], g[3], g[4], g[5]) end
+for _, u in ipairs(updates) do
+  redis.call('HSET', K('alloc'), u[1], u[2])
+  redis.call('HSET', K('arec'), u[1], u[3])
+  redis.call('ZADD', K('exp'), u[4], u[1])
+end
+for n, d in ipairs(deltas) do write_usage(d[1], usage[n]) end
+for _, s in ipairs(freed) do redis.call('SREM', K('slots:') .. s[1], s[2]) end
+for _, s in ipairs(taken) do redis.call('SADD', K('slots:') .. s[1], s[2]) end
+for _, p in ipairs(pools) do
+  redis.call('HSET', K('pools'), p[1], p[2])
+  redis.call('HSET', K('plim'), p[1], p[3])
+end
+for _, w in ipairs(put) do redis.call('HSET', K('waiters'), w[1], w[2]) end
+for _, w in ipairs(gone) do redis.call('HDEL', K('waiters'), w[1]) end
+redis.call('HSET', K('meta'), 'schema', '2', 'id', ARGV[9], 'origin', ARGV[10])
+if ARGV[11] ~= '' then redis.call('HSET', K('meta'), 'counter', ARGV[11]) end
+if ARGV[12] ~= '' then redis.call('HSET', K('meta'), 'seq', ARGV[12]) end
+if opened then
+  local lines = {}
+  for n, e in ipairs(events) do lines[n] = e[1] end
+  journal_write(opened, lines)
+end
+if upgrading then
+  redis.call('RENAME', K('ledger'), K('ledger.schema1'))
+  redis.call('DEL', K('released'))
+end
+local version = redis.call('HINCRBY', K('meta'), 'version', 1)
+if ARGV[4] ~= '' then redis.call('SET', K('req:') .. ARGV[4], ARGV[5], 'PX', ARGV[6]) end
+hand_on(ARGV[15])
+local ids = {}
+for n, w in ipairs(woken) do ids[n] = w[1] end
+wake(ids, ARGV[16])
+return {1, version}
+"""
+
+# Give the lock back without changing anything.  ARGV: 1 prefix, 2 holder, 3 lock ttl (ms)
+_UNLOCK = r"""
+local h = redis.call('GET', K('holder'))
+if h and h ~= ARGV[2] then return 0 end
+hand_on(ARGV[3])
+return 1
+"""
+
+# Grant in one step (see RedisLedger.fast_grant): the same arithmetic as
+# netra_rm.core.admission.admit over the usage and instances held per pool key.
+# ARGV: 1 prefix, 2 request id, 3 now or '', 4 ledger id this host knows or '', 5 the
+#       counter it saw, 6 request ttl (ms), 7 journal max lines, 8 duration (s), 9 lease (s)
+#       or '', 10 machine free MB or '', 11 memory MB, 12 CPU units, 13 "1": dedicated,
+#       14 allocation id, 15 owner host, 16 its record's fixed fields (JSON, no braces),
+#       17 its journal record's fixed fields, 18 limits (JSON), 19 n charges, then per
+#       charge: key, key as JSON, kind (layer, caps, pool), instances, memory MB or '', CPU
+#       units or '', "1": honours dedicated, "1": hands out instances, limits expected in
+#       the registry or '' (a host pool), instance names as JSON strings joined by "\n"
+# Returns {1, record} or {0, why}.
+_FAST_GRANT = r"""
+if not recognised(ARGV[4], ARGV[5]) then return {0, 'ledger'} end
+if not quiet() then return {0, 'busy'} end
+local mem, cpu, dedicated = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13] == '1'
+local charges, caps = {}, false
+local i = 20
+for n = 1, tonumber(ARGV[19]) do
+  local c = {key = ARGV[i], json = ARGV[i + 1], kind = ARGV[i + 2], instances = tonumber(ARGV[i + 3]),
+             mem = tonumber(ARGV[i + 4]), cpu = tonumber(ARGV[i + 5]), dedicated = ARGV[i + 6] == '1',
+             slots = ARGV[i + 7] == '1', expect = ARGV[i + 8], names = ARGV[i + 9]}
+  i = i + 10
+  if c.expect ~= '' and redis.call('HGET', K('plim'), c.key) ~= c.expect then return {0, 'pool'} end
+  local u = parse_usage(redis.call('HGET', K('usage'), c.key))
+  if not u then return {0, 'usage'} end
+  c.usage = u
+  if c.kind == 'caps' then caps = c end
+  if c.mem and u[1] + mem > c.mem then return {0, 'full'} end
+  if c.cpu and u[2] + cpu > c.cpu then return {0, 'full'} end
+  if u[3] + 1 > c.instances then return {0, 'full'} end
+  if c.kind == 'layer' and c.dedicated then
+    if dedicated and u[3] > 0 then return {0, 'full'} end
+    if u[4] > 0 then return {0, 'full'} end
+  end
+  charges[n] = c
+end
+if ARGV[10] ~= '' then
+  local used = 0
+  if caps then used = caps.usage[1] end
+  if mem > tonumber(ARGV[10]) - used then return {0, 'full'} end
+end
+for _, c in ipairs(charges) do
+  if c.slots then
+    local set = K('slots:') .. c.key
+    for index = 0, c.instances - 1 do
+      if redis.call('SISMEMBER', set, index) == 0 then c.slot = index; break end
+    end
+    if not c.slot then return {0, 'full'} end
+  end
+end
+-- it fits: grant
+local now = now_of(ARGV[3])
+local created = ms(now)
+local expires = ms(now + tonumber(ARGV[8]))
+local due = expires
+local lease = false
+if ARGV[9] ~= '' then
+  lease = ms(now + tonumber(ARGV[9]))
+  if lease < due then due = lease end
+end
+local opened = journal_open(now, tonumber(ARGV[7]))
+local token = redis.call('HINCRBY', K('meta'), 'counter', 1)
+local slots, instances, first = {}, {}, false
+for _, c in ipairs(charges) do
+  local u = c.usage
+  u[1] = u[1] + mem
+  u[2] = u[2] + cpu
+  u[3] = u[3] + 1
+  if dedicated then u[4] = u[4] + 1 end
+  write_usage(c.key, u)
+  if c.slot then
+    redis.call('SADD', K('slots:') .. c.key, c.slot)
+    slots[#slots + 1] = c.json .. ':' .. int(c.slot)
+    if first == false then first = c.slot end
+    if c.names ~= '' then
+      local n = 0
+      for name in string.gmatch(c.names, '[^\n]+') do
+        if n == c.slot then instances[#instances + 1] = c.json .. ':' .. name; break end
+        n = n + 1
+      end
+    end
+  end
+end
+local dynamic = ',"slot":' .. int(first or 0) .. ',"fencing_token":' .. int(token) .. ',"slots":{'
+  .. table.concat(slots, ',') .. '}'
+if #instances > 0 then dynamic = dynamic .. ',"instances":{' .. table.concat(instances, ',') .. '}' end
+local record = '{' .. ARGV[16] .. ',"created_at":' .. num(created) .. ',"expires_at":' .. num(expires) .. dynamic
+if lease then record = record .. ',"lease_expires_at":' .. num(lease) end
+record = record .. '}'
+local rec = '{' .. ARGV[17] .. dynamic .. '}'
+add_allocation(ARGV[14], record, rec, num(due), ARGV[15])
+journal_write(opened, {'{"time":' .. num(created) .. ',"event":"grant",' .. ARGV[17] .. dynamic .. ',"limits":'
+  .. ARGV[18] .. '}'})
+redis.call('HINCRBY', K('meta'), 'version', 1)
+redis.call('SET', K('req:') .. ARGV[2], record, 'PX', ARGV[6])
+return {1, record}
+"""
+
+# Release in one step when nobody waits (see RedisLedger.fast_release).
+# ARGV: 1 prefix, 2 request id, 3 now or '', 4 ledger id this host knows or '', 5 the
+#       counter it saw, 6 request ttl (ms), 7 journal max lines, 8 n, then n allocation
+#       ids, then n extra journal fields (JSON without braces, or '')
+# Returns {1, record or false per id} or {0, why}.
+_FAST_RELEASE = r"""
+if not recognised(ARGV[4], ARGV[5]) then return {0, 'ledger'} end
+if not quiet() then return {0, 'busy'} end
+local n = tonumber(ARGV[8])
+local found, usage, out = {}, {}, {1}
+local order = {}
+for j = 1, n do
+  local id = ARGV[8 + j]
+  local record = redis.call('HGET', K('alloc'), id)
+  if record and not found[id] then
+    local ok, a = pcall(cjson.decode, record)
+    if not ok or type(a) ~= 'table' or type(a.charges) ~= 'table' or type(a.owner) ~= 'table'
+        or type(a.owner.host) ~= 'string' or type(a.slots) ~= 'table' then
+      return {0, 'record'}
+    end
+    local held = {a.memory_mb, math.floor(a.cpu_percent * 1000 + 0.5), 1, 0}
+    if a.dedicated then held[4] = 1 end
+    for _, key in ipairs(a.charges) do
+      if not usage[key] then
+        usage[key] = parse_usage(redis.call('HGET', K('usage'), key))
+        if not usage[key] then return {0, 'usage'} end
+        order[#order + 1] = key
+      end
+      for w = 1, 4 do
+        usage[key][w] = usage[key][w] - held[w]
+        if usage[key][w] < 0 then return {0, 'usage'} end
+      end
+    end
+    found[id] = {a = a, record = record, rec = redis.call('HGET', K('arec'), id), extra = ARGV[8 + n + j]}
+    out[j + 1] = record
+  else
+    out[j + 1] = false
+  end
+end
+local now = now_of(ARGV[3])
+local events = {}
+for j = 1, n do
+  local f = found[ARGV[8 + j]]
+  if f and out[j + 1] then
+    local line = '{"time":' .. num(ms(now)) .. ',"event":"release",' .. string.sub(f.rec or '{}', 2, -2)
+    if f.extra ~= '' then line = line .. ',' .. f.extra end
+    events[#events + 1] = line .. '}'
+  end
+end
+if #events == 0 then return out end
+local opened = journal_open(now, tonumber(ARGV[7]))
+for id, f in pairs(found) do
+  drop_allocation(id, f.a.owner.host)
+  for key, index in pairs(f.a.slots) do redis.call('SREM', K('slots:') .. key, index) end
+end
+for _, key in ipairs(order) do write_usage(key, usage[key]) end
+journal_write(opened, events)
+redis.call('HINCRBY', K('meta'), 'version', 1)
+local kept = {}
+for j = 2, #out do kept[#kept + 1] = out[j] or '' end
+redis.call('SET', K('req:') .. ARGV[2], table.concat(kept, '\n'), 'PX', ARGV[6])
+return out
+"""
+
+# The journal's last lines, read from the end.  ARGV: 1 prefix, 2 how many
+# Returns {seq or false, "1" when a schema-1 ledger waits to be upgraded, lines of
+# journal.1 (only when journal holds fewer), lines of journal}.
+_TAIL = r"""
+local want = tonumber(ARGV[2])
+local seq = redis.call('HGET', K('meta'), 'seq') or false
+local old = '0'
+if not seq then old = tostring(redis.call('EXISTS', K('ledger'))) end
+local lines = redis.call('LRANGE', K('journal'), -want, -1)
+local before = {}
+if #lines < want then before = redis.call('LRANGE', K('journal.1'), -(want - #lines), -1) end
+return {seq, old, before, lines}
+"""
+
+# Wake these waiters: one element in each one's list, at most.  ARGV: 1 prefix, 2 ttl (ms), 3... ids
+_NOTIFY = r"""
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+wake(ids, ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Script:
+    """A script's name, its body (with the shared functions first) and its SHA-1."""
+
+    name: str
+    body: bytes
+    sha: str
+
+
+def _script(name: str, body: str) -> Script:
+    raw = (_PRELUDE + body).encode()
+    return Script(name, raw, hashlib.sha1(raw).hexdigest())
+
+
+BEGIN = _script("begin", _BEGIN)
+COMMIT = _script("commit", _COMMIT)
+UNLOCK = _script("unlock", _UNLOCK)
+FAST_GRANT = _script("fast_grant", _FAST_GRANT)
+FAST_RELEASE = _script("fast_release", _FAST_RELEASE)
+TAIL = _script("tail", _TAIL)
+NOTIFY = _script("notify", _NOTIFY)
+ALL = (BEGIN, COMMIT, UNLOCK, FAST_GRANT, FAST_RELEASE, TAIL, NOTIFY)
