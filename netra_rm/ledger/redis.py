@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from netra_rm import deadline
 from netra_rm.errors import LedgerError, UsageError
@@ -70,6 +70,7 @@ from netra_rm.records import (
     token_floor,
     usage_by_key,
 )
+from netra_rm.redact import MASK
 
 #: How a Redis ledger URL is written (a password goes in the userinfo, before the host).
 _URL_FORMS = ["Give --ledger redis://HOST[:PORT][/DB][?ledger=NAME] or "
@@ -165,13 +166,14 @@ class RedisLedger(ServerLedger):
         return self.error(f"answered with an error: {text}.", remediation=self._reach_steps())
 
     def _password_wanted(self) -> LedgerError:
-        t = self._wire.target
-        where = f"unix://:PASSWORD@{t.socket_path}?db={t.db}" if t.socket_path else \
-            f"redis://:PASSWORD@{t.host}:{t.port}/{t.db}"
+        parts = urlsplit(self.location)
+        user = parts.netloc.rpartition("@")[0].partition(":")[0] if "@" in parts.netloc else ""
+        host = parts.netloc.rpartition("@")[2]
+        with_password = urlunsplit((parts.scheme, f"{user}:{MASK}@{host}", parts.path, parts.query, ""))
         return self.error("is on a server that wants a password (its requirepass), and the ledger URL gives none.",
-                          remediation=[f"Put the password in the ledger URL, percent-encoded: --ledger '{where}' "
-                                       "(or NETRA_RM_LEDGER; a user goes before the colon if the server has ACL "
-                                       "users).", *self._password_check()])
+                          remediation=[f"Put the password in the ledger URL where {MASK} stands, percent-encoded: "
+                                       f"--ledger '{with_password}' (or NETRA_RM_LEDGER; with ACL users, the user "
+                                       "goes before the colon).", *self._password_check()])
 
     def _password_check(self) -> list[str]:
         t = self._wire.target
@@ -430,7 +432,11 @@ class RedisLedger(ServerLedger):
             holder = f"{self._client}:{next(self._serial)}"
             with self._errors():
                 self._prepare()
-                reply = self._begin(scope, holder)
+                try:
+                    reply = self._begin(scope, holder)
+                except BaseException:
+                    self._abort(holder)  # it may have taken the lock before its reply was lost
+                    raise
             try:
                 read = self._transaction_read(reply, scope, holder, reset=reset)
                 fresh_id, origin, floor = read.ledger_id, read.origin or "new", 0

@@ -138,35 +138,46 @@ class Wire:
         """Send ``commands`` in one write and read every reply; an error reply comes back
         as a :class:`ReplyError` in its place.
 
-        Any failure closes the connection. A request that could not be written whole on a
-        connection opened earlier (the server closed it while idle, say) never reached
-        the server: it is sent once more on a new one. One that was sent and got no reply
-        is sent again only when ``idempotent``; otherwise :class:`ReplyLost` is raised.
+        Any failure closes the connection. A request that could not be written whole (the
+        server closed an idle connection, say) never reached the server: it is sent once
+        more on a new connection. One that was sent and got no reply is sent again only
+        when ``idempotent`` and its connection had served before (it may have been closed
+        while idle); otherwise :class:`ReplyLost` is raised.
         """
         reused = self._sock is not None
         try:
-            return self._send(commands, extra_timeout)
+            return self._send(commands, extra_timeout, idempotent)
         except ReplyLost as lost:
             self.close()
             if not (idempotent and reused and not lost.timed_out):
                 raise
         except _NotSent:
-            self.close()
-            if not reused:
-                raise
+            self.close()  # nothing of it reached the server: send it again on a new connection
         except BaseException:
             self.close()
             raise
         try:
-            return self._send(commands, extra_timeout)
+            return self._send(commands, extra_timeout, idempotent)
         except BaseException:
             self.close()
             raise
 
-    def _send(self, commands: Sequence[Sequence[Any]], extra_timeout: float) -> list[Any]:
+    def _send(self, commands: Sequence[Sequence[Any]], extra_timeout: float, idempotent: bool) -> list[Any]:
         hello: list[tuple[Any, ...]] = []
         if self._sock is None:
             hello = self._connect()
+            if not idempotent:
+                # learn the connection's id before a change goes out on it: if its reply is
+                # lost, that session is the one to end before asking what became of it
+                try:
+                    self._exchange(hello, (), 0.0)
+                except ReplyLost as exc:
+                    raise _NotSent(str(exc)) from None
+                hello = []
+        return self._exchange(hello, commands, extra_timeout)
+
+    def _exchange(self, hello: Sequence[Sequence[Any]], commands: Sequence[Sequence[Any]],
+                  extra_timeout: float) -> list[Any]:
         sock = self._sock
         assert sock is not None
         # a blocking command (BLMOVE, BLPOP) takes its own time too
