@@ -649,3 +649,71 @@ def test_a_one_call_release_or_grant_on_a_ledger_this_host_does_not_know_is_refu
         b.allocate(request, b.owner())
     assert "started again from scratch" in refused.value.message
     assert [a.id for a in c.active_allocations()] == [theirs.id]
+
+
+# -- a kill storm ----------------------------------------------------------------------------------------
+
+STORM = """
+layers:
+  storm:
+    services: []
+    pool: {memory_mb: 400, cpu_percent: 40, instances: 4}
+limits: {max_memory_mb: 100000, max_cpu_percent: 100, max_parallel_instances: 1000}
+machine: {check_memory: false}
+"""
+
+
+def test_kill_storm_on_redis(redis_server, tmp_path: Path) -> None:
+    """Rounds of workers allocating, waiting, releasing and reclaiming, SIGKILLed at
+    random moments (inside a script, holding the lock, between two calls): after each
+    round the journal verifies clean, and the next transaction drops what the dead held
+    (and their places in the queue), and nothing of the living."""
+    config = _write(tmp_path / "storm.yaml", STORM)
+    location = f"{redis_server.url}?ledger={ledger_name()}"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NETRA_RM_")}, "PYTHONPATH": str(ROOT),
+           "NETRA_RM_HOST_ID": "storm-host", "XDG_STATE_HOME": str(tmp_path / "state")}
+    worker = Path(__file__).with_name("workers") / "storm_worker.py"
+
+    def spawn(mode: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, str(worker), str(config), location, mode], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=env)
+
+    def auditor() -> Engine:
+        ledger = RedisLedger(location, state_dir=tmp_path / "state-auditor", options=ServerOptions(lock_ttl=0.5))
+        return Engine(load_config(config, env={}), ledger, env={"NETRA_RM_HOST_ID": "storm-host"})
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    survivor = spawn("hold")
+    kept = survivor.stdout.readline().strip()
+    assert kept
+    dead: set[int] = set()
+    try:
+        for round_no in range(4):
+            orphan = spawn("orphan")
+            orphan.communicate(timeout=60)
+            dead.add(orphan.pid)
+            workers = [spawn("wait" if i % 3 == 0 else "loop") for i in range(9)]
+            for w in workers:
+                assert w.stdout.readline().strip() == "started"
+            victims = workers[:]
+            rng.shuffle(victims)
+            for w in victims:
+                for _ in range(rng.randrange(0, 6)):
+                    auditor().ledger.read(Scope())  # random moments
+                w.send_signal(signal.SIGKILL)
+            for w in workers:
+                w.wait(timeout=60)
+                dead.add(w.pid)
+            report = verify_ledger(auditor())
+            assert report.findings == (), f"round {round_no} (seed {seed}): {report.findings}"
+            print(f"round {round_no}: {report.events} events, notes: {report.notes}")
+            left = auditor().active_allocations()
+            assert [a.id for a in left] == [kept], f"round {round_no} (seed {seed})"
+            assert not [w for w in auditor().queue() if w.owner.pid in dead]
+            assert verify_ledger(auditor()).findings == ()
+    finally:
+        survivor.stdin.close()
+        survivor.wait(timeout=60)
+    assert redis_call(redis_server, "EXISTS", f"netra-rm:{{{location.rsplit('=', 1)[1]}}}:journal.1") == 1, \
+        "the storm should have rotated the journal"

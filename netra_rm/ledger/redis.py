@@ -37,6 +37,7 @@ its journal kept.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -123,6 +124,7 @@ class RedisLedger(ServerLedger):
         self._checked = False
         self._warnings: tuple[str, ...] = ()
         self._parsed: dict[bytes, Allocation] = {}
+        self._charges_cache: dict[Any, tuple[list[Any], str]] = {}
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -201,45 +203,50 @@ class RedisLedger(ServerLedger):
         reply = self._wire.many([*before, command], extra_timeout=extra_timeout, idempotent=idempotent)[-1]
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
             loads = [("SCRIPT", "LOAD", s.body) for s in scripts.ALL]
-            reply = self._wire.many([*loads, command], idempotent=idempotent)[-1]
+            replies = self._wire.many([*loads, command], idempotent=idempotent)
+            reply = next((r for r in replies if isinstance(r, ReplyError)), replies[-1])
         if isinstance(reply, ReplyError):
             raise reply
         return reply
 
-    def _change(self, script: scripts.Script, args: Sequence[Any], request_id: str) -> tuple[Any, bytes | None]:
+    def _change(self, script: scripts.Script, args: Sequence[Any], lookup: Sequence[Any]) -> tuple[Any, Any]:
         """Run a script that changes the ledger: (its reply, None). When the reply is lost,
-        (None, the outcome it recorded) if it happened, else (None, None)."""
+        (None, what ``lookup`` finds of it: None when the change did not happen)."""
         try:
             return self._eval(script, args, idempotent=False), None
         except ReplyLost as lost:
-            return None, self._outcome(request_id, lost)
+            return None, self._outcome(lookup, lost)
 
-    def _outcome(self, request_id: str, lost: ReplyLost) -> bytes | None:
+    def _outcome(self, lookup: Sequence[Any], lost: ReplyLost) -> Any:
         """What became of a change whose reply was lost: kill the connection it was sent on
-        (anything of it still on its way is then dropped), then read its request id's
-        record. Tries a few times within the reply timeout; when the server cannot be
-        asked, the answer is unknown, and the error says so."""
+        (anything of it still on its way is then dropped), then look for its record
+        (``lookup``). Tries a few times within the reply timeout; when the server cannot
+        be asked, the answer is unknown, and the error says so."""
         end = time.monotonic() + max(1.0, deadline.remaining(self.options.io_timeout))
         while True:
-            commands: list[tuple[Any, ...]] = []
+            commands: list[Sequence[Any]] = []
             if lost.client_id is not None:
                 commands.append(("CLIENT", "KILL", "ID", lost.client_id))
-            commands.append(("GET", self.key(f"req:{request_id}")))
+            commands.append(lookup)
             try:
                 replies = self._wire.many(commands)
                 found = replies[-1]
                 if isinstance(found, ReplyError):
                     raise found
-                return found if isinstance(found, bytes) else None
+                return found
             except (ReplyError, OSError, ConnectionError) as exc:
                 if time.monotonic() >= end or deadline.passed():
                     why = "did not answer" if lost.timed_out else "dropped the connection"
                     raise self.error(f"{why} after this command's change was sent, and could not be asked "
-                                     f"whether it was written ({exc}); request id {request_id}.",
+                                     f"whether it was written ({exc}; looked for: {lookup[-1]}).",
                                      remediation=["Look with `netra-rm status` whether it was; release what "
                                                   "this command was granted, if it was.",
                                                   *self._reach_steps()]) from None
                 time.sleep(0.01)
+
+    def _request(self, request_id: str) -> tuple[str, str]:
+        """Where a change records its request id's outcome."""
+        return ("GET", self.key(f"req:{request_id}"))
 
     def _prepare(self) -> None:
         """Once per process: refuse a server that may evict keys; note one without persistence."""
@@ -498,11 +505,11 @@ class RedisLedger(ServerLedger):
                            "1" if reset else "", upgrading, self._ttl_ms(), _WAKE_TTL_MS]
         args += _sections(changes, reset=reset)
         with self._errors():
-            reply, outcome = self._change(scripts.COMMIT, args, request_id)
+            reply, outcome = self._change(scripts.COMMIT, args, self._request(request_id))
             if reply is None and outcome is None:
                 # the reply was lost and the change did not happen (its session is gone):
                 # send it once more
-                reply, outcome = self._change(scripts.COMMIT, args, request_id)
+                reply, outcome = self._change(scripts.COMMIT, args, self._request(request_id))
                 if reply is None and outcome is None:
                     raise self.error("dropped the connection twice while this command's change was sent; the "
                                      "change was not written.", remediation=["Run the command again."])
@@ -586,14 +593,9 @@ class RedisLedger(ServerLedger):
                            priority=request.priority, request_id=plan.request_id, slot_key=layer_key)
         fixed = {k: v for k, v in draft.to_dict().items() if k not in _DYNAMIC}
         journal_fixed = {k: v for k, v in allocation_record(draft).items() if k not in _DYNAMIC}
-        limits = limits_record({c.key: c.capacity for c in plan.charges})
-        charges: list[Any] = []
-        for c in plan.charges:
-            cap: Capacity = c.capacity
-            charges += [c.key, json.dumps(c.key), c.kind, cap.instances, _opt(cap.memory_mb), _opt(cap.cpu_units),
-                        "1" if cap.dedicated else "", "1" if c.slots else "",
-                        _limits(cap, drained=False) if c.central else "",
-                        "\n".join(json.dumps(n) for n in cap.names)]
+        charges, limits = self._charge_args(plan.charges)
+        if not charges:
+            return None
         with self._mutex:
             self.memory.load()
             args = [plan.request_id, self._now(), self.memory.ledger_id or "", self.memory.counter, _REQUEST_TTL_MS,
@@ -601,23 +603,67 @@ class RedisLedger(ServerLedger):
                     "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
                     "" if plan.machine_free_mb is None else repr(float(plan.machine_free_mb)),
                     request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.allocation_id,
-                    plan.owner.host, _inner(fixed), _inner(journal_fixed, masked=True), _inner(limits, masked=True,
-                                                                                               braces=True),
-                    len(plan.charges), *charges]
+                    plan.owner.host, _inner(fixed), _inner(journal_fixed, masked=True), limits, len(plan.charges),
+                    *charges]
             with self._errors():
                 self._prepare()
-                reply, outcome = self._change(scripts.FAST_GRANT, args, plan.request_id)
-            raw = outcome if reply is None else (reply[1] if reply[0] else None)
-            if raw is None:
-                return None
+                # the allocation's id is the request's record: a lost reply looks for it
+                reply, outcome = self._change(scripts.FAST_GRANT, args,
+                                              ("HGET", self.key("alloc"), plan.allocation_id))
             try:
-                allocation = Allocation.from_dict(_json(raw, "the allocation just granted"))
-            except (RecordError, ValueError) as exc:
+                if reply is not None and reply[0]:
+                    raw, times, taken, named = reply[1:]
+                    token, created, expires, lease = times.split()
+                    slots = taken.decode().split("\t") if taken else []
+                    names = named.decode().split("\t") if named else []
+                    allocation = dataclasses.replace(
+                        draft, created_at=float(created), expires_at=float(expires),
+                        lease_expires_at=None if lease == b"-" else float(lease), fencing_token=int(token),
+                        slots={k: int(i) for k, i in zip(slots[::2], slots[1::2])},
+                        instances={k: json.loads(n) for k, n in zip(names[::2], names[1::2])})
+                    self._remember(raw, allocation)
+                elif reply is None and outcome is not None:
+                    allocation = Allocation.from_dict(_json(outcome, "the allocation just granted"))
+                else:
+                    return None
+            except (RecordError, ValueError, TypeError) as exc:
                 raise self.error(str(exc), corrupt=True) from None
             if self.memory.ledger_id is not None:
                 self.memory.note(self.memory.ledger_id, allocation.fencing_token)
         self.memory.flush()
         return allocation
+
+    def _charge_args(self, charges: Sequence[Any]) -> tuple[list[Any], str]:
+        """The fast grant's arguments for these charges, and their limits as the journal
+        records them (kept: a host asks for the same pools again and again)."""
+        key = tuple((c.key, c.kind, c.central, c.slots, c.capacity.instances, c.capacity.memory_mb,
+                     c.capacity.cpu_units, c.capacity.dedicated, c.capacity.names,
+                     json.dumps(c.capacity.properties, sort_keys=True) if c.capacity.properties else "")
+                    for c in charges)
+        found = self._charges_cache.get(key)
+        if found is not None:
+            return found
+        args: list[Any] = []
+        for c in charges:
+            cap: Capacity = c.capacity
+            fields = [c.key, json.dumps(c.key), c.kind, str(cap.instances), _opt(cap.memory_mb), _opt(cap.cpu_units),
+                      "1" if cap.dedicated else "", "1" if c.slots else "",
+                      _limits(cap, drained=False) if c.central else "", "\n".join(json.dumps(n) for n in cap.names)]
+            if "\t" in c.key:
+                return [], ""  # cannot be sent this way: the transaction does it
+            args.append("\t".join(fields))
+        limits = _inner(limits_record({c.key: c.capacity for c in charges}), masked=True, braces=True)
+        if len(self._charges_cache) > 64:
+            self._charges_cache.clear()
+        self._charges_cache[key] = (args, limits)
+        return args, limits
+
+    def _remember(self, raw: bytes, allocation: Allocation) -> None:
+        """Keep a record just written with the allocation it holds: reading it back (a
+        release, say) then needs no parsing."""
+        if len(self._parsed) > 50_000:
+            self._parsed.clear()
+        self._parsed[raw] = allocation
 
     def fast_release(self, ids: Sequence[str], *, events: Mapping[str, Mapping[str, Any]] | None = None
                      ) -> tuple[list[Allocation], list[str]] | None:
@@ -635,7 +681,7 @@ class RedisLedger(ServerLedger):
                     self.options.journal_max_lines, len(wanted), *wanted, *extras]
             with self._errors():
                 self._prepare()
-                reply, outcome = self._change(scripts.FAST_RELEASE, args, request_id)
+                reply, outcome = self._change(scripts.FAST_RELEASE, args, self._request(request_id))
             if reply is None:
                 if outcome is None:
                     return None  # it did not happen: the transaction does it

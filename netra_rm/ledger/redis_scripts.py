@@ -14,7 +14,8 @@ The keys of a ledger named NAME all begin with ``netra-rm:{NAME}:`` (one hash sl
 ``host:HOST``          set: the ids of the allocations owned on HOST
 ``usage``              hash: pool key -> "MEMORY CPU INSTANCES DEDICATED", kept current
                        with every grant and release
-``slots:KEY``          set: the instance indices held in pool KEY
+``slots:KEY``          set: the instance indices held in pool KEY (``free:KEY`` and
+                       ``slothw``: the lowest free one, found without a scan)
 ``pools``, ``plim``    hashes: pool key -> its registered record (JSON), and its limits in
                        short (``INSTANCES|MEMORY|CPU|NAMES|DRAINED``) for the fast grant
 ``waiters``            hash: waiter id -> its queue entry (JSON)
@@ -72,10 +73,9 @@ local function push_all(key, items)
   end
 end
 -- Before any change: start the journal (a new ledger) or rotate it (past max lines). The
--- new list opens with a checkpoint of the allocations committed so far.
-local function journal_open(now, maxlines)
-  local meta = redis.call('HMGET', K('meta'), 'seq', 'counter')
-  local seq = tonumber(meta[1] or '0')
+-- new list opens with a checkpoint of the allocations committed so far. ``seq`` and
+-- ``counter`` are the ledger's as committed.
+local function journal_start(seq, counter, now, maxlines)
   local len = redis.call('LLEN', K('journal'))
   local reason = false
   if seq == 0 then
@@ -87,20 +87,28 @@ local function journal_open(now, maxlines)
   if reason then
     if len > 0 then redis.call('RENAME', K('journal'), K('journal.1')) end
     first[1] = '{"event":"checkpoint","after":' .. int(seq) .. ',"time":' .. num(ms(now)) .. ',"reason":"'
-      .. reason .. '","fencing_counter":' .. int(tonumber(meta[2] or '0')) .. ',"allocations":['
+      .. reason .. '","fencing_counter":' .. int(counter) .. ',"allocations":['
       .. table.concat(redis.call('HVALS', K('arec')), ',') .. ']}'
   end
   return {seq, first}
 end
--- Number the events after the journal's last line and append them (after the checkpoint).
-local function journal_write(opened, events)
+local function journal_open(now, maxlines)
+  local meta = redis.call('HMGET', K('meta'), 'seq', 'counter')
+  return journal_start(tonumber(meta[1] or '0'), tonumber(meta[2] or '0'), now, maxlines)
+end
+-- Number the events after the journal's last line and append them (after the checkpoint);
+-- the last number.
+local function journal_lines(opened, events)
   local seq, out = opened[1], opened[2]
   for _, e in ipairs(events) do
     seq = seq + 1
     out[#out + 1] = '{"seq":' .. int(seq) .. ',' .. string.sub(e, 2)
   end
   push_all(K('journal'), out)
-  redis.call('HSET', K('meta'), 'seq', int(seq))
+  return seq
+end
+local function journal_write(opened, events)
+  redis.call('HSET', K('meta'), 'seq', int(journal_lines(opened, events)))
 end
 local function add_allocation(id, json, rec, score, host)
   redis.call('HSET', K('alloc'), id, json)
@@ -114,6 +122,26 @@ local function drop_allocation(id, host)
   redis.call('ZREM', K('exp'), id)
   redis.call('SREM', K('host:') .. host, id)
 end
+-- Instances: ``slots:KEY`` holds the indices taken; every index below the high-water mark
+-- (``slothw`` KEY) that is not taken is in the sorted set ``free:KEY``, and every index
+-- from the mark up is free: the lowest free index is the lower of the set's first and the
+-- mark, found without a scan.
+local function slot_take(key, index)
+  local i = tonumber(index)
+  redis.call('SADD', K('slots:') .. key, i)
+  local hw = tonumber(redis.call('HGET', K('slothw'), key) or '0')
+  if i >= hw then
+    for j = hw, i - 1 do redis.call('ZADD', K('free:') .. key, j, j) end
+    redis.call('HSET', K('slothw'), key, i + 1)
+  else
+    redis.call('ZREM', K('free:') .. key, i)
+  end
+end
+local function slot_free(key, index)
+  local i = tonumber(index)
+  redis.call('SREM', K('slots:') .. key, i)
+  redis.call('ZADD', K('free:') .. key, i, i)
+end
 local function hand_on(ttl)
   redis.call('SET', K('holder'), 'handoff', 'PX', ttl)
   if redis.call('LLEN', K('lock')) == 0 then redis.call('RPUSH', K('lock'), 't') end
@@ -125,9 +153,9 @@ local function wake(ids, ttl)
     redis.call('PEXPIRE', key, ttl)
   end
 end
--- Is the ledger there, the one this host knows, and its counter not below what it saw?
-local function recognised(expected_id, floor)
-  local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter')
+-- Is the ledger there (``meta``: its schema, id and counter), the one this host knows, and
+-- its counter not below what this host saw?
+local function recognised(meta, expected_id, floor)
   if meta[1] ~= '2' then return false end
   if expected_id ~= '' and meta[2] ~= expected_id then return false end
   if tonumber(meta[3] or '0') < tonumber(floor) then return false end
@@ -137,7 +165,7 @@ end
 local function quiet()
   local h = redis.call('GET', K('holder'))
   if h and h ~= 'handoff' then return false end
-  return redis.call('HLEN', K('waiters')) == 0
+  return redis.call('EXISTS', K('waiters')) == 0
 end
 """
 
@@ -264,7 +292,7 @@ local opened = false
 if #events > 0 then opened = journal_open(now, tonumber(ARGV[7])) end
 if reset then
   local pattern = string.gsub(P, '[%*%?%[%]\\]', '\\%0')
-  for _, kind in ipairs({'slots:', 'host:'}) do
+  for _, kind in ipairs({'slots:', 'free:', 'host:'}) do
     local cursor = '0'
     repeat
       local page = redis.call('SCAN', cursor, 'MATCH', pattern .. kind .. '*', 'COUNT', 1000)
@@ -272,7 +300,7 @@ if reset then
       for _, key in ipairs(page[2]) do redis.call('DEL', key) end
     until cursor == '0'
   end
-  redis.call('DEL', K('alloc'), K('arec'), K('exp'), K('usage'))
+  redis.call('DEL', K('alloc'), K('arec'), K('exp'), K('usage'), K('slothw'))
 end
 for _, r in ipairs(removals) do drop_allocation(r[1], r[2]) end
 for _, g in ipairs(grants) do add_allocation(g[1], g[2], g[3], g[4], g[5]) end
@@ -282,8 +310,8 @@ for _, u in ipairs(updates) do
   redis.call('ZADD', K('exp'), u[4], u[1])
 end
 for n, d in ipairs(deltas) do write_usage(d[1], usage[n]) end
-for _, s in ipairs(freed) do redis.call('SREM', K('slots:') .. s[1], s[2]) end
-for _, s in ipairs(taken) do redis.call('SADD', K('slots:') .. s[1], s[2]) end
+for _, s in ipairs(freed) do slot_free(s[1], s[2]) end
+for _, s in ipairs(taken) do slot_take(s[1], s[2]) end
 for _, p in ipairs(pools) do
   redis.call('HSET', K('pools'), p[1], p[2])
   redis.call('HSET', K('plim'), p[1], p[3])
@@ -325,24 +353,37 @@ return 1
 #       counter it saw, 6 request ttl (ms), 7 journal max lines, 8 duration (s), 9 lease (s)
 #       or '', 10 machine free MB or '', 11 memory MB, 12 CPU units, 13 "1": dedicated,
 #       14 allocation id, 15 owner host, 16 its record's fixed fields (JSON, no braces),
-#       17 its journal record's fixed fields, 18 limits (JSON), 19 n charges, then per
-#       charge: key, key as JSON, kind (layer, caps, pool), instances, memory MB or '', CPU
-#       units or '', "1": honours dedicated, "1": hands out instances, limits expected in
-#       the registry or '' (a host pool), instance names as JSON strings joined by "\n"
-# Returns {1, record} or {0, why}.
+#       17 its journal record's fixed fields, 18 limits (JSON), 19 n charges, then one
+#       argument per charge, its fields joined by tabs: key, key as JSON, kind (layer, caps,
+#       pool), instances, memory MB or '', CPU units or '', "1": honours dedicated, "1":
+#       hands out instances, limits expected in the registry or '' (none: a host pool),
+#       instance names as JSON strings joined by newlines
+# Returns {1, record, "TOKEN CREATED EXPIRES LEASE-or--", "KEY<tab>INDEX<tab>...",
+# "KEY<tab>NAME-as-JSON<tab>..."} or {0, why}. The allocation's id is its request's record:
+# a client that lost the reply looks for it.
 _FAST_GRANT = r"""
-if not recognised(ARGV[4], ARGV[5]) then return {0, 'ledger'} end
+local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter', 'seq', 'version')
+if not recognised(meta, ARGV[4], ARGV[5]) then return {0, 'ledger'} end
 if not quiet() then return {0, 'busy'} end
 local mem, cpu, dedicated = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13] == '1'
-local charges, caps = {}, false
-local i = 20
+local charges, keys, caps = {}, {}, false
 for n = 1, tonumber(ARGV[19]) do
-  local c = {key = ARGV[i], json = ARGV[i + 1], kind = ARGV[i + 2], instances = tonumber(ARGV[i + 3]),
-             mem = tonumber(ARGV[i + 4]), cpu = tonumber(ARGV[i + 5]), dedicated = ARGV[i + 6] == '1',
-             slots = ARGV[i + 7] == '1', expect = ARGV[i + 8], names = ARGV[i + 9]}
-  i = i + 10
-  if c.expect ~= '' and redis.call('HGET', K('plim'), c.key) ~= c.expect then return {0, 'pool'} end
-  local u = parse_usage(redis.call('HGET', K('usage'), c.key))
+  local f = {}
+  for field in string.gmatch(ARGV[19 + n] .. '\t', '([^\t]*)\t') do f[#f + 1] = field end
+  charges[n] = {key = f[1], json = f[2], kind = f[3], instances = tonumber(f[4]), mem = tonumber(f[5]),
+                cpu = tonumber(f[6]), dedicated = f[7] == '1', slots = f[8] == '1', expect = f[9], names = f[10]}
+  keys[n] = f[1]
+end
+local limits = redis.call('HMGET', K('plim'), unpack(keys))
+local usages = redis.call('HMGET', K('usage'), unpack(keys))
+local marks = redis.call('HMGET', K('slothw'), unpack(keys))
+for n, c in ipairs(charges) do
+  if c.expect == '' then
+    if limits[n] then return {0, 'pool'} end
+  elseif limits[n] ~= c.expect then
+    return {0, 'pool'}
+  end
+  local u = parse_usage(usages[n])
   if not u then return {0, 'usage'} end
   c.usage = u
   if c.kind == 'caps' then caps = c end
@@ -353,21 +394,17 @@ for n = 1, tonumber(ARGV[19]) do
     if dedicated and u[3] > 0 then return {0, 'full'} end
     if u[4] > 0 then return {0, 'full'} end
   end
-  charges[n] = c
+  if c.slots then
+    c.mark = tonumber(marks[n] or '0')
+    local low = redis.call('ZRANGE', K('free:') .. c.key, 0, 0)
+    if low[1] and tonumber(low[1]) < c.mark then c.slot, c.reused = tonumber(low[1]), true else c.slot = c.mark end
+    if c.slot >= c.instances then return {0, 'full'} end
+  end
 end
 if ARGV[10] ~= '' then
   local used = 0
   if caps then used = caps.usage[1] end
   if mem > tonumber(ARGV[10]) - used then return {0, 'full'} end
-end
-for _, c in ipairs(charges) do
-  if c.slots then
-    local set = K('slots:') .. c.key
-    for index = 0, c.instances - 1 do
-      if redis.call('SISMEMBER', set, index) == 0 then c.slot = index; break end
-    end
-    if not c.slot then return {0, 'full'} end
-  end
 end
 -- it fits: grant
 local now = now_of(ARGV[3])
@@ -379,102 +416,128 @@ if ARGV[9] ~= '' then
   lease = ms(now + tonumber(ARGV[9]))
   if lease < due then due = lease end
 end
-local opened = journal_open(now, tonumber(ARGV[7]))
-local token = redis.call('HINCRBY', K('meta'), 'counter', 1)
-local slots, instances, first = {}, {}, false
+local counter = tonumber(meta[3] or '0')
+local opened = journal_start(tonumber(meta[4] or '0'), counter, now, tonumber(ARGV[7]))
+local token = counter + 1
+local written, slots, instances, taken, named = {}, {}, {}, {}, {}
+local first = false
 for _, c in ipairs(charges) do
   local u = c.usage
   u[1] = u[1] + mem
   u[2] = u[2] + cpu
   u[3] = u[3] + 1
   if dedicated then u[4] = u[4] + 1 end
-  write_usage(c.key, u)
+  written[#written + 1] = c.key
+  written[#written + 1] = string.format('%d %d %d %d', u[1], u[2], u[3], u[4])
   if c.slot then
     redis.call('SADD', K('slots:') .. c.key, c.slot)
+    if c.reused then
+      redis.call('ZREM', K('free:') .. c.key, c.slot)
+    else
+      redis.call('HSET', K('slothw'), c.key, c.slot + 1)
+    end
     slots[#slots + 1] = c.json .. ':' .. int(c.slot)
+    taken[#taken + 1] = c.key
+    taken[#taken + 1] = int(c.slot)
     if first == false then first = c.slot end
     if c.names ~= '' then
       local n = 0
       for name in string.gmatch(c.names, '[^\n]+') do
-        if n == c.slot then instances[#instances + 1] = c.json .. ':' .. name; break end
+        if n == c.slot then
+          instances[#instances + 1] = c.json .. ':' .. name
+          named[#named + 1] = c.key
+          named[#named + 1] = name
+          break
+        end
         n = n + 1
       end
     end
   end
 end
+redis.call('HSET', K('usage'), unpack(written))
 local dynamic = ',"slot":' .. int(first or 0) .. ',"fencing_token":' .. int(token) .. ',"slots":{'
   .. table.concat(slots, ',') .. '}'
 if #instances > 0 then dynamic = dynamic .. ',"instances":{' .. table.concat(instances, ',') .. '}' end
 local record = '{' .. ARGV[16] .. ',"created_at":' .. num(created) .. ',"expires_at":' .. num(expires) .. dynamic
 if lease then record = record .. ',"lease_expires_at":' .. num(lease) end
 record = record .. '}'
-local rec = '{' .. ARGV[17] .. dynamic .. '}'
-add_allocation(ARGV[14], record, rec, num(due), ARGV[15])
-journal_write(opened, {'{"time":' .. num(created) .. ',"event":"grant",' .. ARGV[17] .. dynamic .. ',"limits":'
-  .. ARGV[18] .. '}'})
-redis.call('HINCRBY', K('meta'), 'version', 1)
-redis.call('SET', K('req:') .. ARGV[2], record, 'PX', ARGV[6])
-return {1, record}
+add_allocation(ARGV[14], record, '{' .. ARGV[17] .. dynamic .. '}', num(due), ARGV[15])
+local seq = journal_lines(opened, {'{"time":' .. num(created) .. ',"event":"grant",' .. ARGV[17] .. dynamic
+  .. ',"limits":' .. ARGV[18] .. '}'})
+redis.call('HSET', K('meta'), 'counter', int(token), 'seq', int(seq), 'version', int(tonumber(meta[5] or '0') + 1))
+return {1, record, int(token) .. ' ' .. num(created) .. ' ' .. num(expires) .. ' ' .. (lease and num(lease) or '-'),
+        table.concat(taken, '\t'), table.concat(named, '\t')}
 """
 
 # Release in one step when nobody waits (see RedisLedger.fast_release).
 # ARGV: 1 prefix, 2 request id, 3 now or '', 4 ledger id this host knows or '', 5 the
 #       counter it saw, 6 request ttl (ms), 7 journal max lines, 8 n, then n allocation
-#       ids, then n extra journal fields (JSON without braces, or '')
+#       ids (each once), then n extra journal fields (JSON without braces, or '')
 # Returns {1, record or false per id} or {0, why}.
 _FAST_RELEASE = r"""
-if not recognised(ARGV[4], ARGV[5]) then return {0, 'ledger'} end
+local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter', 'seq', 'version')
+if not recognised(meta, ARGV[4], ARGV[5]) then return {0, 'ledger'} end
 if not quiet() then return {0, 'busy'} end
 local n = tonumber(ARGV[8])
-local found, usage, out = {}, {}, {1}
-local order = {}
+local ids = {}
+for j = 1, n do ids[j] = ARGV[8 + j] end
+local records = redis.call('HMGET', K('alloc'), unpack(ids))
+local out, found, keys, seen, held = {1}, {}, {}, {}, {}
 for j = 1, n do
-  local id = ARGV[8 + j]
-  local record = redis.call('HGET', K('alloc'), id)
-  if record and not found[id] then
+  local record = records[j]
+  out[j + 1] = record
+  if record then
     local ok, a = pcall(cjson.decode, record)
     if not ok or type(a) ~= 'table' or type(a.charges) ~= 'table' or type(a.owner) ~= 'table'
-        or type(a.owner.host) ~= 'string' or type(a.slots) ~= 'table' then
+        or type(a.owner.host) ~= 'string' or type(a.slots) ~= 'table' or type(a.memory_mb) ~= 'number'
+        or type(a.cpu_percent) ~= 'number' then
       return {0, 'record'}
     end
-    local held = {a.memory_mb, math.floor(a.cpu_percent * 1000 + 0.5), 1, 0}
-    if a.dedicated then held[4] = 1 end
+    found[#found + 1] = j
+    held[j] = {a = a, use = {a.memory_mb, math.floor(a.cpu_percent * 1000 + 0.5), 1, a.dedicated and 1 or 0}}
     for _, key in ipairs(a.charges) do
-      if not usage[key] then
-        usage[key] = parse_usage(redis.call('HGET', K('usage'), key))
-        if not usage[key] then return {0, 'usage'} end
-        order[#order + 1] = key
-      end
-      for w = 1, 4 do
-        usage[key][w] = usage[key][w] - held[w]
-        if usage[key][w] < 0 then return {0, 'usage'} end
-      end
+      if not seen[key] then seen[key] = true; keys[#keys + 1] = key end
     end
-    found[id] = {a = a, record = record, rec = redis.call('HGET', K('arec'), id), extra = ARGV[8 + n + j]}
-    out[j + 1] = record
-  else
-    out[j + 1] = false
   end
 end
+if #found == 0 then return out end
+local usage = {}
+if #keys > 0 then
+  local texts = redis.call('HMGET', K('usage'), unpack(keys))
+  for k, key in ipairs(keys) do
+    usage[key] = parse_usage(texts[k])
+    if not usage[key] then return {0, 'usage'} end
+  end
+end
+for _, j in ipairs(found) do
+  for _, key in ipairs(held[j].a.charges) do
+    for w = 1, 4 do
+      usage[key][w] = usage[key][w] - held[j].use[w]
+      if usage[key][w] < 0 then return {0, 'usage'} end
+    end
+  end
+end
+local recs = redis.call('HMGET', K('arec'), unpack(ids))
 local now = now_of(ARGV[3])
-local events = {}
-for j = 1, n do
-  local f = found[ARGV[8 + j]]
-  if f and out[j + 1] then
-    local line = '{"time":' .. num(ms(now)) .. ',"event":"release",' .. string.sub(f.rec or '{}', 2, -2)
-    if f.extra ~= '' then line = line .. ',' .. f.extra end
-    events[#events + 1] = line .. '}'
+local opened = journal_start(tonumber(meta[4] or '0'), tonumber(meta[3] or '0'), now, tonumber(ARGV[7]))
+local events, gone = {}, {}
+for _, j in ipairs(found) do
+  local line = '{"time":' .. num(ms(now)) .. ',"event":"release",' .. string.sub(recs[j] or '{}', 2, -2)
+  if ARGV[8 + n + j] ~= '' then line = line .. ',' .. ARGV[8 + n + j] end
+  events[#events + 1] = line .. '}'
+  gone[#gone + 1] = ids[j]
+  redis.call('SREM', K('host:') .. held[j].a.owner.host, ids[j])
+  for key, index in pairs(held[j].a.slots) do
+    redis.call('SREM', K('slots:') .. key, index)
+    redis.call('ZADD', K('free:') .. key, index, index)
   end
 end
-if #events == 0 then return out end
-local opened = journal_open(now, tonumber(ARGV[7]))
-for id, f in pairs(found) do
-  drop_allocation(id, f.a.owner.host)
-  for key, index in pairs(f.a.slots) do redis.call('SREM', K('slots:') .. key, index) end
-end
-for _, key in ipairs(order) do write_usage(key, usage[key]) end
-journal_write(opened, events)
-redis.call('HINCRBY', K('meta'), 'version', 1)
+redis.call('HDEL', K('alloc'), unpack(gone))
+redis.call('HDEL', K('arec'), unpack(gone))
+redis.call('ZREM', K('exp'), unpack(gone))
+for _, key in ipairs(keys) do write_usage(key, usage[key]) end
+local seq = journal_lines(opened, events)
+redis.call('HSET', K('meta'), 'seq', int(seq), 'version', int(tonumber(meta[5] or '0') + 1))
 local kept = {}
 for j = 2, #out do kept[#kept + 1] = out[j] or '' end
 redis.call('SET', K('req:') .. ARGV[2], table.concat(kept, '\n'), 'PX', ARGV[6])

@@ -79,9 +79,12 @@ class Target:
 class Wire:
     """One connection to Redis. Closed after any error and opened again on the next call.
 
-    ``calls`` and ``commands`` count the round trips and the commands sent (the bench
-    reads them); ``sent`` the bytes written.
+    ``calls`` and ``commands`` count the round trips and the commands sent, ``sent`` the
+    bytes written; ``totals`` the same for every connection of the process (the bench
+    reads them).
     """
+
+    totals = {"calls": 0, "commands": 0, "sent": 0}
 
     def __init__(self, server_url: str, options: ServerOptions) -> None:
         self.target = Target.from_url(server_url)
@@ -188,8 +191,12 @@ class Wire:
         except OSError as exc:
             raise _NotSent(f"the connection broke while sending ({_reason(exc)})") from None
         self.calls += 1
-        self.commands += len(commands)
+        self.commands += len(hello) + len(commands)
         self.sent += len(payload)
+        totals = Wire.totals
+        totals["calls"] += 1
+        totals["commands"] += len(hello) + len(commands)
+        totals["sent"] += len(payload)
         try:
             for _ in hello:
                 reply = read_reply(self._reader)
@@ -227,16 +234,20 @@ def _reason(exc: BaseException) -> str:
 def pack(command: Sequence[Any]) -> bytes:
     """One command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(command)]
+    append = out.append
     for arg in command:
-        if isinstance(arg, bytes):
-            raw = arg
-        elif isinstance(arg, str):
+        kind = type(arg)
+        if kind is str:
             raw = arg.encode()
-        elif isinstance(arg, float):
+        elif kind is bytes:
+            raw = arg
+        elif kind is int:
+            raw = b"%d" % arg
+        elif kind is float:
             raw = repr(arg).encode()
         else:
             raw = str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+        append(b"$%d\r\n%b\r\n" % (len(raw), raw))
     return b"".join(out)
 
 

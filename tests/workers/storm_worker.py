@@ -22,7 +22,18 @@ def main() -> None:
     from netra_rm.errors import NoCapacityError
 
     # the test's environment carries NETRA_RM_JOURNAL_MAX_BYTES
-    engine = Engine.from_options(config_path=config, ledger=ledger, env=dict(os.environ))
+    if ledger.startswith("redis"):
+        # a short lock expiry: a worker killed while it holds the lock stalls the others briefly
+        from netra_rm.config import load_config
+        from netra_rm.config.env import state_dir
+        from netra_rm.ledger.redis import RedisLedger
+        from netra_rm.ledger.server import ServerOptions
+
+        options = ServerOptions(lock_ttl=0.5, journal_max_lines=300)
+        engine = Engine(load_config(config, env=dict(os.environ)),
+                        RedisLedger(ledger, state_dir=state_dir(dict(os.environ)), options=options), env=dict(os.environ))
+    else:
+        engine = Engine.from_options(config_path=config, ledger=ledger, env=dict(os.environ))
     owner = engine.current_process_owner()
     request = engine.resolve_request("storm", mode, memory_mb=100, cpu_percent=10)
     if mode in ("hold", "orphan"):
