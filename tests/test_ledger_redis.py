@@ -436,7 +436,7 @@ def test_leases_are_judged_by_the_servers_clock_not_a_skewed_host(redis_server, 
     assert skewed.returncode == 3, skewed.stdout + skewed.stderr  # no room: the rig is held
     status = netra(env, "status", "--json", prefix=(faketime, "-f", "+45s"))
     assert [x["id"] for x in json.loads(status.stdout)["resources"]["active_allocations"]] == [held.id]
-    assert [e["event"] for e in ledger_history(a)[0] if e.get("id") == held.id] == ["grant"]
+    assert [e["event"] for e in ledger_history(a) if e.get("id") == held.id] == ["grant"]
 
 
 # -- schema 1 ------------------------------------------------------------------------------------------

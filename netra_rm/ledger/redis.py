@@ -647,8 +647,8 @@ class RedisLedger(ServerLedger):
         for c in charges:
             cap: Capacity = c.capacity
             fields = [c.key, json.dumps(c.key), c.kind, str(cap.instances), _opt(cap.memory_mb), _opt(cap.cpu_units),
-                      "1" if cap.dedicated else "", "1" if c.slots else "",
-                      _limits(cap, drained=False) if c.central else "", "\n".join(json.dumps(n) for n in cap.names)]
+                      "1" if cap.dedicated else "", "1" if c.slots else "", _limits(cap, drained=False),
+                      "\n".join(json.dumps(n) for n in cap.names), "1" if c.central else ""]
             if "\t" in c.key:
                 return [], ""  # cannot be sent this way: the transaction does it
             args.append("\t".join(fields))

@@ -356,8 +356,9 @@ return 1
 #       17 its journal record's fixed fields, 18 limits (JSON), 19 n charges, then one
 #       argument per charge, its fields joined by tabs: key, key as JSON, kind (layer, caps,
 #       pool), instances, memory MB or '', CPU units or '', "1": honours dedicated, "1":
-#       hands out instances, limits expected in the registry or '' (none: a host pool),
-#       instance names as JSON strings joined by newlines
+#       hands out instances, its limits (the registry's, if it holds the pool, must be
+#       these), instance names as JSON strings joined by newlines, "1": central (the
+#       registry must hold it)
 # Returns {1, record, "TOKEN CREATED EXPIRES LEASE-or--", "KEY<tab>INDEX<tab>...",
 # "KEY<tab>NAME-as-JSON<tab>..."} or {0, why}. The allocation's id is its request's record:
 # a client that lost the reply looks for it.
@@ -371,16 +372,17 @@ for n = 1, tonumber(ARGV[19]) do
   local f = {}
   for field in string.gmatch(ARGV[19 + n] .. '\t', '([^\t]*)\t') do f[#f + 1] = field end
   charges[n] = {key = f[1], json = f[2], kind = f[3], instances = tonumber(f[4]), mem = tonumber(f[5]),
-                cpu = tonumber(f[6]), dedicated = f[7] == '1', slots = f[8] == '1', expect = f[9], names = f[10]}
+                cpu = tonumber(f[6]), dedicated = f[7] == '1', slots = f[8] == '1', expect = f[9], names = f[10],
+                central = f[11] == '1'}
   keys[n] = f[1]
 end
 local limits = redis.call('HMGET', K('plim'), unpack(keys))
 local usages = redis.call('HMGET', K('usage'), unpack(keys))
 local marks = redis.call('HMGET', K('slothw'), unpack(keys))
 for n, c in ipairs(charges) do
-  if c.expect == '' then
-    if limits[n] then return {0, 'pool'} end
-  elseif limits[n] ~= c.expect then
+  if limits[n] then
+    if limits[n] ~= c.expect then return {0, 'pool'} end
+  elseif c.central then
     return {0, 'pool'}
   end
   local u = parse_usage(usages[n])
