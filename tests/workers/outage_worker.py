@@ -66,7 +66,7 @@ def main() -> None:
                     engine.release([allocation.id])
                     break
                 except LedgerError as exc:
-                    if fenced(exc, began):
+                    if fenced(exc, began) or began > give_up:
                         return
     finally:
         with open(log, "w") as f:
