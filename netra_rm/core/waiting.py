@@ -58,6 +58,7 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
         # other hosts know it is alive) three times a lease, for room that came back with
         # nobody to wake it (an expiry, a holder that died)
         max_pause = max(max_pause, min(engine.config.lease_seconds / 3, 5.0))
+        first_pause = max_pause  # woken when it can be served: checking sooner only costs the server
     waiter: Waiter | None = None
     admitted = False
     try:

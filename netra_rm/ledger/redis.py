@@ -80,6 +80,7 @@ _BLOCK = 0.5  # seconds a transaction blocks for the lock before it checks the h
 _MOST_DUE = 500  # allocations fallen due read by one transaction (the rest by the next ones)
 _REQUEST_TTL_MS = 3_600_000  # how long a change's request id is kept for a client that lost the reply
 _WAKE_TTL_MS = 60_000
+_QUEUE_MEMORY = 1.0  # seconds a process takes the queue it saw to be still there
 
 
 @dataclass
@@ -119,12 +120,14 @@ class RedisLedger(ServerLedger):
         self._client = os.urandom(6).hex()
         self._serial = itertools.count(1)
         self._hand = self.key(f"hand:{self._client}")
-        self._token_known = False  # did this process hand the lock token on last time?
         self._mutex = threading.RLock()  # one connection, shared by this process's threads
         self._checked = False
         self._warnings: tuple[str, ...] = ()
         self._parsed: dict[bytes, Allocation] = {}
         self._charges_cache: dict[Any, tuple[list[Any], str]] = {}
+        self._templates: dict[Any, tuple[Allocation, str, str]] = {}
+        self._spare_wires: list[Wire] = []
+        self._queue_until = 0.0
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -374,6 +377,7 @@ class RedisLedger(ServerLedger):
                     reply = self._eval(scripts.BEGIN, self._read_args(scope, mode))
                 read = self._checked_read(reply, scope)
             self._refuse_if_lost(read)
+            self._see_queue(bool(read.snapshot.waiters))
             if read.exists:
                 self.memory.note(read.ledger_id, read.counter)
         self.memory.flush()
@@ -414,13 +418,7 @@ class RedisLedger(ServerLedger):
         args = self._read_args(scope, "lock", holder)
         limit = deadline.remaining(self.options.lock_wait)
         end = time.monotonic() + limit
-        if self._token_known:
-            # this process handed the token on last time, so it exists: wait for it at once
-            block = round(max(0.001, min(_BLOCK, end - time.monotonic())), 3)
-            reply = self._eval(scripts.BEGIN, args, before=[("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT",
-                                                             block)], extra_timeout=block)
-        else:
-            reply = self._eval(scripts.BEGIN, args)
+        reply = self._eval(scripts.BEGIN, args)  # the script takes a free token itself
         while not reply[0]:
             left = end - time.monotonic()
             if left <= 0:
@@ -461,6 +459,7 @@ class RedisLedger(ServerLedger):
                 if starting:
                     txn.raise_counter(max(floor, token_floor(txn.now)))
                 yield txn
+                self._see_queue(bool(txn.waiters))
                 changes = txn.changes
                 if changes or (reset and starting):
                     ledger_id = fresh_id or uuid.uuid4().hex
@@ -514,23 +513,19 @@ class RedisLedger(ServerLedger):
                     raise self.error("dropped the connection twice while this command's change was sent; the "
                                      "change was not written.", remediation=["Run the command again."])
         if reply is not None and not reply[0]:
-            self._token_known = False
             raise self.error(f"changed while this process held its lock (it held it longer than "
                              f"{self.options.lock_ttl:g}s, or the server restarted); this command's change was "
                              "not written.", remediation=["Run the command again."])
-        self._token_known = True
 
     def _unlock(self, holder: str) -> None:
         with self._errors():
-            released = self._eval(scripts.UNLOCK, [holder, self._ttl_ms()])
-        self._token_known = bool(released)
+            self._eval(scripts.UNLOCK, [holder, self._ttl_ms()])
 
     def _abort(self, holder: str) -> None:
         try:
             self._eval(scripts.UNLOCK, [holder, self._ttl_ms()])
         except Exception:  # noqa: BLE001 - best effort: the holder's expiry frees the lock anyway
             self._wire.close()
-        self._token_known = False
 
     # -- schema 1 ---------------------------------------------------------------------------
 
@@ -585,17 +580,12 @@ class RedisLedger(ServerLedger):
         request = plan.request
         if not _whole_amounts(request.memory_mb, request.cpu_units) or any(c.capacity is None for c in plan.charges):
             return None
-        layer_key = next((c.key for c in plan.charges if c.kind == "layer"), None)
-        draft = Allocation(id=plan.allocation_id, layer=request.layer, category=request.category,
-                           memory_mb=request.memory_mb, cpu_units=request.cpu_units, dedicated=request.dedicated,
-                           requires=request.requires, created_at=0.0, expires_at=0.0, owner=plan.owner,
-                           charges=tuple(c.key for c in plan.charges), pools=request.pools,
-                           priority=request.priority, request_id=plan.request_id, slot_key=layer_key)
-        fixed = {k: v for k, v in draft.to_dict().items() if k not in _DYNAMIC}
-        journal_fixed = {k: v for k, v in allocation_record(draft).items() if k not in _DYNAMIC}
         charges, limits = self._charge_args(plan.charges)
-        if not charges:
+        if not charges or self._queue_seen():
             return None
+        template, fixed, journal_fixed = self._grant_template(request, plan.owner, plan.charges)
+        fixed = fixed.replace(_ID_MARK, plan.allocation_id).replace(_REQUEST_MARK, plan.request_id)
+        journal_fixed = journal_fixed.replace(_ID_MARK, plan.allocation_id)
         with self._mutex:
             self.memory.load()
             args = [plan.request_id, self._now(), self.memory.ledger_id or "", self.memory.counter, _REQUEST_TTL_MS,
@@ -603,8 +593,7 @@ class RedisLedger(ServerLedger):
                     "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
                     "" if plan.machine_free_mb is None else repr(float(plan.machine_free_mb)),
                     request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.allocation_id,
-                    plan.owner.host, _inner(fixed), _inner(journal_fixed, masked=True), limits, len(plan.charges),
-                    *charges]
+                    plan.owner.host, fixed, journal_fixed, limits, len(plan.charges), *charges]
             with self._errors():
                 self._prepare()
                 # the allocation's id is the request's record: a lost reply looks for it
@@ -617,7 +606,8 @@ class RedisLedger(ServerLedger):
                     slots = taken.decode().split("\t") if taken else []
                     names = named.decode().split("\t") if named else []
                     allocation = dataclasses.replace(
-                        draft, created_at=float(created), expires_at=float(expires),
+                        template, id=plan.allocation_id, request_id=plan.request_id,
+                        created_at=float(created), expires_at=float(expires),
                         lease_expires_at=None if lease == b"-" else float(lease), fencing_token=int(token),
                         slots={k: int(i) for k, i in zip(slots[::2], slots[1::2])},
                         instances={k: json.loads(n) for k, n in zip(names[::2], names[1::2])})
@@ -625,6 +615,7 @@ class RedisLedger(ServerLedger):
                 elif reply is None and outcome is not None:
                     allocation = Allocation.from_dict(_json(outcome, "the allocation just granted"))
                 else:
+                    self._note_refusal(reply)
                     return None
             except (RecordError, ValueError, TypeError) as exc:
                 raise self.error(str(exc), corrupt=True) from None
@@ -658,6 +649,39 @@ class RedisLedger(ServerLedger):
         self._charges_cache[key] = (args, limits)
         return args, limits
 
+    def _grant_template(self, request: Any, owner: Any, charges: Sequence[Any]) -> tuple[Allocation, str, str]:
+        """The parts of a grant's record and journal record that do not change from one
+        grant to the next of the same request (the ids are marks to fill in), kept."""
+        key = (request, owner, tuple(c.key for c in charges))
+        found = self._templates.get(key)
+        if found is not None:
+            return found
+        layer_key = next((c.key for c in charges if c.kind == "layer"), None)
+        template = Allocation(id=_ID_MARK, layer=request.layer, category=request.category,
+                              memory_mb=request.memory_mb, cpu_units=request.cpu_units, dedicated=request.dedicated,
+                              requires=request.requires, created_at=0.0, expires_at=0.0, owner=owner,
+                              charges=tuple(c.key for c in charges), pools=request.pools, priority=request.priority,
+                              request_id=_REQUEST_MARK, slot_key=layer_key)
+        fixed = _inner({k: v for k, v in template.to_dict().items() if k not in _DYNAMIC})
+        journal_fixed = _inner({k: v for k, v in allocation_record(template).items() if k not in _DYNAMIC},
+                               masked=True)
+        if len(self._templates) > 64:
+            self._templates.clear()
+        self._templates[key] = (template, fixed, journal_fixed)
+        return template, fixed, journal_fixed
+
+    def _queue_seen(self) -> bool:
+        """Did this process see waiters in the queue within the last second? The one-call
+        paths need an empty queue: while there is one, they are not tried (a call saved)."""
+        return time.monotonic() < self._queue_until
+
+    def _see_queue(self, waiting: bool) -> None:
+        self._queue_until = time.monotonic() + _QUEUE_MEMORY if waiting else 0.0
+
+    def _note_refusal(self, reply: Any) -> None:
+        if reply is not None and len(reply) > 1 and reply[1] == b"waiters":
+            self._see_queue(True)
+
     def _remember(self, raw: bytes, allocation: Allocation) -> None:
         """Keep a record just written with the allocation it holds: reading it back (a
         release, say) then needs no parsing."""
@@ -673,6 +697,8 @@ class RedisLedger(ServerLedger):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return [], []
+        if self._queue_seen():
+            return None
         extras = [_inner(dict(events[i]), masked=True) if events and events.get(i) else "" for i in wanted]
         request_id = os.urandom(8).hex()
         with self._mutex:
@@ -687,6 +713,7 @@ class RedisLedger(ServerLedger):
                     return None  # it did not happen: the transaction does it
                 records = [r or None for r in outcome.split(b"\n")]
             elif not reply[0]:
+                self._note_refusal(reply)
                 return None
             else:
                 records = list(reply[1:])
@@ -705,8 +732,11 @@ class RedisLedger(ServerLedger):
     # -- waking waiters --------------------------------------------------------------------
 
     def waiter_channel(self, waiter_id: str) -> RedisWakeChannel:
-        """A list the waiter blocks on (``BLPOP``); :meth:`notify` pushes into it."""
-        return RedisWakeChannel(self, self.key(f"wake:{waiter_id}"))
+        """A list the waiter blocks on (``BLPOP``); :meth:`notify` pushes into it. Its
+        connection is kept for the next waiter of this process."""
+        with self._mutex:
+            wire = self._spare_wires.pop() if self._spare_wires else Wire(self.server_url, self.options)
+        return RedisWakeChannel(self, self.key(f"wake:{waiter_id}"), wire)
 
     def notify(self, waiter_ids: Sequence[str]) -> None:
         """Wake exactly these waiters (one element in each one's list, at most; best
@@ -718,6 +748,14 @@ class RedisLedger(ServerLedger):
                 self._eval(scripts.NOTIFY, [_WAKE_TTL_MS, *waiter_ids])
         except Exception:  # noqa: BLE001
             self._wire.close()
+
+    def give_back(self, wire: Wire) -> None:
+        """Keep a wake channel's connection for the next waiter (one is enough)."""
+        with self._mutex:
+            if self._spare_wires:
+                wire.close()
+            else:
+                self._spare_wires.append(wire)
 
     def forget_waiters(self, waiter_ids: Sequence[str]) -> None:
         if not waiter_ids:
@@ -731,32 +769,38 @@ class RedisLedger(ServerLedger):
     def close(self) -> None:
         with self._mutex:
             self._wire.close()
+            for wire in self._spare_wires:
+                wire.close()
+            self._spare_wires.clear()
 
 
 class RedisWakeChannel:
-    """The receiving end of one waiter's wake-up list, on its own connection."""
+    """The receiving end of one waiter's wake-up list, on a connection of its own (a
+    blocking pop holds it). A wake-up left in the list when the waiter is done expires
+    with the list."""
 
-    def __init__(self, ledger: RedisLedger, key: str) -> None:
+    def __init__(self, ledger: RedisLedger, key: str, wire: Wire) -> None:
         self.ledger = ledger
         self.key = key
-        self._wire = Wire(ledger.server_url, ledger.options)
+        self._wire: Wire | None = wire
 
     def wait(self, timeout: float) -> bool:
         """Sleep until notified or ``timeout`` seconds pass; True when notified."""
+        wire = self._wire
+        if wire is None:
+            return False
         block = round(max(0.01, timeout), 3)
         try:
-            reply = self._wire.many([("BLPOP", self.key, block)], extra_timeout=block)[0]
+            reply = wire.many([("BLPOP", self.key, block)], extra_timeout=block)[0]
         except Exception:  # noqa: BLE001 - the waiter's next transaction reports an outage
-            self._wire.close()
+            wire.close()
             return False
         return not isinstance(reply, Exception) and reply is not None
 
     def close(self) -> None:
-        try:
-            self._wire.many([("DEL", self.key)])
-        except Exception:  # noqa: BLE001
-            pass
-        self._wire.close()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            self.ledger.give_back(wire)
 
     def __enter__(self) -> RedisWakeChannel:
         return self
@@ -767,6 +811,9 @@ class RedisWakeChannel:
 
 # -- encoding ------------------------------------------------------------------------------------
 
+#: stand-ins for a grant's ids in its kept templates (ids themselves: hex, which JSON
+#: leaves as it is, drawn afresh by each process so no text can hold them by chance)
+_ID_MARK, _REQUEST_MARK = os.urandom(8).hex(), os.urandom(8).hex()
 _DYNAMIC = frozenset({"created_at", "expires_at", "slot", "fencing_token", "slots", "instances",
                       "lease_expires_at"})
 

@@ -161,11 +161,13 @@ local function recognised(meta, expected_id, floor)
   if tonumber(meta[3] or '0') < tonumber(floor) then return false end
   return true
 end
--- A fast path runs only while no transaction holds the ledger and nobody waits.
-local function quiet()
+-- A fast path runs only while no transaction holds the ledger and nobody waits: why not
+-- ('lock', 'waiters'), or false.
+local function busy()
   local h = redis.call('GET', K('holder'))
-  if h and h ~= 'handoff' then return false end
-  return redis.call('EXISTS', K('waiters')) == 0
+  if h and h ~= 'handoff' then return 'lock' end
+  if redis.call('EXISTS', K('waiters')) == 1 then return 'waiters' end
+  return false
 end
 """
 
@@ -365,7 +367,8 @@ return 1
 _FAST_GRANT = r"""
 local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter', 'seq', 'version')
 if not recognised(meta, ARGV[4], ARGV[5]) then return {0, 'ledger'} end
-if not quiet() then return {0, 'busy'} end
+local why = busy()
+if why then return {0, why} end
 local mem, cpu, dedicated = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13] == '1'
 local charges, keys, caps = {}, {}, false
 for n = 1, tonumber(ARGV[19]) do
@@ -479,7 +482,8 @@ return {1, record, int(token) .. ' ' .. num(created) .. ' ' .. num(expires) .. '
 _FAST_RELEASE = r"""
 local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter', 'seq', 'version')
 if not recognised(meta, ARGV[4], ARGV[5]) then return {0, 'ledger'} end
-if not quiet() then return {0, 'busy'} end
+local why = busy()
+if why then return {0, why} end
 local n = tonumber(ARGV[8])
 local ids = {}
 for j = 1, n do ids[j] = ARGV[8 + j] end

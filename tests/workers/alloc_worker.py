@@ -37,7 +37,6 @@ def remove_the_lock(ledger: str) -> None:
         def slow_commit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
             time.sleep(0.005)  # widen the read-modify-write window (a busy machine serialises the workers)
             commit(self, *args, **kwargs)
-            self._token_known = False  # there is no lock token to wait for
 
         backend.RedisLedger._commit = slow_commit  # type: ignore[method-assign]
     elif ledger.startswith("postgres"):
