@@ -5,7 +5,9 @@ Prints one table (issue 14's goals in the last column):
 * allocate+release pairs per second through the Python API, one process, with 0, 1,000
   and 10,000 other allocations active, beside a counting semaphore (one Lua call per
   acquire and per release, holders in a sorted set, as Redis semaphores are usually
-  written), and the bytes each sends per transaction (one allocate or one release);
+  written) on the same hand-written client as the ledger, and the bytes each sends per
+  transaction (one allocate or one release); the semaphore through redis-py too, when it
+  is installed (how it is usually deployed);
 * 8 and 32 processes contending on an empty ledger, beside the semaphore;
 * 8 waiters on one slot, each holding it 50 ms: how much of the time the slot is held,
   beside a BLPOP token list;
@@ -144,6 +146,25 @@ def peer_pairs(url: str, key: str, seconds: float) -> tuple[float, float]:
         sem.release(ident)
         pairs += 1
     return pairs / (time.perf_counter() - began), (sem.wire.sent - sent) / (2 * pairs)
+
+
+def redis_py_pairs(url: str, key: str, seconds: float) -> tuple[float, float]:
+    """The same semaphore through redis-py, as it is usually deployed (and as the issue's
+    own peer figures were measured); bytes are not counted there."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    acquire, release = client.register_script(SEM_ACQUIRE), client.register_script(SEM_RELEASE)
+    pairs = 0
+    end = time.perf_counter() + seconds
+    began = time.perf_counter()
+    while time.perf_counter() < end:
+        ident = os.urandom(6).hex()
+        assert acquire(keys=[key], args=[1_000_000, time.time(), ident, 3600])
+        release(keys=[key], args=[ident])
+        pairs += 1
+    client.close()
+    return pairs / (time.perf_counter() - began), 0.0
 
 
 def fill(location: str, config: str, state: str, count: int) -> None:
@@ -301,6 +322,12 @@ def main() -> None:
             Path(config).write_text(CONFIG)
             state = str(Path(tmp) / "state")
             levels = (0, 1_000, 10_000)
+            try:
+                import redis  # noqa: F401 - only to compare with the peer as it is usually deployed
+
+                redis_py = True
+            except ImportError:
+                redis_py = False
             for active in levels:
                 fill(f"{server.url}?ledger=active{active}", config, state, active)
                 Semaphore(server.url, f"bench:sem:{active}", 1).fill(active)
@@ -311,6 +338,9 @@ def main() -> None:
                         ours_pairs(f"{server.url}?ledger=active{active}", config, state, args.seconds))
                     found.setdefault(("peer", active), []).append(
                         peer_pairs(server.url, f"bench:sem:{active}", args.seconds))
+                    if redis_py:
+                        found.setdefault(("redis-py", active), []).append(
+                            redis_py_pairs(server.url, f"bench:sem:{active}", args.seconds))
             med = {k: (statistics.median(v[0] for v in vals), statistics.median(v[1] for v in vals))
                    for k, vals in found.items()}
             base = med[("ours", 0)][0]
@@ -325,6 +355,10 @@ def main() -> None:
                              f"{ours[0] / peer[0]:.2f}x", goal))
                 rows.append((f"  bytes sent per transaction, {active:,} active", f"{ours[1]:,.0f} B",
                              f"{peer[1]:,.0f} B", "", ""))
+                if ("redis-py", active) in med:
+                    slow = med[("redis-py", active)][0]
+                    rows.append((f"  the peer through redis-py, {active:,} active", "", f"{slow:,.0f}",
+                                 f"{ours[0] / slow:.2f}x", ""))
             for processes in (8, 32):
                 ours_rate = contention("ours", f"{server.url}?ledger=contention{processes}", config, state, processes,
                                        args.seconds)

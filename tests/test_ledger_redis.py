@@ -717,3 +717,22 @@ def test_kill_storm_on_redis(redis_server, tmp_path: Path) -> None:
         survivor.wait(timeout=60)
     assert redis_call(redis_server, "EXISTS", f"netra-rm:{{{location.rsplit('=', 1)[1]}}}:journal.1") == 1, \
         "the storm should have rotated the journal"
+
+
+@pytest.mark.parametrize("where", ["silent", "closed"])
+def test_allocate_wait_timeout_2_with_the_server_unanswering_ends_within_3s(config: Path, where: str,
+                                                                           request: pytest.FixtureRequest) -> None:
+    """``--timeout`` bounds connecting, every reply and the lock wait: a server that takes
+    the connection and never answers, or a port nobody listens on."""
+    from servers import closed_port
+
+    port = request.getfixturevalue("silent_server").port if where == "silent" else closed_port()
+    env = {"NETRA_RM_LEDGER": f"redis://:{PASSWORDS[1]}@127.0.0.1:{port}/0?ledger=fleet",
+           "NETRA_RM_CONFIG": str(config)}
+    began = time.monotonic()
+    result = netra(env, "allocate", "--layer", "tiny", "--category", "db", "--wait", "--timeout", "2")
+    elapsed = time.monotonic() - began
+    assert result.returncode == 5, result.stderr
+    assert elapsed < 3 + 1.5, elapsed  # the command's start (a second or so on a busy machine) aside
+    assert "did not answer" in result.stderr or "cannot be reached" in result.stderr
+    no_password_in(result.stdout, result.stderr)
