@@ -52,7 +52,13 @@ def run_workers(tmp_path: Path, ledger: Backend, *extra: str) -> tuple[list[dict
             crashes.append(f"worker died with {proc.returncode}: {err.strip().splitlines()[-1:]}")
         elif log.exists():
             events += [json.loads(line) for line in log.read_text().splitlines()]
-    final = ledger.open(tmp_path / "state").read()
+    from netra_rm.errors import LedgerError
+
+    try:
+        final = ledger.open(tmp_path / "state").read()
+    except LedgerError as exc:  # the workers' own ledger refused: its fencing saw the damage
+        crashes.append(f"the ledger is refused: {exc.message}")
+        return events, {"fencing_counter": 0, "allocations": []}, crashes
     return events, {"fencing_counter": final.counter, "allocations": final.allocations}, crashes
 
 

@@ -26,7 +26,7 @@ from netra_rm.core.admission import admit
 from netra_rm.core.engine import Engine
 from netra_rm.core.verify import ledger_history, verify_ledger
 from netra_rm.errors import LedgerError, UsageError
-from netra_rm.ledger import GrantPlan, Scope
+from netra_rm.ledger import EVERYTHING, GrantPlan, Scope
 from netra_rm.ledger import redis_scripts as scripts
 from netra_rm.ledger.redis import RedisLedger
 from netra_rm.ledger.redis_wire import Wire
@@ -156,7 +156,7 @@ machine: {{check_memory: false}}
             except UsageError:
                 continue  # could never fit: refused before any ledger is asked
             found = charges_of(request, engine.config, engine.host_key)
-            snapshot = ledger.read(Scope(keys=frozenset(c.key for c in found)))
+            snapshot = ledger.read(EVERYTHING)  # every instance taken, as held (not the index kept for them)
             capacity = {c.key: snapshot.pools[c.key].capacity if c.key in snapshot.pools else c.capacity
                         for c in found}
             machine = None if request.memory_mb == 0 or rng.random() < 0.5 else float(rng.randint(0, 1200))
@@ -736,3 +736,23 @@ def test_allocate_wait_timeout_2_with_the_server_unanswering_ends_within_3s(conf
     assert elapsed < 3 + 1.5, elapsed  # the command's start (a second or so on a busy machine) aside
     assert "did not answer" in result.stderr or "cannot be reached" in result.stderr
     no_password_in(result.stdout, result.stderr)
+
+
+def test_the_one_call_paths_stand_aside_while_someone_waits(redis_server, config: Path, tmp_path: Path) -> None:
+    """Hosts that have not seen the queue: a release wakes the waiter (the transaction,
+    not the one-call path), and a newcomer does not take the room the waiter is owed."""
+    location = f"{redis_server.url}?ledger={ledger_name()}"
+    a, b, c = (engine_on(location, config, tmp_path, host) for host in ("host-a", "host-b", "host-c"))
+    request = a.resolve_request("rig", "hil")
+    held = a.allocate(request, a.owner())
+    allocation, waiter, _ = b.allocate_or_join(request, b.owner(), waiter_id="0000b0b1",
+                                               waiter_owner=b.current_process_owner())
+    assert allocation is None and waiter is not None
+    ledger = a.ledger
+    assert isinstance(ledger, RedisLedger)
+    a.release([held.id])
+    assert redis_call(redis_server, "LLEN", ledger.key("wake:0000b0b1")) == 1  # woken
+    newcomer, decision = c.try_allocate(request, c.owner())
+    assert newcomer is None and "queued ahead" in " ".join(decision.reasons)
+    granted, _ = b.try_admit_waiter(waiter, b.owner())
+    assert granted is not None

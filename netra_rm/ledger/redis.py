@@ -311,7 +311,10 @@ class RedisLedger(ServerLedger):
         for key, text, members, pool in zip(keys, reply[5], reply[6], reply[7]):
             if text:
                 usage[key] = _usage(text, key)
-            if members:
+            if isinstance(members, int):  # the lowest free index: every one below it is taken
+                if members:
+                    taken[key] = set(range(members))
+            elif members:
                 taken[key] = {_index(m, key) for m in members}
             if pool:
                 record = PoolRecord.from_dict(_json(pool, f"the pool {key}"))

@@ -177,8 +177,9 @@ end
 #       7 "1": everything, 8 sweep host or '', 9 most due allocations to read,
 #       10 n, then n pool keys, then m, then m allocation ids
 # Returns {0} when the lock is held by another, else {1, meta{schema, id, origin, counter,
-# seq, version}, schema-1 version or false, now, keys, usage, slots, pools, waiters, due
-# ids, host ids or false, allocation ids, their records, [journal.1, journal]}.
+# seq, version}, schema-1 version or false, now, keys, usage, instances taken (a list, or
+# the lowest free index), pools, waiters, due ids, host ids or false, allocation ids, their
+# records, [journal.1, journal]}.
 _BEGIN = r"""
 local mode = ARGV[2]
 if mode == 'lock' then
@@ -212,10 +213,19 @@ if everything then
   for _, key in ipairs(redis.call('HKEYS', K('usage'))) do note(key) end
   for _, key in ipairs(redis.call('HKEYS', K('pools'))) do note(key) end
 end
+-- the instances taken: every one (everything), else the lowest free one, below which all
+-- are taken (which are taken above it does not change a decision: it takes the lowest)
 local usage, slots, pools = {}, {}, {}
 for j, key in ipairs(keys) do
   usage[j] = redis.call('HGET', K('usage'), key) or ''
-  slots[j] = redis.call('SMEMBERS', K('slots:') .. key)
+  if everything then
+    slots[j] = redis.call('SMEMBERS', K('slots:') .. key)
+  else
+    local mark = tonumber(redis.call('HGET', K('slothw'), key) or '0')
+    local low = redis.call('ZRANGE', K('free:') .. key, 0, 0)
+    if low[1] and tonumber(low[1]) < mark then mark = tonumber(low[1]) end
+    slots[j] = mark
+  end
   pools[j] = redis.call('HGET', K('pools'), key) or ''
 end
 local due = redis.call('ZRANGEBYSCORE', K('exp'), '-inf', string.format('%.6f', now), 'LIMIT', 0, tonumber(ARGV[9]))

@@ -30,8 +30,9 @@ def main() -> None:
         from netra_rm.ledger.server import ServerOptions
 
         options = ServerOptions(lock_ttl=0.5, journal_max_lines=300)
-        engine = Engine(load_config(config, env=dict(os.environ)),
-                        RedisLedger(ledger, state_dir=state_dir(dict(os.environ)), options=options), env=dict(os.environ))
+        env = dict(os.environ)
+        engine = Engine(load_config(config, env=env), RedisLedger(ledger, state_dir=state_dir(env), options=options),
+                        env=env)
     else:
         engine = Engine.from_options(config_path=config, ledger=ledger, env=dict(os.environ))
     owner = engine.current_process_owner()
