@@ -60,7 +60,7 @@ def test_allocate_status_release_work_the_same_on_every_backend(cli, backend: Ba
     no_password_in(table.stdout, table.stderr)
 
     released = cli("release", allocation_id, "--json", env=env)
-    assert (released.code, released.json()) == (0, {"released": [allocation_id], "missing": []})
+    assert (released.code, released.json()) == (0, {"schema_version": 1, "released": [allocation_id], "missing": []})
     again = cli("release", allocation_id, env=env)
     assert again.code == 4
     assert f"allocation {allocation_id} not found" in again.stderr

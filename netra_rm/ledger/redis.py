@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from netra_rm import deadline
-from netra_rm.errors import LedgerError, UsageError
+from netra_rm.errors import LedgerError, LedgerLostError, UsageError
 from netra_rm.ledger import redis_scripts as scripts
 from netra_rm.ledger.base import EVERYTHING, SCHEMA_VERSION, Changes, GrantPlan, Scope, Snapshot, Txn
 from netra_rm.ledger.journal import allocation_record, encode_line, event_record, limits_record
@@ -364,7 +364,7 @@ class RedisLedger(ServerLedger):
         problem = self.fencing_problem(exists=read.exists, ledger_id=read.ledger_id, origin=read.origin,
                                        counter=read.counter)
         if problem is not None:
-            raise LedgerError(self.scrub(problem[0]), remediation=problem[1])
+            raise LedgerLostError(self.scrub(problem[0]), remediation=problem[1])
 
     def _read(self, scope: Scope, mode: str) -> _Read:
         """A consistent read without the lock (a schema-1 ledger is upgraded first)."""
@@ -452,7 +452,7 @@ class RedisLedger(ServerLedger):
                                                counter=read.counter)
                 if problem is not None:
                     if not reset:
-                        raise LedgerError(self.scrub(problem[0]), remediation=problem[1])
+                        raise LedgerLostError(self.scrub(problem[0]), remediation=problem[1])
                     fresh_id, origin = None, "reset"
                     floor = max(self.memory.counter, read.counter)
                     self.memory.forget()
