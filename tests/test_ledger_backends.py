@@ -150,14 +150,15 @@ def test_the_postgresql_tables_are_created_once_and_a_newer_schema_is_refused(pg
     assert engine.active_allocations() == []
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'netra_rm_%'")}
-        assert tables == {"netra_rm_meta", "netra_rm_ledger", "netra_rm_journal"}
+        assert tables == {"netra_rm_meta", "netra_rm_ledgers", "netra_rm_pools", "netra_rm_allocations",
+                          "netra_rm_waiters", "netra_rm_journal", "netra_rm_requests"}
         conn.execute("UPDATE netra_rm_meta SET value = '99' WHERE key = 'schema_version'")
         try:
             with pytest.raises(LedgerError) as failed:
                 engine_for(f"{pg_server.url}?ledger={name}", tmp_path).active_allocations()
             assert "set up by a newer netra-rm (tables version 99" in failed.value.message
         finally:
-            conn.execute("UPDATE netra_rm_meta SET value = '1' WHERE key = 'schema_version'")
+            conn.execute("UPDATE netra_rm_meta SET value = '2' WHERE key = 'schema_version'")
 
 
 def test_allocate_with_the_file_ledger_loads_no_server_driver(home: Path, tmp_path: Path) -> None:
@@ -352,27 +353,28 @@ def test_a_hung_postgresql_server_is_given_up_on_within_the_timeout(pg_server, t
     only netra-rm's own deadline ends the wait."""
     import signal
 
+    from netra_rm.ledger import Scope
     from netra_rm.ledger.postgres import PostgresLedger
-    from netra_rm.ledger.remote import ServerOptions
+    from netra_rm.ledger.server import ServerOptions
 
     ledger = PostgresLedger(f"{pg_server.url}?ledger={ledger_name()}",
                             options=ServerOptions(io_timeout=1.0, lock_wait=1.0))
-    with ledger.transaction() as state:
-        state.changed = True
-    backend_pid = ledger._conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with ledger.transaction(Scope()) as txn:
+        txn.journal({"time": txn.now, "event": "note"})
+    backend_pid = ledger._conn.info.backend_pid
     os.kill(backend_pid, signal.SIGSTOP)
     try:
         began = time.monotonic()
         with pytest.raises(LedgerError) as failed:
-            with ledger.transaction():
+            with ledger.transaction(Scope(keys=frozenset({"layer:tiny"}))):
                 pass
         assert time.monotonic() - began < 5
         assert "did not answer within 2s" in failed.value.message
         assert PASSWORDS[0] not in failed.value.message
     finally:
         os.kill(backend_pid, signal.SIGCONT)
-    with ledger.transaction() as state:  # a new connection, and on it goes
-        assert state.fencing_counter == 0
+    with ledger.transaction(Scope(keys=frozenset({"layer:tiny"}))) as txn:  # a new connection, and on it goes
+        assert txn.usage("layer:tiny").instances == 0
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])

@@ -7,7 +7,7 @@ usage: alloc_worker.py CONFIG LEDGER LOG ITERATIONS [--no-lock] [--host-id ID]
 LEDGER is a file path or a redis:// / postgresql:// URL. ``--host-id`` makes the worker
 pretend to run on another host (NETRA_RM_HOST_ID). ``--no-lock`` removes the ledger's
 exclusion, the fault the test must catch: for the file ledger the flock, for Redis the
-lock and the version check of the commit, for PostgreSQL the row lock.
+lock and the version check of the commit, for PostgreSQL the pool rows' locks.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ def remove_the_lock(ledger: str) -> None:
 
         backend.RedisLedger._commit = slow_commit  # type: ignore[method-assign]
     elif ledger.startswith("postgres"):
-        from netra_rm.ledger import postgres as backend
+        from netra_rm.ledger.postgres import ledger as backend
 
-        backend._SELECT_FOR_UPDATE = backend._SELECT_FOR_UPDATE.replace(" FOR UPDATE", "")
+        for name in ("_LOCK_KEYS", "_LOCK_KEYS_AND_HOST", "_LOCK_ALL"):  # decide without the row locks
+            setattr(backend, name, getattr(backend, name).replace(" FOR UPDATE", ""))
         commit = backend.PostgresLedger._commit
 
         def slow_commit(self, *args):  # type: ignore[no-untyped-def]

@@ -1,0 +1,135 @@
+"""One connection to the PostgreSQL server, with every wait bounded.
+
+Bounds: a connect timeout; ``lock_timeout`` for the wait on row locks;
+``statement_timeout`` for every statement; ``idle_in_transaction_session_timeout``, so a
+process that stops while it holds row locks (SIGSTOP, a hung VM) is disconnected by the
+server and its transaction rolled back, which frees the locks for the others; TCP
+keepalives and ``tcp_user_timeout`` for a server that vanished; and a watchdog that cuts
+the connection when a reply is late (a hung server keeps TCP alive). A command's
+``--timeout`` shortens each of them (:mod:`netra_rm.deadline`).
+
+Each connection remembers the server process serving it (its pid and start time), so
+that after the connection was lost the client can make sure that process is gone before
+it asks what happened to its last commit (see :func:`end_backend`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from netra_rm import deadline
+from netra_rm.ledger.server import ServerOptions
+
+APPLICATION_NAME = "netra-rm"
+
+
+@dataclass(frozen=True)
+class BackendId:
+    """The server process behind a connection: its pid, and when it started (a pid can
+    be reused by another session once the process is gone)."""
+
+    pid: int
+    started: Any
+
+
+def ms(seconds: float) -> str:
+    return str(max(1, int(seconds * 1000)))
+
+
+def connect(url: str, options: ServerOptions, *, autocommit: bool = True) -> Any:
+    """A new connection with every bound set (see the module docstring)."""
+    import psycopg
+
+    o = options
+    server_options = (f"-c statement_timeout={ms(o.io_timeout + o.lock_wait)} -c lock_timeout={ms(o.lock_wait)} "
+                      f"-c idle_in_transaction_session_timeout={ms(o.lock_ttl)}")
+    return psycopg.connect(url, autocommit=autocommit,
+                           connect_timeout=max(2, round(deadline.remaining(o.connect_timeout))),
+                           options=server_options, keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                           keepalives_count=3, tcp_user_timeout=ms(o.io_timeout), application_name=APPLICATION_NAME)
+
+
+def end_backend(conn: Any, backend: BackendId, *, until: float) -> bool:
+    """Terminate the server process ``backend`` (a connection of ours that was lost) and
+    wait until it is gone, at most until the monotonic time ``until``; True once gone.
+    Only that very process is signalled: a pid taken over by another session is left
+    alone."""
+    query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s AND backend_start = %s"
+    conn.execute(query, (backend.pid, backend.started))
+    pause = 0.002
+    while True:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND backend_start = %s",
+                           (backend.pid, backend.started)).fetchone()
+        if row[0] == 0:
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+        conn.execute(query, (backend.pid, backend.started))
+
+
+class Watchdog:
+    """Cuts a connection whose call outlived its deadline. libpq waits for a reply as long
+    as the TCP connection lives, and a hung server (stopped, swapping) keeps it alive;
+    shutting the socket down makes the waiting call fail at once. One daemon thread per
+    ledger, started on first use, asleep between calls."""
+
+    def __init__(self, connection: Callable[[], Any]) -> None:
+        self._connection = connection
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._thread: threading.Thread | None = None
+        self.fired = False
+
+    def arm(self, seconds: float) -> None:
+        with self._cond:
+            self.fired = False
+            self._deadline = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="netra-rm-pg-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._deadline = None
+                self.fired = True
+                self._cut()
+
+    def _cut(self) -> None:
+        conn = self._connection()
+        try:
+            fd = os.dup(conn.fileno())
+        except Exception:  # noqa: BLE001 - no connection (yet): nothing to cut
+            return
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()  # closes our duplicate only; the shutdown reached the connection
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else exc.__class__.__name__
