@@ -755,6 +755,143 @@ def _loading_connection(conn: socket.socket) -> None:
             conn.sendall(b"-LOADING Redis is loading the dataset in memory\r\n" * commands)
 
 
+# --------------------------------------------------------------------------- a TCP proxy
+
+
+class TcpProxy:
+    """A TCP proxy on loopback in front of ``target_port``: it counts what passes each way,
+    and lets a test cut a connection at a chosen moment.
+
+    ``cut`` is called with each chunk a client sends and answers "pass" (forward it),
+    "drop" (close the connection without forwarding it) or "after" (forward it, then close
+    the connection before any reply comes back): a lost reply.
+
+    ``round_trips`` counts the PostgreSQL protocol messages after which a client waits for
+    the server (Sync, and simple Query).
+    """
+
+    def __init__(self, target_port: int, *, cut: Callable[[bytes], str] | None = None) -> None:
+        self.target_port = target_port
+        self.cut = cut
+        self.sent = 0  # bytes from clients to the server
+        self.received = 0  # bytes from the server to clients
+        self.sends = 0  # chunks clients sent
+        self.round_trips = 0
+        self.cuts: list[str] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def url_for(self, url: str) -> str:
+        """``url`` (a server on ``target_port``) through this proxy."""
+        return url.replace(f":{self.target_port}/", f":{self.port}/", 1)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.sent = self.received = self.sends = self.round_trips = 0
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), name="proxy-conn", daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        import select
+
+        try:
+            upstream = socket.create_connection((HOST, self.target_port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        stream = _PgStream()
+        try:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], 1.0)
+                for sock in ready:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        return
+                    if sock is upstream:
+                        client.sendall(data)
+                        with self._lock:
+                            self.received += len(data)
+                        continue
+                    action = self.cut(data) if self.cut is not None else "pass"
+                    if action == "drop":
+                        self.cuts.append(action)
+                        return
+                    upstream.sendall(data)
+                    with self._lock:
+                        self.sent += len(data)
+                        self.sends += 1
+                        self.round_trips += stream.waits(data)
+                    if action == "after":
+                        self.cuts.append(action)
+                        client.close()  # the client loses the reply...
+                        upstream.shutdown(socket.SHUT_WR)  # ...while the server reads all it was sent
+                        upstream.settimeout(5)
+                        while upstream.recv(1 << 16):
+                            pass
+                        return
+        except OSError:
+            return
+        finally:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+class _PgStream:
+    """The messages a PostgreSQL client sends, split as they pass (the first ones, before
+    the startup message is done, carry no type byte)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.started = False
+
+    def waits(self, data: bytes) -> int:
+        """How many of the messages completed by ``data`` make the client wait for the
+        server (Sync, simple Query)."""
+        self.buffer += data
+        count = 0
+        while True:
+            if not self.started:
+                if len(self.buffer) < 8:
+                    return count
+                length = int.from_bytes(self.buffer[:4], "big")
+                code = int.from_bytes(self.buffer[4:8], "big")
+                if len(self.buffer) < length:
+                    return count
+                self.buffer = self.buffer[length:]
+                self.started = code == 196608  # protocol 3.0: the startup message (not SSL/GSS requests)
+                continue
+            if len(self.buffer) < 5:
+                return count
+            length = int.from_bytes(self.buffer[1:5], "big")
+            if len(self.buffer) < length + 1:
+                return count
+            count += self.buffer[:1] in (b"S", b"Q")
+            self.buffer = self.buffer[length + 1:]
+
+
 # --------------------------------------------------------------------------- the stack
 
 

@@ -59,7 +59,8 @@ _POOL = "key, memory_mb, cpu_units, instances, dedicated, taken, record"
 _NOW = "extract(epoch FROM statement_timestamp())::float8"
 _HELLO = ("SELECT (SELECT value FROM netra_rm_meta WHERE key = 'schema_version'), "
           "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), "
-          "(SELECT id FROM netra_rm_ledgers WHERE name = %s)")
+          "(SELECT id FROM netra_rm_ledgers WHERE name = %s), "
+          f"to_regclass('{schema.V1_DOCUMENTS}') IS NOT NULL")
 _HEAD = ("SELECT l.id, l.ledger_id, l.origin, l.journal_seq, l.journal_start, "
          "extract(epoch FROM clock_timestamp())::float8, "
          "{token} FROM (SELECT 1) AS one LEFT JOIN netra_rm_ledgers AS l ON l.name = %(name)s")
@@ -70,16 +71,14 @@ _LAST_TOKEN = "coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l.id)::reg
 # keys of this host's allocations (their owner may have died). All in one statement, in
 # key order: two transactions never wait on each other in a cycle.
 _DUE_WHERE = f"ledger = %(l)s AND (expires_at <= {_NOW} OR lease_expires_at <= {_NOW}) AND charges && %(keys)s::text[]"
-_LOCK_KEYS = (
-    f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND (key = ANY(%(keys)s::text[]) OR key = ANY(ARRAY("
-    f"SELECT DISTINCT unnest(charges) FROM (SELECT charges FROM netra_rm_allocations WHERE {_DUE_WHERE} "
-    f"LIMIT {DUE_LIMIT}) AS due))) ORDER BY key FOR UPDATE")
-_LOCK_KEYS_AND_HOST = (
-    f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND (key = ANY(%(keys)s::text[]) OR key = ANY(ARRAY("
-    f"SELECT DISTINCT unnest(charges) FROM (SELECT charges FROM netra_rm_allocations WHERE {_DUE_WHERE} "
-    f"LIMIT {DUE_LIMIT}) AS due)) OR key = ANY(ARRAY("
-    "SELECT DISTINCT unnest(charges) FROM netra_rm_allocations WHERE ledger = %(l)s AND owner_host = %(host)s))) "
-    "ORDER BY key FOR UPDATE")
+_DUE_KEYS = ("ARRAY(SELECT DISTINCT unnest(charges) FROM (SELECT charges FROM netra_rm_allocations WHERE "
+             f"{_DUE_WHERE} LIMIT {DUE_LIMIT}) AS due)")
+_HOST_KEYS = ("ARRAY(SELECT DISTINCT unnest(charges) FROM netra_rm_allocations WHERE ledger = %(l)s "
+              "AND owner_host = %(host)s)")
+_LOCK_KEYS = (f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND key = ANY(%(keys)s::text[] || "
+              f"{_DUE_KEYS}) ORDER BY key FOR UPDATE")
+_LOCK_KEYS_AND_HOST = (f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND key = ANY(%(keys)s::text[] || "
+                       f"{_DUE_KEYS} || {_HOST_KEYS}) ORDER BY key FOR UPDATE")
 _LOCK_ALL = f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s ORDER BY key FOR UPDATE"
 _READ_KEYS = f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND key = ANY(%(keys)s::text[])"
 _READ_ALL = f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s"
@@ -161,6 +160,7 @@ class PostgresLedger(ServerLedger):
         self._backend: BackendId | None = None
         self._ledger: int | None = None  # the row id of this ledger, once known
         self._keys: set[str] = set()  # pool keys known to have a row
+        self._v1 = False
         self._in_transaction = False
         self._lock = threading.RLock()
         self._watchdog = Watchdog(lambda: self._conn)
@@ -193,6 +193,7 @@ class PostgresLedger(ServerLedger):
             row = conn.execute(_HELLO, (self.name,)).fetchone()
         self._backend = BackendId(conn.info.backend_pid, row[1])
         self._set_ledger(row[2])
+        self._v1 = bool(row[3])  # ledgers of version 1 wait to be upgraded
 
     def _set_ledger(self, ident: int | None) -> None:
         if ident != self._ledger:
@@ -270,26 +271,33 @@ class PostgresLedger(ServerLedger):
 
     def _pipeline(self, conn: Any, statements: Sequence[tuple[str, Any]]) -> list[Any]:
         """Send ``statements`` at once and wait for all their results: one round trip."""
-        with conn.pipeline() as pipeline:
+        with conn.pipeline():  # leaving it sends a Sync and reads every result
             cursors = [conn.execute(query, params, prepare=None if params is not None else False)
                        for query, params in statements]
-            pipeline.sync()
         return cursors
 
     # -- the ledger's row ------------------------------------------------------------------
 
-    def _create(self, *, reset: bool) -> None:
-        """Create the ledger on first use (a version-1 document is upgraded on the way),
-        unless this host used a ledger here that is gone: that is refused unless ``reset``."""
+    def _create(self, *, reset: bool, reading: bool = False) -> None:
+        """Create the ledger on first use, or upgrade the version-1 document that holds
+        it. A ledger this host used that is gone is refused (unless ``reset``: it starts
+        afresh, its tokens above any seen); a read creates nothing."""
         problem = self.fencing_problem(exists=False, ledger_id=None, origin=None, counter=0)
-        if problem is not None and not reset:
-            raise problem
+        fresh = not reading and (problem is None or reset)
+        if not fresh and not self._v1:
+            if problem is not None and not reading:
+                raise problem
+            return
         origin, floor = ("reset", self.memory.counter) if problem is not None else ("new", 0)
-        if problem is not None:
+        ident = schema.create_ledger(self._conn, self.name, origin=origin, floor=floor, scope_of=self.scope_of,
+                                     fresh=fresh, v1=self._v1)
+        if ident is None:
+            if problem is not None and not reading:
+                raise problem
+            return
+        if problem is not None and fresh:
             self.memory.forget()
-        self._set_ledger(schema.create_ledger(self._conn, self.name, origin=origin, floor=floor,
-                                              scope_of=self.scope_of,
-                                              journal_max_lines=self.options.journal_max_lines))
+        self._set_ledger(ident)
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -643,6 +651,10 @@ class PostgresLedger(ServerLedger):
                     self._set_ledger(ident)
                     if ident is not None:
                         continue  # created (or created again) meanwhile: read that one
+                if ident is None and self._v1:
+                    self._create(reset=False, reading=True)
+                    if self._ledger is not None:
+                        continue  # a version-1 ledger, upgraded: read it
                 if ident is None:
                     snapshot, lines = Snapshot(now=float(now), complete=scope.everything), list[Any]()
                 else:

@@ -171,21 +171,24 @@ def sequence_name(ledger: int) -> str:
     return f"netra_rm_tokens_{int(ledger)}"
 
 
-def create_ledger(conn: Any, name: str, *, origin: str, floor: int, scope_of: ScopeOf,
-                  journal_max_lines: int) -> int:
+def create_ledger(conn: Any, name: str, *, origin: str, floor: int, scope_of: ScopeOf, fresh: bool = True,
+                  v1: bool = True) -> int | None:
     """Create the ledger ``name`` in one transaction (or find it, when another process
-    was first): its row, its token sequence and the first line of its journal; a ledger
-    that version 1 kept as a document is turned into rows, its journal kept. Returns the
-    row's id. ``floor``: no token at or below it is ever handed out."""
+    was first): its row, its token sequence and the first line of its journal. A ledger
+    that version 1 kept as a document (``v1``: such tables exist) is turned into rows, its
+    journal kept; without one, a new ledger is started only when ``fresh`` (else None).
+    Returns the row's id. ``floor``: no token at or below it is ever handed out."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SCHEMA_LOCK, name))
         row = conn.execute("SELECT id FROM netra_rm_ledgers WHERE name = %s", (name,)).fetchone()
         if row is not None:
             return int(row[0])
         now = float(conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])
-        old = _v1_document(conn, name)
+        old = _v1_document(conn, name) if v1 else None
         if old is not None:
             return _convert_v1(conn, name, old, now=now, floor=floor, scope_of=scope_of)
+        if not fresh:
+            return None
         ident = int(conn.execute("INSERT INTO netra_rm_ledgers (name, ledger_id, origin, journal_lines, "
                                  "journal_start) VALUES (%s, %s, %s, 1, 1) RETURNING id",
                                  (name, uuid.uuid4().hex, origin)).fetchone()[0])
