@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,8 @@ class PostgresLedger(ServerLedger):
                  group_shared: bool = False) -> None:
         super().__init__(url, state_dir=state_dir, options=options, group_shared=group_shared)
         self._conn: Any = None
+        self._pipe: Any = None  # the main connection stays in pipeline mode (see _batch)
+        self._pipe_exit: ExitStack | None = None
         self._backend: BackendId | None = None
         self._ledger: int | None = None  # the row id of this ledger, once known
         self._keys: set[str] = set()  # pool keys known to have a row
@@ -179,11 +181,12 @@ class PostgresLedger(ServerLedger):
         return self._conn
 
     def _open(self) -> None:
-        """Connect, make sure the tables are this version's, and find the ledger's row."""
+        """Connect, make sure the tables are this version's, find the ledger's row, and
+        put the connection in pipeline mode for good (see :meth:`_batch`)."""
         import psycopg
 
         conn = self.connect()
-        self._conn = conn
+        self._conn, self._pipe = conn, None
         try:
             row = conn.execute(_HELLO, (self.name,)).fetchone()
         except psycopg.errors.UndefinedTable:
@@ -194,6 +197,7 @@ class PostgresLedger(ServerLedger):
         self._backend = BackendId(conn.info.backend_pid, row[1])
         self._set_ledger(row[2])
         self._v1 = bool(row[3])  # ledgers of version 1 wait to be upgraded
+        self._enter_pipeline()
 
     def _set_ledger(self, ident: int | None) -> None:
         if ident != self._ledger:
@@ -264,17 +268,48 @@ class PostgresLedger(ServerLedger):
                 conn.close()
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
+        self._leave_pipeline()
+
+    def _enter_pipeline(self) -> None:
+        self._pipe_exit = ExitStack()
+        self._pipe = self._pipe_exit.enter_context(self._conn.pipeline())
+
+    def _leave_pipeline(self) -> None:
+        stack, self._pipe_exit, self._pipe = self._pipe_exit, None, None
+        if stack is not None:
+            try:
+                stack.close()
+            except Exception:  # noqa: BLE001 - a connection already closed has nothing to sync
+                pass
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
-    def _pipeline(self, conn: Any, statements: Sequence[tuple[str, Any]]) -> list[Any]:
-        """Send ``statements`` at once and wait for all their results: one round trip."""
-        with conn.pipeline():  # leaving it sends a Sync and reads every result
-            cursors = [conn.execute(query, params, prepare=None if params is not None else False)
-                       for query, params in statements]
+    def _batch(self, statements: Sequence[tuple[str, Any]]) -> list[Any]:
+        """Send ``statements`` at once, then a Sync, and read every result: one round trip.
+
+        The connection stays in pipeline mode between batches: leaving it (or fetching a
+        result on its own) makes the driver send a Flush after the Sync, and a server
+        that receives one does not start its ``idle_in_transaction_session_timeout``
+        again, so a holder that stalls between its two batches would keep its row locks.
+        """
+        conn = self._conn
+        cursors = [conn.execute(query, params, prepare=None if params is not None else False)
+                   for query, params in statements]
+        self._pipe.sync()
         return cursors
+
+    @contextmanager
+    def _plain(self) -> Iterator[Any]:
+        """The connection out of pipeline mode, for a few statements (creating tables or a
+        ledger), then back in it."""
+        self._leave_pipeline()
+        try:
+            yield self._conn
+        finally:
+            if self._conn is not None and not self._conn.closed:
+                self._enter_pipeline()
 
     # -- the ledger's row ------------------------------------------------------------------
 
@@ -289,8 +324,9 @@ class PostgresLedger(ServerLedger):
                 raise problem
             return
         origin, floor = ("reset", self.memory.counter) if problem is not None else ("new", 0)
-        ident = schema.create_ledger(self._conn, self.name, origin=origin, floor=floor, scope_of=self.scope_of,
-                                     fresh=fresh, v1=self._v1)
+        with self._plain() as conn:
+            ident = schema.create_ledger(conn, self.name, origin=origin, floor=floor, scope_of=self.scope_of,
+                                         fresh=fresh, v1=self._v1)
         if ident is None:
             if problem is not None and not reading:
                 raise problem
@@ -345,7 +381,6 @@ class PostgresLedger(ServerLedger):
         raise self.error("kept changing while this command began its transaction; try again.")
 
     def _lock_and_read(self, scope: Scope, *, reset: bool) -> _Begun:
-        conn = self._conn
         assert self._ledger is not None
         ident = self._ledger
         keys = sorted(scope.keys)
@@ -370,7 +405,7 @@ class PostgresLedger(ServerLedger):
         statements.append((_WAITERS, params))
         statements += self._allocation_queries(scope, params)
         self._in_transaction = True
-        cursors = self._pipeline(conn, statements)
+        cursors = self._batch(statements)
         pools = cursors[first].fetchall()
         head = cursors[first + 1].fetchone()
         waiters = cursors[first + 2].fetchall()
@@ -398,7 +433,7 @@ class PostgresLedger(ServerLedger):
                 raise problem
             # start afresh: a new id, and tokens above anything handed out or seen
             floor = max(token_floor(now), self.memory.counter, int(counter))
-            conn.execute(_RAISE_COUNTER, {"s": schema.sequence_name(ident), "n": floor})
+            self._batch([(_RAISE_COUNTER, {"s": schema.sequence_name(ident), "n": floor})])
             self.memory.forget()
             begun.identity = (uuid.uuid4().hex, "reset")
             begun.token = None
@@ -430,7 +465,8 @@ class PostgresLedger(ServerLedger):
                 token, begun.token = begun.token, None
                 return token
             with self._errors():
-                return int(self._conn.execute("SELECT nextval(%s::regclass)", (sequence,)).fetchone()[0])
+                (cursor,) = self._batch([("SELECT nextval(%s::regclass)", (sequence,))])
+                return int(cursor.fetchone()[0])
 
         return next_token
 
@@ -472,14 +508,14 @@ class PostgresLedger(ServerLedger):
     def _end(self) -> None:
         """End a transaction that changed nothing."""
         with self._errors():
-            self._conn.execute("ROLLBACK", prepare=False)
+            self._batch([("ROLLBACK", None)])
         self._in_transaction = False
 
     def _abort(self) -> None:
         if not self._in_transaction or self._conn is None:
             return
         try:
-            self._conn.execute("ROLLBACK", prepare=False)
+            self._batch([("ROLLBACK", None)])
             self._in_transaction = False
         except Exception:  # noqa: BLE001 - the server rolls back a broken connection's transaction
             self._drop()
@@ -498,7 +534,7 @@ class PostgresLedger(ServerLedger):
         seconds = deadline.remaining(self.options.io_timeout)
         self._watchdog.arm(max(seconds, 0.05))
         try:
-            cursors = self._pipeline(conn, statements)
+            cursors = self._batch(statements)
         except (psycopg.Error, OSError) as exc:
             lost = conn.closed or getattr(conn, "broken", False) or self._watchdog.fired
             self._watchdog.disarm()
@@ -569,9 +605,12 @@ class PostgresLedger(ServerLedger):
         while True:
             try:
                 with self._errors():
-                    conn = self._connection()
-                    gone = end_backend(conn, backend, until=until)
-                    done = gone and conn.execute(_ASKED, (ledger, request_id)).fetchone() is not None
+                    conn = self.connect()
+                    try:
+                        gone = end_backend(conn, backend, until=until)
+                        done = gone and conn.execute(_ASKED, (ledger, request_id)).fetchone() is not None
+                    finally:
+                        conn.close()
                 break
             except LedgerError:
                 if time.monotonic() + pause >= until:
@@ -595,9 +634,9 @@ class PostgresLedger(ServerLedger):
         likewise); forget old request ids on the way. Its own transaction: the ledger
         row's lock keeps every other commit of journal lines out meanwhile."""
         with self._lock, self._errors(waits_for_lock=True):
-            conn = self._connection()
+            self._connection()
             params = {"l": ledger, "name": self.name}
-            cursors = self._pipeline(conn, [
+            cursors = self._batch([
                 ("BEGIN", None),
                 ("SELECT journal_seq, journal_lines, journal_start, extract(epoch FROM clock_timestamp())::float8, "
                  "coalesce(pg_sequence_last_value(('netra_rm_tokens_' || id)::regclass), 0) "
@@ -613,7 +652,7 @@ class PostgresLedger(ServerLedger):
             line = encode_line(checkpoint_record(after=int(seq), now=now, reason="rotate", counter=int(counter),
                                                  allocations=allocations))
             position = 2 * int(seq) + 1
-            self._pipeline(conn, [
+            self._batch([
                 ("INSERT INTO netra_rm_journal (ledger, pos, line) VALUES (%s, %s, %s)",
                  (ledger, position, line.rstrip(b"\n").decode())),
                 ("DELETE FROM netra_rm_journal WHERE ledger = %s AND pos < %s", (ledger, start)),
@@ -644,7 +683,7 @@ class PostgresLedger(ServerLedger):
                 if journal:
                     statements.append((_JOURNAL, params))
                 statements.append(("COMMIT", None))
-                cursors = self._pipeline(self._conn, statements)
+                cursors = self._batch(statements)
                 head = cursors[1].fetchone()
                 ident, ledger_id, origin, journal_seq, start, now, counter = head
                 if ident != known:
@@ -693,10 +732,10 @@ class PostgresLedger(ServerLedger):
     def journal_tail(self, limit: int) -> tuple[int, list[bytes]]:
         """The committed journal sequence and the last ``limit`` lines, read from the end."""
         with self._lock, self._errors():
-            conn = self._connection()
+            self._connection()
             params = {"name": self.name, "l": self._ledger if self._ledger is not None else -1,
                       "n": max(1, limit)}
-            cursors = self._pipeline(conn, [("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None),
+            cursors = self._batch([("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None),
                                             (_JOURNAL_HEAD, params), (_JOURNAL_TAIL, params), ("COMMIT", None)])
             head = cursors[1].fetchone()
             if head is None:
@@ -728,7 +767,8 @@ class PostgresLedger(ServerLedger):
             return
         try:
             with self._lock, self._errors():
-                self._connection().execute(NOTIFY, notify_params(self.channel, ids))
+                self._connection()
+                self._batch([(NOTIFY, notify_params(self.channel, ids))])
         except LedgerError:
             pass
 
