@@ -390,8 +390,7 @@ def test_kill_storm_on_postgresql(pg_server, tmp_path: Path) -> None:
         return subprocess.Popen([sys.executable, str(WORKERS / "storm_worker.py"), str(config), location, mode],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
-    def engine() -> Engine:
-        return Engine.from_options(config_path=str(config), ledger=location,
+    observer = Engine.from_options(config_path=str(config), ledger=location,
                                    env={"XDG_STATE_HOME": str(tmp_path / "observer")})
 
     seed = random.randrange(1 << 30)
@@ -412,7 +411,7 @@ def test_kill_storm_on_postgresql(pg_server, tmp_path: Path) -> None:
             rng.shuffle(workers)
             for w in workers:
                 for _ in range(rng.randrange(0, 4)):
-                    engine().ledger.read(Scope())
+                    observer.ledger.read(Scope())
                 w.send_signal(signal.SIGKILL)
             for w in workers:
                 w.wait(timeout=60)
@@ -421,9 +420,9 @@ def test_kill_storm_on_postgresql(pg_server, tmp_path: Path) -> None:
                                    timeout=120)
             assert check.returncode == 0, f"round {round_no} (seed {seed}): {check.stdout}{check.stderr}"
             assert json.loads(check.stdout)["clean"] is True
-            left = engine().active_allocations()
+            left = observer.active_allocations()
             assert [a.id for a in left] == [kept], f"round {round_no} (seed {seed})"
-            assert not [w for w in engine().queue() if w.owner.pid in dead]
+            assert not [w for w in observer.queue() if w.owner.pid in dead]
     finally:
         survivor.stdin.close()
         survivor.wait(timeout=60)

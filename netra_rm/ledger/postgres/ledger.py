@@ -34,6 +34,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -158,14 +159,17 @@ class PostgresLedger(ServerLedger):
         super().__init__(url, state_dir=state_dir, options=options, group_shared=group_shared)
         self._conn: Any = None
         self._pipe: Any = None  # the main connection stays in pipeline mode (see _batch)
-        self._pipe_exit: ExitStack | None = None
+        # leaving pipeline mode, also when the process exits with the ledger still open
+        self._pipe_exit = ExitStack()
+        weakref.finalize(self, _close_quietly, self._pipe_exit)
         self._backend: BackendId | None = None
         self._ledger: int | None = None  # the row id of this ledger, once known
         self._keys: set[str] = set()  # pool keys known to have a row
         self._v1 = False
         self._in_transaction = False
         self._lock = threading.RLock()
-        self._watchdog = Watchdog(lambda: self._conn)
+        me = weakref.ref(self)  # the watchdog must not keep a dropped ledger alive
+        self._watchdog = Watchdog(lambda: getattr(me(), "_conn", None))
         self.channel = channel_prefix(self.name)
 
     # -- connections and errors ----------------------------------------------------------
@@ -185,8 +189,10 @@ class PostgresLedger(ServerLedger):
         put the connection in pipeline mode for good (see :meth:`_batch`)."""
         import psycopg
 
+        if self._conn is not None:
+            self._drop()  # closed by the server: let go of it properly
         conn = self.connect()
-        self._conn, self._pipe = conn, None
+        self._conn = conn
         try:
             row = conn.execute(_HELLO, (self.name,)).fetchone()
         except psycopg.errors.UndefinedTable:
@@ -271,16 +277,11 @@ class PostgresLedger(ServerLedger):
         self._leave_pipeline()
 
     def _enter_pipeline(self) -> None:
-        self._pipe_exit = ExitStack()
         self._pipe = self._pipe_exit.enter_context(self._conn.pipeline())
 
     def _leave_pipeline(self) -> None:
-        stack, self._pipe_exit, self._pipe = self._pipe_exit, None, None
-        if stack is not None:
-            try:
-                stack.close()
-            except Exception:  # noqa: BLE001 - a connection already closed has nothing to sync
-                pass
+        self._pipe = None
+        _close_quietly(self._pipe_exit)
 
     def close(self) -> None:
         with self._lock:
@@ -536,7 +537,11 @@ class PostgresLedger(ServerLedger):
         try:
             cursors = self._batch(statements)
         except (psycopg.Error, OSError) as exc:
-            lost = conn.closed or getattr(conn, "broken", False) or self._watchdog.fired
+            # a server error in a statement aborted the transaction, on a connection that
+            # lives on; anything else (the connection lost, the session ended by the server,
+            # a late reply) may have come after the COMMIT went through: ask
+            lost = (isinstance(exc, (psycopg.OperationalError, OSError)) or conn.closed or conn.broken
+                    or self._watchdog.fired)
             self._watchdog.disarm()
             if not lost or backend is None or changes.request_id is None:
                 self._drop()
@@ -771,6 +776,13 @@ class PostgresLedger(ServerLedger):
                 self._batch([(NOTIFY, notify_params(self.channel, ids))])
         except LedgerError:
             pass
+
+
+def _close_quietly(stack: ExitStack) -> None:
+    try:
+        stack.close()
+    except Exception:  # noqa: BLE001 - a connection already closed has nothing to sync
+        pass
 
 
 def _json(data: Any) -> str:

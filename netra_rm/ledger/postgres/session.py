@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,44 +79,23 @@ def end_backend(conn: Any, backend: BackendId, *, until: float) -> bool:
 class Watchdog:
     """Cuts a connection whose call outlived its deadline. libpq waits for a reply as long
     as the TCP connection lives, and a hung server (stopped, swapping) keeps it alive;
-    shutting the socket down makes the waiting call fail at once. One daemon thread per
-    ledger, started on first use, asleep between calls."""
+    shutting the socket down makes the waiting call fail at once. Every watchdog of the
+    process shares one daemon thread, asleep while nothing is armed, which holds no
+    reference to a disarmed watchdog (a ledger that is dropped is freed)."""
 
     def __init__(self, connection: Callable[[], Any]) -> None:
         self._connection = connection
-        self._cond = threading.Condition()
-        self._deadline: float | None = None
-        self._thread: threading.Thread | None = None
         self.fired = False
 
     def arm(self, seconds: float) -> None:
-        with self._cond:
-            self.fired = False
-            self._deadline = time.monotonic() + seconds
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="netra-rm-pg-watchdog", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+        self.fired = False
+        _TIMERS.arm(self, time.monotonic() + seconds)
 
     def disarm(self) -> None:
-        with self._cond:
-            self._deadline = None
+        _TIMERS.disarm(self)
 
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                if self._deadline is None:
-                    self._cond.wait()
-                    continue
-                left = self._deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                self._deadline = None
-                self.fired = True
-                self._cut()
-
-    def _cut(self) -> None:
+    def fire(self) -> None:
+        self.fired = True
         conn = self._connection()
         try:
             fd = os.dup(conn.fileno())
@@ -128,6 +108,46 @@ class Watchdog:
             pass
         finally:
             sock.close()  # closes our duplicate only; the shutdown reached the connection
+
+
+class _Timers:
+    """The deadlines of the armed watchdogs, and the one thread that fires them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, weakref.ref[Watchdog]]] = {}
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watchdog: Watchdog, at: float) -> None:
+        with self._cond:
+            self._armed[id(watchdog)] = (at, weakref.ref(watchdog))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="netra-rm-pg-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self, watchdog: Watchdog) -> None:
+        with self._cond:
+            self._armed.pop(id(watchdog), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._armed:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                key, (at, ref) = min(self._armed.items(), key=lambda item: item[1][0])
+                if at > now:
+                    self._cond.wait(at - now)
+                    continue
+                del self._armed[key]
+            watchdog = ref()
+            if watchdog is not None:
+                watchdog.fire()
+
+
+_TIMERS = _Timers()
 
 
 def first_line(exc: BaseException) -> str:
