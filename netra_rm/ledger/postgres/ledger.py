@@ -56,79 +56,21 @@ DUE_LIMIT = 300
 #: Committed request ids are kept at least this long (seconds) for clients that lost a reply.
 REQUEST_MEMORY = 3600.0
 
-_POOL = "key, memory_mb, cpu_units, instances, dedicated, taken, record"
-_NOW = "extract(epoch FROM statement_timestamp())::float8"
 _HELLO = ("SELECT (SELECT value FROM netra_rm_meta WHERE key = 'schema_version'), "
           "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), "
           "(SELECT id FROM netra_rm_ledgers WHERE name = %s), "
           f"to_regclass('{schema.V1_DOCUMENTS}') IS NOT NULL")
-_HEAD = ("SELECT l.id, l.ledger_id, l.origin, l.journal_seq, l.journal_start, "
-         "extract(epoch FROM clock_timestamp())::float8, "
-         "{token} FROM (SELECT 1) AS one LEFT JOIN netra_rm_ledgers AS l ON l.name = %(name)s")
-_TOKEN = "nextval(('netra_rm_tokens_' || l.id)::regclass)"
-_LAST_TOKEN = "coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l.id)::regclass), 0)"
-# the rows of the keys asked for, and of every key an allocation due to be reclaimed that
-# counts against them holds (reclaiming it moves their usage too); with a sweep, also the
-# keys of this host's allocations (their owner may have died). All in one statement, in
-# key order: two transactions never wait on each other in a cycle.
-_DUE_WHERE = f"ledger = %(l)s AND (expires_at <= {_NOW} OR lease_expires_at <= {_NOW}) AND charges && %(keys)s::text[]"
-_DUE_KEYS = ("ARRAY(SELECT DISTINCT unnest(charges) FROM (SELECT charges FROM netra_rm_allocations WHERE "
-             f"{_DUE_WHERE} LIMIT {DUE_LIMIT}) AS due)")
-_HOST_KEYS = ("ARRAY(SELECT DISTINCT unnest(charges) FROM netra_rm_allocations WHERE ledger = %(l)s "
-              "AND owner_host = %(host)s)")
-_LOCK_KEYS = (f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND key = ANY(%(keys)s::text[] || "
-              f"{_DUE_KEYS}) ORDER BY key FOR UPDATE")
-_LOCK_KEYS_AND_HOST = (f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND key = ANY(%(keys)s::text[] || "
-                       f"{_DUE_KEYS} || {_HOST_KEYS}) ORDER BY key FOR UPDATE")
-_LOCK_ALL = f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s ORDER BY key FOR UPDATE"
-_READ_KEYS = f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s AND key = ANY(%(keys)s::text[])"
-_READ_ALL = f"SELECT {_POOL} FROM netra_rm_pools WHERE ledger = %(l)s"
-_NEW_KEYS = "INSERT INTO netra_rm_pools (ledger, key) SELECT %(l)s, unnest(%(new)s::text[]) ON CONFLICT DO NOTHING"
-_WAITERS = "SELECT doc FROM netra_rm_waiters WHERE ledger = %(l)s"
-_NAMED = "SELECT doc FROM netra_rm_allocations WHERE ledger = %(l)s AND id = ANY(%(ids)s::text[])"
-_DUE = f"SELECT doc FROM netra_rm_allocations WHERE {_DUE_WHERE} LIMIT {DUE_LIMIT}"
-_HOST = "SELECT doc FROM netra_rm_allocations WHERE ledger = %(l)s AND owner_host = %(host)s"
-_ALL = "SELECT doc FROM netra_rm_allocations WHERE ledger = %(l)s"
-_JOURNAL = "SELECT pos, line FROM netra_rm_journal WHERE ledger = %(l)s ORDER BY pos"
-_JOURNAL_TAIL = "SELECT line FROM netra_rm_journal WHERE ledger = %(l)s ORDER BY pos DESC LIMIT %(n)s"
-_JOURNAL_HEAD = "SELECT id, journal_seq, journal_start, journal_generation FROM netra_rm_ledgers WHERE name = %(name)s"
-
-_GRANT = "INSERT INTO netra_rm_allocations (ledger, id, doc) SELECT %s, d ->> 'id', d FROM unnest(%s::jsonb[]) AS d"
-_REMOVE = "DELETE FROM netra_rm_allocations WHERE ledger = %s AND id = ANY(%s::text[])"
-_UPDATE = ("UPDATE netra_rm_allocations AS a SET doc = d FROM unnest(%s::jsonb[]) AS d "
-           "WHERE a.ledger = %s AND a.id = d ->> 'id'")
-_PUT_POOLS = ("INSERT INTO netra_rm_pools (ledger, key, record) SELECT %s, r ->> 'key', r "
-              "FROM unnest(%s::jsonb[]) AS r ON CONFLICT (ledger, key) DO UPDATE SET record = excluded.record")
-_ADD_KEYS = "INSERT INTO netra_rm_pools (ledger, key) SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING"
-_USAGE = (
-    "UPDATE netra_rm_pools AS p SET memory_mb = p.memory_mb + u.m, cpu_units = p.cpu_units + u.c, "
-    "instances = p.instances + u.i, dedicated = p.dedicated + u.d, taken = CASE WHEN u.freed = '{}' AND u.took = '{}' "
-    "THEN p.taken ELSE ARRAY(SELECT s FROM unnest(p.taken) AS s WHERE s <> ALL(u.freed::integer[]) "
-    "UNION SELECT unnest(u.took::integer[]) ORDER BY 1) END "
-    "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::integer[], %s::integer[], %s::text[], %s::text[]) "
-    "AS u(k, m, c, i, d, freed, took) WHERE p.ledger = %s AND p.key = u.k")
-_PUT_WAITERS = ("INSERT INTO netra_rm_waiters (ledger, id, doc) SELECT %s, d ->> 'id', d FROM unnest(%s::jsonb[]) AS d "
-                "ON CONFLICT (ledger, id) DO UPDATE SET doc = excluded.doc")
-_DROP_WAITERS = "DELETE FROM netra_rm_waiters WHERE ledger = %s AND id = ANY(%s::text[])"
+#: the server's side of a transaction and of a read (see schema.FUNCTIONS): one statement each
+_BEGIN = "SELECT netra_rm_begin(%s::jsonb)"
+_COMMIT = "SELECT netra_rm_commit(%s::jsonb)"
+_READ = "SELECT netra_rm_read(%s::jsonb)"
+_NEXT_TOKEN = "SELECT nextval(%s::regclass)"
 _RAISE_COUNTER = ("SELECT setval(%(s)s::regclass, %(n)s) "
                   "WHERE %(n)s > coalesce(pg_sequence_last_value(%(s)s::regclass), 0)")
-_IDENTITY = "UPDATE netra_rm_ledgers SET ledger_id = %s, origin = %s WHERE id = %s"
-_REQUEST = ("INSERT INTO netra_rm_requests (ledger, id, committed_at) "
-            "VALUES (%s, %s, extract(epoch FROM clock_timestamp())::float8)")
+_ALL = "SELECT doc FROM netra_rm_allocations WHERE ledger = %(l)s"
+_ASKED = "SELECT 1 FROM netra_rm_requests WHERE ledger = %s AND id = %s"
 _FORGET_REQUESTS = ("DELETE FROM netra_rm_requests WHERE ledger = %s "
                     f"AND committed_at < extract(epoch FROM clock_timestamp())::float8 - {REQUEST_MEMORY}")
-# the journal lines are numbered by the server under the ledger row's lock, held to the
-# commit: their order is the order of the commits, with no gaps
-_APPEND = (
-    "WITH l AS (UPDATE netra_rm_ledgers SET journal_seq = journal_seq + cardinality(%(lines)s::text[]), "
-    "journal_lines = journal_lines + cardinality(%(lines)s::text[]) WHERE id = %(l)s "
-    "RETURNING journal_seq, journal_lines), "
-    "w AS (INSERT INTO netra_rm_journal (ledger, pos, line) "
-    "SELECT %(l)s, 2 * q.s, '{\"seq\":' || q.s || ',' || substr(b.body, 2) "
-    "FROM l, unnest(%(lines)s::text[]) WITH ORDINALITY AS b(body, n), "
-    "LATERAL (SELECT l.journal_seq - cardinality(%(lines)s::text[]) + b.n AS s) AS q) "
-    "SELECT journal_seq, journal_lines FROM l")
-_ASKED = "SELECT 1 FROM netra_rm_requests WHERE ledger = %s AND id = %s"
 
 
 class _Retry(Exception):
@@ -385,76 +327,48 @@ class PostgresLedger(ServerLedger):
         assert self._ledger is not None
         ident = self._ledger
         keys = sorted(scope.keys)
-        params = {"l": ident, "keys": keys, "name": self.name, "host": scope.sweep_host, "ids": list(scope.ids)}
-        statements: list[tuple[str, Any]] = [("BEGIN", None)]
+        grants = bool(keys) or scope.everything
+        request: dict[str, Any] = {"l": ident, "name": self.name, "keys": keys, "ids": list(scope.ids),
+                                   "host": scope.sweep_host, "all": scope.everything, "token": grants}
         wait = deadline.remaining(self.options.lock_wait)
         if wait < self.options.lock_wait:
-            statements.append((f"SET LOCAL lock_timeout = {ms(max(wait, 0.001))}", None))
+            request["lock_timeout"] = f"{ms(max(wait, 0.001))}ms"
         new = [k for k in keys if k not in self._keys]
         if new and not scope.everything:
-            statements.append((_NEW_KEYS, {**params, "new": new}))
-        if scope.everything:
-            lock = _LOCK_ALL
-        elif scope.sweep_host is not None:
-            lock = _LOCK_KEYS_AND_HOST
-        else:
-            lock = _LOCK_KEYS
-        first = len(statements)
-        statements.append((lock, params))
-        grants = bool(keys) or scope.everything
-        statements.append((_HEAD.format(token=_TOKEN if grants else _LAST_TOKEN), params))
-        statements.append((_WAITERS, params))
-        statements += self._allocation_queries(scope, params)
+            request["new"] = new
         self._in_transaction = True
-        cursors = self._batch(statements)
-        pools = cursors[first].fetchall()
-        head = cursors[first + 1].fetchone()
-        waiters = cursors[first + 2].fetchall()
-        documents = [row[0] for cursor in cursors[first + 3:] for row in cursor.fetchall()]
-        if head[0] != ident:
+        _, cursor = self._batch([("BEGIN", None), (_BEGIN, (_json(request),))])
+        found = json.loads(cursor.fetchone()[0])
+        head = found["head"]
+        if head is None or head["id"] != ident:
             self._end()
-            self._set_ledger(head[0])
+            self._set_ledger(head["id"] if head is not None else None)
             raise _Retry
-        locked = {row[0] for row in pools}
+        pools = found["pools"]
+        locked = {row["key"] for row in pools}
         self._keys |= locked
         missing = set(keys) - locked
         if missing and not scope.everything:  # rows deleted behind our back: insert them again
             self._keys -= missing
             self._end()
             raise _Retry
-        _, ledger_id, origin, journal_seq, _, now, counter = head
-        snapshot = self._snapshot(now=now, counter=int(counter), pools=pools, waiters=waiters,
-                                  documents=documents, scope=scope, locked=locked)
-        snapshot.ledger_id, snapshot.origin, snapshot.journal_seq = ledger_id, origin, int(journal_seq)
-        begun = _Begun(snapshot=snapshot, ledger=ident, token=int(counter) if grants else None, locked=locked)
-        problem = self.fencing_problem(exists=True, ledger_id=ledger_id, origin=origin, counter=int(counter))
+        now, counter = float(found["now"]), int(head["counter"])
+        snapshot = self._snapshot(found, scope=scope, locked=locked)
+        begun = _Begun(snapshot=snapshot, ledger=ident, token=counter if grants else None, locked=locked)
+        problem = self.fencing_problem(exists=True, ledger_id=head["ledger_id"], origin=head["origin"],
+                                       counter=counter)
         if problem is not None:
             if not reset:
                 self._end()
                 raise problem
             # start afresh: a new id, and tokens above anything handed out or seen
-            floor = max(token_floor(now), self.memory.counter, int(counter))
+            floor = max(token_floor(now), self.memory.counter, counter)
             self._batch([(_RAISE_COUNTER, {"s": schema.sequence_name(ident), "n": floor})])
             self.memory.forget()
             begun.identity = (uuid.uuid4().hex, "reset")
             begun.token = None
             snapshot.counter = floor
         return begun
-
-    @staticmethod
-    def _allocation_queries(scope: Scope, params: dict[str, Any]) -> list[tuple[str, Any]]:
-        """The reads of the allocations a snapshot of ``scope`` holds: all of them, or those
-        named, those due that count against any of the keys, and the sweeping host's."""
-        if scope.everything:
-            return [(_ALL, params)]
-        out = []
-        if scope.ids:
-            out.append((_NAMED, params))
-        if scope.keys:
-            out.append((_DUE, params))
-        if scope.sweep_host is not None:
-            out.append((_HOST, params))
-        return out
 
     def _token_source(self, begun: _Begun) -> Callable[[], int]:
         """Fencing tokens for this transaction: the one read with the row locks, then more
@@ -466,43 +380,46 @@ class PostgresLedger(ServerLedger):
                 token, begun.token = begun.token, None
                 return token
             with self._errors():
-                (cursor,) = self._batch([("SELECT nextval(%s::regclass)", (sequence,))])
+                (cursor,) = self._batch([(_NEXT_TOKEN, (sequence,))])
                 return int(cursor.fetchone()[0])
 
         return next_token
 
-    def _snapshot(self, *, now: float, counter: int, pools: list[Any], waiters: list[Any], documents: list[Any],
-                  scope: Scope, locked: set[str] | None) -> Snapshot:
-        """The snapshot of what was read; ``locked``: the keys this transaction holds (due
-        and host allocations that count elsewhere too are left to those who lock them)."""
-        complete = scope.everything
-        snapshot = Snapshot(now=float(now), counter=counter, complete=complete)
-        for key, memory_mb, cpu, instances, dedicated, taken, record in pools:
-            snapshot.usage[key] = Usage(int(memory_mb), int(cpu), int(instances), int(dedicated))
+    def _snapshot(self, found: dict[str, Any], *, scope: Scope, locked: set[str] | None) -> Snapshot:
+        """The snapshot of what the server sent; ``locked``: the keys this transaction
+        holds (due and host allocations that count elsewhere too are left to those who
+        lock those keys)."""
+        head = found["head"]
+        now = float(found["now"])
+        snapshot = Snapshot(now=now, counter=int(head["counter"]), complete=scope.everything,
+                            ledger_id=head["ledger_id"], origin=head["origin"], journal_seq=int(head["journal_seq"]))
+        for row in found["pools"]:
+            key = row["key"]
+            snapshot.usage[key] = Usage(int(row["memory_mb"]), int(row["cpu_units"]), int(row["instances"]),
+                                        int(row["dedicated"]))
+            taken = schema.slots_of(bytes.fromhex(row["taken"]))
             if taken:
-                snapshot.taken[key] = set(taken)
-            if record is not None:
-                snapshot.pools[key] = PoolRecord.from_dict(record)
-        snapshot.waiters = [Waiter.from_dict(row[0]) for row in waiters]
+                snapshot.taken[key] = taken
+            if row["record"] is not None:
+                snapshot.pools[key] = PoolRecord.from_dict(row["record"])
+        snapshot.waiters = [Waiter.from_dict(doc) for doc in found["waiters"]]
         named = set(scope.ids)
         seen: dict[str, Allocation] = {}
-        for doc in documents:
+        for doc in found["allocations"]:
             ident = doc.get("id") if isinstance(doc, dict) else None
-            if ident in seen:
-                continue
-            allocation = Allocation.from_dict(doc)
-            seen[allocation.id] = allocation
+            if ident not in seen:
+                allocation = Allocation.from_dict(doc)
+                seen[allocation.id] = allocation
         host = scope.sweep_host
         if host is not None:
             snapshot.host_allocations = [a for a in seen.values() if a.owner.host == host]
-        now_f = float(now)
         for allocation in seen.values():
-            if not (complete or locked is None or allocation.id in named
+            if not (scope.everything or locked is None or allocation.id in named
                     or locked.issuperset(allocation.charges)):
                 continue
             snapshot.known[allocation.id] = allocation
             lease = allocation.lease_expires_at
-            if allocation.expires_at <= now_f or (lease is not None and lease <= now_f):
+            if allocation.expires_at <= now or (lease is not None and lease <= now):
                 snapshot.due.append(allocation)
         return snapshot
 
@@ -529,13 +446,12 @@ class PostgresLedger(ServerLedger):
         import psycopg
 
         changes = txn.changes
-        statements = self._changes(changes, begun)
         conn = self._conn
         backend = self._backend
         seconds = deadline.remaining(self.options.io_timeout)
         self._watchdog.arm(max(seconds, 0.05))
         try:
-            cursors = self._batch(statements)
+            cursor, _ = self._batch([(_COMMIT, (_json(self._changes(changes, begun)),)), ("COMMIT", None)])
         except (psycopg.Error, OSError) as exc:
             # a server error in a statement aborted the transaction, on a connection that
             # lives on; anything else (the connection lost, the session ended by the server,
@@ -552,52 +468,50 @@ class PostgresLedger(ServerLedger):
         finally:
             self._watchdog.disarm()
         self._in_transaction = False
-        if changes.events:
-            _, lines = cursors[-2].fetchone()
-            if lines >= self.options.journal_max_lines:
-                try:
-                    self._rotate(begun.ledger)
-                except LedgerError:
-                    pass  # the next commit tries again
+        journal = cursor.fetchone()[0]
+        if journal and int(journal.split()[1]) >= self.options.journal_max_lines:
+            try:
+                self._rotate(begun.ledger)
+            except LedgerError:
+                pass  # the next commit tries again
 
-    def _changes(self, changes: Changes, begun: _Begun) -> list[tuple[str, Any]]:
-        """The statements that apply ``changes`` and commit."""
-        ident = begun.ledger
-        out: list[tuple[str, Any]] = []
+    def _changes(self, changes: Changes, begun: _Begun) -> dict[str, Any]:
+        """What :func:`netra_rm_commit` applies for ``changes``."""
+        out: dict[str, Any] = {"l": begun.ledger}
         if changes.grants:
-            out.append((_GRANT, (ident, [a.json for a in changes.grants])))
+            out["grants"] = [a.to_dict() for a in changes.grants]
         if changes.removals:
-            out.append((_REMOVE, (ident, [a.id for a in changes.removals])))
+            out["removals"] = [a.id for a in changes.removals]
         if changes.updates:
-            out.append((_UPDATE, ([a.json for a in changes.updates], ident)))
+            out["updates"] = [a.to_dict() for a in changes.updates]
         if changes.pools:
-            out.append((_PUT_POOLS, (ident, [_json(p.to_dict()) for p in changes.pools])))
+            out["pools"] = [p.to_dict() for p in changes.pools]
         keys = sorted(set(changes.deltas) | set(changes.slots_taken) | set(changes.slots_freed))
         if keys:
             unknown = [k for k in keys if k not in begun.locked]
             if unknown:
-                out.append((_ADD_KEYS, (ident, unknown)))
-            deltas = [changes.deltas.get(k, Usage()) for k in keys]
-            out.append((_USAGE, (keys, [d.memory_mb for d in deltas], [d.cpu_units for d in deltas],
-                                 [d.instances for d in deltas], [d.dedicated for d in deltas],
-                                 [schema.int_array(changes.slots_freed.get(k, ())) for k in keys],
-                                 [schema.int_array(changes.slots_taken.get(k, ())) for k in keys], ident)))
+                out["new"] = unknown
+            usage = []
+            for key in keys:
+                delta = changes.deltas.get(key, Usage())
+                usage.append({"k": key, "m": delta.memory_mb, "c": delta.cpu_units, "i": delta.instances,
+                              "d": delta.dedicated, "freed": sorted(changes.slots_freed.get(key, ())),
+                              "took": sorted(changes.slots_taken.get(key, ()))})
+            out["usage"] = usage
         if changes.waiters_put:
-            out.append((_PUT_WAITERS, (ident, [_json(w.to_dict()) for w in changes.waiters_put.values()])))
+            out["put"] = [w.to_dict() for w in changes.waiters_put.values()]
         if changes.waiters_gone:
-            out.append((_DROP_WAITERS, (ident, sorted(changes.waiters_gone))))
+            out["gone"] = sorted(changes.waiters_gone)
         if changes.counter is not None and changes.counter > begun.snapshot.counter:
-            out.append((_RAISE_COUNTER, {"s": schema.sequence_name(ident), "n": changes.counter}))
+            out["counter"] = changes.counter
         if begun.identity is not None:
-            out.append((_IDENTITY, (*begun.identity, ident)))
+            out["identity"] = list(begun.identity)
         if changes.request_id is not None:
-            out.append((_REQUEST, (ident, changes.request_id)))
+            out["request"] = changes.request_id
             if random.random() < 0.001:
-                out.append((_FORGET_REQUESTS, (ident,)))
+                out["forget"] = REQUEST_MEMORY
         if changes.events:
-            bodies = [encode_line(e).rstrip(b"\n").decode() for e in changes.events]
-            out.append((_APPEND, {"l": ident, "lines": bodies}))
-        out.append(("COMMIT", None))
+            out["lines"] = [encode_line(e).rstrip(b"\n").decode() for e in changes.events]
         return out
 
     def _resolve(self, request_id: str, backend: BackendId, ledger: int, why: str) -> None:
@@ -669,53 +583,35 @@ class PostgresLedger(ServerLedger):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _read(self, scope: Scope, *, journal: bool = False) -> tuple[Snapshot, list[Any], int]:
-        """A consistent snapshot (one REPEATABLE READ transaction, one round trip) and, with
-        ``journal``, every journal line (position, text) and where the current generation
-        of the journal starts."""
+    def _read(self, scope: Scope, **extra: Any) -> tuple[Snapshot, dict[str, Any]]:
+        """A consistent snapshot, in one statement (its snapshot is the read's) and one
+        round trip; ``extra``: ``journal=True`` for every journal line, ``tail=N`` for
+        the last N (as [position, line])."""
+        request: dict[str, Any] = {"name": self.name, "keys": sorted(scope.keys), "ids": list(scope.ids),
+                                   "host": scope.sweep_host, "all": scope.everything, **extra}
         for _ in range(3):
             with self._errors():
                 self._connection()
-                known = self._ledger
-                params = {"l": known if known is not None else -1, "keys": sorted(scope.keys), "name": self.name,
-                          "host": scope.sweep_host, "ids": list(scope.ids)}
-                statements: list[tuple[str, Any]] = [
-                    ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None),
-                    (_HEAD.format(token=_LAST_TOKEN), params),
-                    (_READ_ALL if scope.everything else _READ_KEYS, params),
-                    (_WAITERS, params),
-                    *self._allocation_queries(scope, params)]
-                if journal:
-                    statements.append((_JOURNAL, params))
-                statements.append(("COMMIT", None))
-                cursors = self._batch(statements)
-                head = cursors[1].fetchone()
-                ident, ledger_id, origin, journal_seq, start, now, counter = head
-                if ident != known:
-                    self._set_ledger(ident)
-                    if ident is not None:
-                        continue  # created (or created again) meanwhile: read that one
+                (cursor,) = self._batch([(_READ, (_json(request),))])
+                found = json.loads(cursor.fetchone()[0])
+                head = found["head"]
+                ident = head["id"] if head is not None else None
                 if ident is None and self._v1:
                     self._create(reset=False, reading=True)
                     if self._ledger is not None:
                         continue  # a version-1 ledger, upgraded: read it
-                if ident is None:
-                    snapshot, lines = Snapshot(now=float(now), complete=scope.everything), list[Any]()
+                self._set_ledger(ident)
+                if head is None:
+                    snapshot = Snapshot(now=float(found["now"]), complete=scope.everything)
                 else:
-                    lines = cursors[-2].fetchall() if journal else []
-                    ends = len(cursors) - (2 if journal else 1)
-                    documents = [row[0] for cursor in cursors[4:ends] for row in cursor.fetchall()]
-                    snapshot = self._snapshot(now=now, counter=int(counter), pools=cursors[2].fetchall(),
-                                              waiters=cursors[3].fetchall(), documents=documents, scope=scope,
-                                              locked=None)
-                    snapshot.ledger_id, snapshot.origin, snapshot.journal_seq = ledger_id, origin, int(journal_seq)
-            problem = self.fencing_problem(exists=ident is not None, ledger_id=ledger_id, origin=origin,
-                                           counter=snapshot.counter)
+                    snapshot = self._snapshot(found, scope=scope, locked=None)
+            problem = self.fencing_problem(exists=head is not None, ledger_id=snapshot.ledger_id,
+                                           origin=snapshot.origin, counter=snapshot.counter)
             if problem is not None:
                 raise problem
-            self.memory.note(ledger_id, snapshot.counter)
+            self.memory.note(snapshot.ledger_id, snapshot.counter)
             self.memory.flush()
-            return snapshot, lines, int(start or 0)
+            return snapshot, found if head is not None else {}
         raise self.error("kept changing while this command read it; try again.")
 
     def read(self, scope: Scope = EVERYTHING) -> Snapshot:
@@ -726,7 +622,9 @@ class PostgresLedger(ServerLedger):
     def journal_lines(self) -> tuple[Snapshot, list[bytes], list[str]]:
         """Every allocation and every journal line, oldest first, read together."""
         with self._lock:
-            snapshot, rows, start = self._read(EVERYTHING, journal=True)
+            snapshot, found = self._read(EVERYTHING, journal=True)
+        rows = found.get("journal") or []
+        start = int(found["head"]["journal_start"]) if found else 0
         names = []
         if any(pos < start for pos, _ in rows):
             names.append(f"{self.location} journal (previous generation)")
@@ -736,21 +634,10 @@ class PostgresLedger(ServerLedger):
 
     def journal_tail(self, limit: int) -> tuple[int, list[bytes]]:
         """The committed journal sequence and the last ``limit`` lines, read from the end."""
-        with self._lock, self._errors():
-            self._connection()
-            params = {"name": self.name, "l": self._ledger if self._ledger is not None else -1,
-                      "n": max(1, limit)}
-            cursors = self._batch([("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None),
-                                            (_JOURNAL_HEAD, params), (_JOURNAL_TAIL, params), ("COMMIT", None)])
-            head = cursors[1].fetchone()
-            if head is None:
-                return 0, []
-            if head[0] != self._ledger:
-                self._set_ledger(head[0])
-                return self.journal_tail(limit)
-            lines = [row[0].encode() for row in cursors[2].fetchall()]
-        lines.reverse()
-        return int(head[1]), lines
+        with self._lock:
+            snapshot, found = self._read(Scope(), tail=max(1, limit))
+        rows = found.get("journal") or []
+        return snapshot.journal_seq, [line.encode() for _, line in rows]
 
     # -- waking waiters ------------------------------------------------------------------
 
