@@ -114,7 +114,7 @@ def test_transactions_on_disjoint_pools_never_wait_on_each_other(pg_server, tmp_
     assert beta.id in other.read().known
 
 
-def test_a_transaction_costs_two_round_trips(pg_server, tmp_path: Path) -> None:
+def test_an_allocation_costs_two_round_trips_and_a_release_one(pg_server, tmp_path: Path) -> None:
     """Counted at a proxy: the messages after which the client waits for the server."""
     with TcpProxy(pg_server.port) as proxy:
         engine = engine_for(proxy.url_for(f"{pg_server.url}?ledger={ledger_name()}"), tmp_path)
@@ -126,8 +126,7 @@ def test_a_transaction_costs_two_round_trips(pg_server, tmp_path: Path) -> None:
         assert (proxy.round_trips, proxy.sent < 4096) == (2, True)
         proxy.reset_counts()
         engine.release([allocation.id])
-        # the engine reads the allocation first, to know which pools to lock
-        assert (proxy.round_trips, proxy.sent < 4096) == (3, True)
+        assert (proxy.round_trips, proxy.sent < 4096) == (1, True)  # one statement while nobody waits
 
 
 # -- schema versions -----------------------------------------------------------------------------
@@ -251,7 +250,7 @@ class CommitCutter:
         if not self.plan:
             return "pass"
         if b'"request":' in data:
-            if self.plan[0] == "drop":
+            if self.plan[0] == "drop" or b'"ids":' in data:  # a one-step release has no COMMIT of its own
                 return self.plan.pop(0)
             self.change_sent = True
         if self.change_sent and b"COMMIT\x00" in data:
@@ -283,9 +282,12 @@ def test_a_lost_reply_to_a_commit_is_resolved_by_its_request_id(pg_server, tmp_p
         assert PASSWORDS[0] not in lost.value.message
         assert [a.id for a in direct.active_allocations()] == [granted.id]
 
-        cutter.plan = ["after"]
+        second = direct.allocate(request, direct.owner())
+        cutter.plan = ["after"]  # a release in one step: its reply lost, what it released is reported
         assert [a.id for a in engine.release([granted.id]).released] == [granted.id]
-        assert proxy.cuts == ["after", "drop", "after"]
+        cutter.plan = ["drop"]  # never arrived: the release takes the transaction and is done
+        assert [a.id for a in engine.release([second.id]).released] == [second.id]
+        assert proxy.cuts == ["after", "drop", "after", "drop"]
     assert direct.active_allocations() == []
     assert verify_ledger(direct).findings == ()
 
@@ -304,6 +306,36 @@ def test_allocate_prints_the_id_it_was_granted_when_the_reply_was_lost(pg_server
     ident = result.stdout.strip()
     held = engine_for(location, tmp_path, config=SMALL_CONFIG).active_allocations()
     assert [a.id for a in held] == [ident]
+
+
+def test_a_release_in_one_step_agrees_with_a_release_in_a_transaction(pg_server, tmp_path: Path) -> None:
+    from netra_rm.core.verify import ledger_history, verify_ledger
+
+    location = f"{pg_server.url}?ledger={ledger_name()}"
+    fast = engine_for(location, tmp_path)
+    locked = engine_for(location, tmp_path, state="locked")
+    locked.ledger.fast_release = lambda ids, events=None: None  # type: ignore[method-assign]
+    request = fast.resolve_request("tiny", "db")
+    one, two, three = (fast.allocate(request, fast.owner()) for _ in range(3))
+    assert fast.try_allocate(request, fast.owner())[0] is None  # full
+    measured = {"peak_memory_mb": 12, "cpu_seconds": 0.5}
+
+    by_fast = fast.release([one.id, "0000000000aa"], measured={one.id: measured})
+    by_lock = locked.release([two.id, "0000000000aa"], measured={two.id: measured})
+    assert ([a.id for a in by_fast.released], by_fast.missing) == ([one.id], ["0000000000aa"])
+    assert ([a.id for a in by_lock.released], by_lock.missing) == ([two.id], ["0000000000aa"])
+    assert by_fast.released == [one]
+    assert fast.release([one.id]).missing == [one.id]  # released once only
+    assert fast.pool_status("tiny")["active_instances"] == 1
+    again = locked.try_allocate(request, locked.owner())[0]
+    assert again is not None and again.slot in (one.slot, two.slot)  # its instance is free again
+
+    events = {e["id"]: e for e in ledger_history(locked)[0] if e["event"] == "release"}
+    strip = lambda e: {k: v for k, v in e.items() if k not in ("id", "seq", "time", "fencing_token", "slot", "slots")}  # noqa: E731
+    assert strip(events[one.id]) == strip(events[two.id])
+    assert events[one.id]["peak_memory_mb"] == 12 and events[one.id]["slots"] == {"layer:tiny": one.slot}
+    assert verify_ledger(locked).findings == ()
+    assert {a.id for a in fast.active_allocations()} == {three.id, again.id}
 
 
 def run_terminate_storm(pg_server, tmp_path: Path, location: str, *, workers: int = 6,
@@ -465,6 +497,8 @@ def test_tokens_never_repeat_after_the_ledger_was_lost(pg_server, cli, tmp_path:
     assert refused.code == 5
     assert "started again from scratch" in refused.stderr and "cleanup --force" in refused.stderr
     assert PASSWORDS[0] not in refused.stderr and refused.stdout == ""
+    release = cli("release", first.json()["id"], env=env)  # the one-step release checks the ledger's id too
+    assert release.code == 5 and "started again from scratch" in release.stderr
     assert cli("cleanup", "--force", env=env).code == 0
     after = cli("allocate", "--layer", "tiny", "--category", "db", "--json", env=env)
     assert after.code == 0 and after.json()["fencing_token"] > fresh.json()["fencing_token"]

@@ -40,10 +40,19 @@ def remove_the_lock(ledger: str) -> None:
 
         backend.RedisLedger._commit = slow_commit  # type: ignore[method-assign]
     elif ledger.startswith("postgres"):
-        from netra_rm.ledger.postgres import ledger as backend
+        import psycopg
 
-        for name in ("_LOCK_KEYS", "_LOCK_KEYS_AND_HOST", "_LOCK_ALL"):  # decide without the row locks
-            setattr(backend, name, getattr(backend, name).replace(" FOR UPDATE", ""))
+        from netra_rm.ledger import Scope
+        from netra_rm.ledger.postgres import ledger as backend
+        from netra_rm.ledger.server import split_location
+
+        backend.PostgresLedger(ledger).read(Scope())  # the tables exist
+        with psycopg.connect(split_location(ledger)[0], autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(77)")  # the workers do this together
+            source = conn.execute("SELECT pg_get_functiondef('netra_rm_begin(jsonb)'::regprocedure)").fetchone()[0]
+            # the same begin, without the row locks
+            conn.execute(source.replace("FOR UPDATE", "").replace("netra_rm_begin(", "netra_rm_begin_unlocked("))
+        backend._BEGIN = "SELECT netra_rm_begin_unlocked(%s::jsonb)"
         commit = backend.PostgresLedger._commit
 
         def slow_commit(self, *args):  # type: ignore[no-untyped-def]

@@ -137,6 +137,7 @@ CREATE TABLE netra_rm_requests (
     ledger integer NOT NULL,
     id text NOT NULL,
     committed_at double precision NOT NULL,
+    outcome json,  -- what a one-step release released, for a client that lost the reply
     PRIMARY KEY (ledger, id)
 );
 """
@@ -150,18 +151,25 @@ _SELECT_POOLS = ("SELECT key, memory_mb, cpu_units, instances, dedicated, encode
 FUNCTIONS = r"""
 CREATE OR REPLACE FUNCTION netra_rm_allocations_of(l integer, everything boolean, ids text[], keys text[],
                                                    host text, now_ double precision) RETURNS json
-    LANGUAGE sql STABLE AS $$
-    SELECT coalesce(json_agg(doc), '[]') FROM (
-        SELECT doc FROM netra_rm_allocations WHERE everything AND ledger = l
-        UNION ALL
-        SELECT doc FROM netra_rm_allocations WHERE NOT everything AND ledger = l AND id = ANY(ids)
-        UNION ALL
-        (SELECT doc FROM netra_rm_allocations WHERE NOT everything AND ledger = l
-             AND (expires_at <= now_ OR lease_expires_at <= now_) AND charges && keys LIMIT 300)
-        UNION ALL
-        SELECT doc FROM netra_rm_allocations WHERE NOT everything AND host IS NOT NULL AND ledger = l
-            AND owner_host = host) AS a
-$$;
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    found jsonb[] := '{}';
+BEGIN
+    IF everything THEN
+        RETURN (SELECT coalesce(json_agg(doc), '[]') FROM netra_rm_allocations WHERE ledger = l);
+    END IF;
+    IF cardinality(ids) > 0 THEN
+        found := found || ARRAY(SELECT doc FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids));
+    END IF;
+    IF cardinality(keys) > 0 THEN  -- due: from the expiry and lease indexes
+        found := found || ARRAY(SELECT doc FROM netra_rm_allocations WHERE ledger = l
+                                AND (expires_at <= now_ OR lease_expires_at <= now_) AND charges && keys LIMIT 300);
+    END IF;
+    IF host IS NOT NULL THEN
+        found := found || ARRAY(SELECT doc FROM netra_rm_allocations WHERE ledger = l AND owner_host = host);
+    END IF;
+    RETURN array_to_json(found);
+END $$;
 
 CREATE OR REPLACE FUNCTION netra_rm_begin(req jsonb) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
@@ -239,8 +247,10 @@ BEGIN
                                   'journal_seq', head.journal_seq, 'journal_start', head.journal_start,
                                   'counter', coalesce(pg_sequence_last_value(
                                       ('netra_rm_tokens_' || head.id)::regclass), 0)),
-        'pools', CASE WHEN req ? 'tail' THEN '[]'::json ELSE (SELECT coalesce(json_agg(p), '[]') FROM (
-            <SELECT_POOLS> WHERE ledger = head.id AND (everything OR key = ANY(keys))) AS p) END,
+        'pools', CASE WHEN req ? 'tail' OR NOT everything AND cardinality(keys) = 0 THEN '[]'::json
+            WHEN everything THEN (SELECT coalesce(json_agg(p), '[]') FROM (<SELECT_POOLS> WHERE ledger = head.id) AS p)
+            ELSE (SELECT coalesce(json_agg(p), '[]') FROM (<SELECT_POOLS> WHERE ledger = head.id
+                                                           AND key = ANY(keys)) AS p) END,
         'waiters', CASE WHEN req ? 'tail' THEN '[]'::json ELSE
             (SELECT coalesce(json_agg(doc), '[]') FROM netra_rm_waiters WHERE ledger = head.id) END,
         'allocations', CASE WHEN req ? 'tail' THEN '[]'::json ELSE
@@ -328,6 +338,63 @@ BEGIN
         SELECT l, 2 * (seq - n + b.i), '{"seq":' || (seq - n + b.i) || ',' || substr(b.body, 2)
         FROM jsonb_array_elements_text(req -> 'lines') WITH ORDINALITY AS b(body, i);
     RETURN seq || ' ' || lines;
+END $$;
+
+-- a release in one statement, when nobody waits (else NULL: the client takes a transaction,
+-- which also gives back what the allocations held against the waiters and wakes them);
+-- NULL too when the ledger is not the one the client knows (its id, its fencing counter)
+CREATE OR REPLACE FUNCTION netra_rm_release(req jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    l integer := (req ->> 'l')::integer;
+    ids text[] := ARRAY(SELECT jsonb_array_elements_text(req -> 'ids'));
+    head record;
+    now_ double precision;
+    gone jsonb[];
+    n integer;
+    seq bigint;
+BEGIN
+    SELECT id, ledger_id INTO head FROM netra_rm_ledgers WHERE name = req ->> 'name';
+    IF head.id IS NULL OR head.id <> l OR head.ledger_id IS DISTINCT FROM req ->> 'ledger_id'
+            OR coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l)::regclass), 0) < (req ->> 'counter')::bigint
+            OR EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM netra_rm_pools WHERE ledger = l AND key = ANY(ARRAY(
+        SELECT unnest(charges) FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids))) ORDER BY key FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN  -- joined while we waited for the rows
+        RETURN NULL;
+    END IF;
+    now_ := extract(epoch FROM clock_timestamp());
+    WITH d AS (DELETE FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids) RETURNING doc)
+        SELECT coalesce(array_agg(doc ORDER BY (doc ->> 'fencing_token')::bigint), '{}') INTO gone FROM d;
+    n := cardinality(gone);
+    IF n = 0 THEN
+        RETURN json_build_object('released', '[]'::json, 'now', now_)::text;
+    END IF;
+    UPDATE netra_rm_pools AS p SET memory_mb = p.memory_mb - u.m, cpu_units = p.cpu_units - u.c,
+            instances = p.instances - u.i, dedicated = p.dedicated - u.d,
+            taken = CASE WHEN cardinality(u.freed) = 0 THEN p.taken ELSE netra_rm_slots(p.taken, u.freed, '{}') END
+        FROM (SELECT k, sum((a ->> 'memory_mb')::bigint) AS m,
+                     sum(round((a ->> 'cpu_percent')::numeric * 1000))::bigint AS c, count(*) AS i,
+                     count(*) FILTER (WHERE (a ->> 'dedicated')::boolean) AS d,
+                     array_remove(array_agg((a -> 'slots' ->> k)::integer), NULL) AS freed
+              FROM unnest(gone) AS a, jsonb_array_elements_text(a -> 'charges') AS k GROUP BY k) AS u
+        WHERE p.ledger = l AND p.key = u.k;
+    INSERT INTO netra_rm_requests (ledger, id, committed_at, outcome)
+        VALUES (l, req ->> 'request', now_, array_to_json(gone));
+    UPDATE netra_rm_ledgers SET journal_seq = journal_seq + n, journal_lines = journal_lines + n WHERE id = l
+        RETURNING journal_seq INTO seq;
+    -- the event of netra_rm.ledger.journal.event_record("release", ...): the allocation's
+    -- journal fields (allocation_record), and what the client measured
+    INSERT INTO netra_rm_journal (ledger, pos, line)
+        SELECT l, 2 * (seq - n + g.i), '{"seq":' || (seq - n + g.i) || ',' || substr((
+            jsonb_build_object('time', round(now_::numeric, 3), 'event', 'release')
+            || (SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(g.a) AS f
+                WHERE f.key IN ('id', 'layer', 'category', 'memory_mb', 'cpu_percent', 'dedicated', 'slot',
+                                'fencing_token', 'owner', 'charges', 'slots', 'priority', 'pools', 'instances'))
+            || coalesce(req -> 'events' -> (g.a ->> 'id'), '{}'))::text, 2)
+        FROM unnest(gone) WITH ORDINALITY AS g(a, i);
+    RETURN json_build_object('released', array_to_json(gone), 'now', now_, 'lines', seq)::text;
 END $$;
 """.replace("<SELECT_POOLS>", _SELECT_POOLS)
 
