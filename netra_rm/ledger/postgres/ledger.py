@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from netra_rm.ledger.base import EVERYTHING, Changes, Scope, Snapshot, Txn
 from netra_rm.ledger.journal import checkpoint_record, encode_line
 from netra_rm.ledger.postgres import schema
 from netra_rm.ledger.postgres.session import BackendId, Watchdog, connect, end_backend, first_line, ms
-from netra_rm.ledger.postgres.wake import NOTIFY, PostgresWakeChannel, channel_prefix, notify_params
+from netra_rm.ledger.postgres.wake import NOTIFY, Listeners, PostgresWakeChannel, channel_prefix, notify_params
 from netra_rm.ledger.server import ServerLedger, ServerOptions
 from netra_rm.records import Allocation, PoolRecord, RecordError, Usage, Waiter, is_id, token_floor
 
@@ -114,6 +115,7 @@ class PostgresLedger(ServerLedger):
         me = weakref.ref(self)  # the watchdog must not keep a dropped ledger alive
         self._watchdog = Watchdog(lambda: getattr(me(), "_conn", None))
         self.channel = channel_prefix(self.name)
+        self._listeners = Listeners(partial(connect, self.server_url, self.options))
 
     # -- connections and errors ----------------------------------------------------------
 
@@ -229,6 +231,7 @@ class PostgresLedger(ServerLedger):
     def close(self) -> None:
         with self._lock:
             self._drop()
+        self._listeners.close()
 
     def _batch(self, statements: Sequence[tuple[str, Any]]) -> list[Any]:
         """Send ``statements`` at once, then a Sync, and read every result: one round trip.
@@ -700,7 +703,7 @@ class PostgresLedger(ServerLedger):
         if not is_id(waiter_id):
             raise ValueError(f"not a waiter id: {waiter_id!r}")
         try:
-            return PostgresWakeChannel(self.connect, self.channel + waiter_id, waiter_id)
+            return PostgresWakeChannel(self._listeners, self.channel + waiter_id, waiter_id)
         except Exception:  # noqa: BLE001
             return None
 

@@ -94,11 +94,13 @@ CREATE TABLE netra_rm_ledgers (
 CREATE TABLE netra_rm_pools (
     ledger integer NOT NULL,
     key text NOT NULL,
+    -- before the usage: grants take the lowest free index, near the bitmap's end, so the
+    -- bytes an update changes lie together (its WAL record leaves out the rest)
+    taken bytea NOT NULL DEFAULT '\x',
     memory_mb bigint NOT NULL DEFAULT 0,
     cpu_units bigint NOT NULL DEFAULT 0,
     instances integer NOT NULL DEFAULT 0,
     dedicated integer NOT NULL DEFAULT 0,
-    taken bytea NOT NULL DEFAULT '\x',
     record jsonb,
     drained boolean GENERATED ALWAYS AS (coalesce((record ->> 'drained')::boolean, false)) STORED,
     PRIMARY KEY (ledger, key)

@@ -9,6 +9,7 @@ and no other listener is disturbed.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,24 +28,62 @@ def notify_params(prefix: str, waiter_ids: Sequence[str]) -> tuple[list[str], li
     return [prefix + w for w in waiter_ids], list(waiter_ids)
 
 
+class Listeners:
+    """Idle connections for waiters to listen on, kept for the next wait of this process
+    (a connection costs a login, and a process that waits again soon should not pay it
+    while the one it released to is taking its turn)."""
+
+    def __init__(self, connect: Callable[[], Any], *, keep: int = 2) -> None:
+        self._connect = connect
+        self._idle: list[Any] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def take(self) -> Any:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect()
+
+    def give_back(self, conn: Any) -> None:
+        try:
+            conn.execute("UNLISTEN *")
+        except Exception:  # noqa: BLE001 - a broken one is not kept
+            _close(conn)
+            return
+        with self._lock:
+            if len(self._idle) < self._keep:
+                self._idle.append(conn)
+                return
+        _close(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close(conn)
+
+
 class PostgresWakeChannel:
     """The receiving end of one waiter's wake-ups: ``LISTEN`` on its channel. A
     connection lost meanwhile is opened again at the next wait (the waiter re-checks on
     its timer anyway, so a wake lost with it costs at most one pause)."""
 
-    def __init__(self, connect: Callable[[], Any], channel: str, waiter_id: str) -> None:
+    def __init__(self, listeners: Listeners, channel: str, waiter_id: str) -> None:
         self.waiter_id = waiter_id
         self.channel = channel
-        self._connect = connect
+        self._listeners = listeners
         self._conn: Any = None
         self._open()
 
     def _open(self) -> None:
-        conn = self._connect()
+        conn = self._listeners.take()
         try:
             conn.execute(f'LISTEN "{self.channel}"')
         except BaseException:
-            conn.close()
+            _close(conn)
             raise
         self._conn = conn
 
@@ -62,7 +101,9 @@ class PostgresWakeChannel:
                     if note.payload == self.waiter_id:
                         return True
         except Exception:  # noqa: BLE001 - the waiter's next transaction reports an outage
-            self.close()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                _close(conn)
             left = end - time.monotonic()
             if left > 0:
                 time.sleep(min(left, 0.05))
@@ -70,15 +111,18 @@ class PostgresWakeChannel:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001
-            pass
+        if conn is not None:
+            self._listeners.give_back(conn)
 
     def __enter__(self) -> PostgresWakeChannel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
