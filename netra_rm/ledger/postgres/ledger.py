@@ -110,6 +110,7 @@ class PostgresLedger(ServerLedger):
         self._ledger: int | None = None  # the row id of this ledger, once known
         self._keys: set[str] = set()  # pool keys known to have a row
         self._v1 = False
+        self._peek: tuple[Scope, Snapshot] | None = None
         self._in_transaction = False
         self._lock = threading.RLock()
         me = weakref.ref(self)  # the watchdog must not keep a dropped ledger alive
@@ -621,8 +622,12 @@ class PostgresLedger(ServerLedger):
         raise self.error("kept changing while this command read it; try again.")
 
     def read(self, scope: Scope = EVERYTHING) -> Snapshot:
-        """A consistent snapshot, without locks."""
+        """A consistent snapshot, without locks (the one a declined one-step release
+        brought back, when it is the read that follows it)."""
         with self._lock:
+            peek, self._peek = self._peek, None
+            if peek is not None and peek[0] == scope:
+                return peek[1]
             return self._read(scope)[0]
 
     def journal_lines(self) -> tuple[Snapshot, list[bytes], list[str]]:
@@ -687,8 +692,12 @@ class PostgresLedger(ServerLedger):
             if answer is None:
                 return None
             try:
-                docs = json.loads(answer)["released"] if isinstance(answer, str) else answer
-                released = [Allocation.from_dict(doc) for doc in docs]
+                found = json.loads(answer) if isinstance(answer, str) else {"released": answer}
+                if "declined" in found:  # someone waits: the engine reads, then takes a transaction
+                    peek = Scope(ids=tuple(ids))
+                    self._peek = (peek, self._snapshot(found["declined"], scope=peek, locked=None))
+                    return None
+                released = [Allocation.from_dict(doc) for doc in found["released"]]
             except RecordError as exc:
                 raise self.error(str(exc), corrupt=True) from None
         gone = {a.id for a in released}

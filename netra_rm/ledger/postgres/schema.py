@@ -342,9 +342,10 @@ BEGIN
     RETURN seq || ' ' || lines;
 END $$;
 
--- a release in one statement, when nobody waits (else NULL: the client takes a transaction,
--- which also gives back what the allocations held against the waiters and wakes them);
--- NULL too when the ledger is not the one the client knows (its id, its fencing counter)
+-- a release in one statement, when nobody waits (else the client takes a transaction,
+-- which also gives back what the allocations held against the waiters and wakes them: it
+-- gets the read that transaction begins with); NULL when the ledger is not the one the
+-- client knows (its id, its fencing counter)
 CREATE OR REPLACE FUNCTION netra_rm_release(req jsonb) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     l integer := (req ->> 'l')::integer;
@@ -357,14 +358,20 @@ DECLARE
 BEGIN
     SELECT id, ledger_id INTO head FROM netra_rm_ledgers WHERE name = req ->> 'name';
     IF head.id IS NULL OR head.id <> l OR head.ledger_id IS DISTINCT FROM req ->> 'ledger_id'
-            OR coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l)::regclass), 0) < (req ->> 'counter')::bigint
-            OR EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
+            OR coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l)::regclass), 0)
+               < (req ->> 'counter')::bigint THEN
         RETURN NULL;
     END IF;
-    PERFORM 1 FROM netra_rm_pools WHERE ledger = l AND key = ANY(ARRAY(
-        SELECT unnest(charges) FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids))) ORDER BY key FOR UPDATE;
-    IF EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN  -- joined while we waited for the rows
-        RETURN NULL;
+    IF NOT EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
+        PERFORM 1 FROM netra_rm_pools WHERE ledger = l AND key = ANY(ARRAY(
+            SELECT unnest(charges) FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids)))
+            ORDER BY key FOR UPDATE;
+    END IF;
+    IF EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
+        -- someone waits (or joined while we waited for the rows): the client takes a
+        -- transaction, and here is the read it begins with
+        RETURN json_build_object('declined', netra_rm_read(jsonb_build_object(
+            'name', req ->> 'name', 'ids', req -> 'ids', 'keys', '[]'::jsonb))::json)::text;
     END IF;
     now_ := extract(epoch FROM clock_timestamp());
     WITH d AS (DELETE FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids) RETURNING doc)
