@@ -32,7 +32,7 @@ from netra_rm.records import Allocation, Owner, token_floor
 
 from backends import ledger_name
 from conftest import SMALL_CONFIG, _entry_point
-from servers import PASSWORDS, TcpProxy
+from servers import PASSWORDS, TcpProxy, closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = Path(__file__).with_name("workers")
@@ -549,6 +549,22 @@ def test_a_holder_stalled_past_its_lock_cannot_commit_late(pg_server, tmp_path: 
             assert time.monotonic() - began < 10
     assert "nothing was written" in late.value.message
     assert set(other.read().known) == {ours.id} and mine.id != ours.id
+
+
+@pytest.mark.parametrize("server", ["down", "silent"])
+def test_a_wait_with_a_timeout_ends_in_time_when_the_server_does_not_answer(server: str, cli, silent_server,
+                                                                            small_config: Path) -> None:
+    """``--timeout`` bounds connecting too: libpq waits 2 s at least per attempt, and a
+    waiting command connects twice (its wake-up channel, then its transaction)."""
+    port = closed_port() if server == "down" else silent_server.port
+    url = f"postgresql://netra:{PASSWORDS[0]}@127.0.0.1:{port}/netra_test"
+    began = time.monotonic()
+    result = cli("--config", str(small_config), "--ledger", url, "allocate", "--layer", "tiny", "--category", "x",
+                 "--wait", "--timeout", "2")
+    elapsed = time.monotonic() - began
+    assert result.code == 5, result.stderr
+    assert elapsed < 3.5, f"took {elapsed:.1f}s"  # 2 s, and the command's start
+    assert "PostgreSQL ledger at postgresql://netra:***@" in result.stderr and PASSWORDS[0] not in result.stderr
 
 
 # -- time and waking -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ it asks what happened to its last commit (see :func:`end_backend`).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -48,12 +49,53 @@ def connect(url: str, options: ServerOptions, *, autocommit: bool = True) -> Any
     import psycopg
 
     o = options
+    left = deadline.remaining(o.connect_timeout)
     server_options = (f"-c statement_timeout={ms(o.io_timeout + o.lock_wait)} -c lock_timeout={ms(o.lock_wait)} "
                       f"-c idle_in_transaction_session_timeout={ms(o.lock_ttl)}")
-    return psycopg.connect(url, autocommit=autocommit,
-                           connect_timeout=max(2, round(deadline.remaining(o.connect_timeout))),
-                           options=server_options, keepalives=1, keepalives_idle=5, keepalives_interval=2,
-                           keepalives_count=3, tcp_user_timeout=ms(o.io_timeout), application_name=APPLICATION_NAME)
+
+    def attempt() -> Any:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(2, math.ceil(left)),
+                               options=server_options, keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                               keepalives_count=3, tcp_user_timeout=ms(o.io_timeout),
+                               application_name=APPLICATION_NAME)
+
+    if left >= 2:
+        return attempt()
+    return _within(attempt, left)  # libpq waits 2 s at least: the command's deadline is nearer
+
+
+def _within(attempt: Callable[[], Any], seconds: float) -> Any:
+    """``attempt()`` (a connect) given at most ``seconds``; a connection that comes later
+    is closed by the helper thread that made it."""
+    import psycopg
+
+    done = threading.Event()
+    lock = threading.Lock()
+    state: dict[str, Any] = {"abandoned": False}
+
+    def run() -> None:
+        try:
+            conn = attempt()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            state["error"] = exc
+            done.set()
+            return
+        with lock:
+            if state["abandoned"]:
+                conn.close()
+                return
+            state["conn"] = conn
+        done.set()
+
+    threading.Thread(target=run, name="netra-rm-pg-connect", daemon=True).start()
+    done.wait(max(0.0, seconds))
+    with lock:
+        if "conn" in state:
+            return state["conn"]
+        if "error" in state:
+            raise state["error"]
+        state["abandoned"] = True
+    raise psycopg.errors.ConnectionTimeout("connection timeout expired")
 
 
 def end_backend(conn: Any, backend: BackendId, *, until: float) -> bool:
