@@ -11,7 +11,7 @@ from servers import PASSWORDS
 
 
 @pytest.mark.parametrize("source_kind, target_kind", [("file", "redis"), ("redis", "postgresql"),
-                                                      ("postgresql", "file")])
+                                                      ("postgresql", "file"), ("file", "postgresql")])
 def test_migrate_copies_active_allocations_and_keeps_fencing_monotonic(
         cli, request: pytest.FixtureRequest, tmp_path: Path, small_config: Path, source_kind: str,
         target_kind: str) -> None:

@@ -567,6 +567,36 @@ def test_a_wait_with_a_timeout_ends_in_time_when_the_server_does_not_answer(serv
     assert "PostgreSQL ledger at postgresql://netra:***@" in result.stderr and PASSWORDS[0] not in result.stderr
 
 
+HOLDER = """
+import sys, time
+from netra_rm.ledger import Scope
+from netra_rm.ledger.postgres import PostgresLedger
+ledger = PostgresLedger(sys.argv[1])
+with ledger.transaction(Scope(keys=frozenset({"layer:tiny"}))):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_holder_killed_mid_transaction_frees_its_rows_at_once(pg_server, tmp_path: Path) -> None:
+    from netra_rm.ledger.postgres import PostgresLedger
+
+    location = f"{pg_server.url}?ledger={ledger_name()}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, location], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        holder.kill()
+        holder.wait(10)
+        began = time.monotonic()
+        with PostgresLedger(location, state_dir=tmp_path).transaction(Scope(keys=frozenset({"layer:tiny"}))) as txn:
+            grant(txn, "layer:tiny")
+        assert time.monotonic() - began < 3  # the server saw the connection close: no lock expiry to wait for
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
 # -- time and waking -------------------------------------------------------------------------
 
 def test_leases_are_judged_by_the_servers_clock_not_a_fast_host(pg_server, cli, tmp_path: Path,
