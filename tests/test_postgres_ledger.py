@@ -129,6 +129,30 @@ def test_an_allocation_costs_two_round_trips_and_a_release_one(pg_server, tmp_pa
         assert (proxy.round_trips, proxy.sent < 4096) == (1, True)  # one statement while nobody waits
 
 
+def test_the_journal_starts_a_new_generation_with_a_checkpoint(pg_server, tmp_path: Path) -> None:
+    from netra_rm.core.verify import ledger_history, verify_ledger
+    from netra_rm.ledger.postgres import PostgresLedger
+    from netra_rm.ledger.server import ServerOptions
+
+    ledger = PostgresLedger(f"{pg_server.url}?ledger={ledger_name()}", state_dir=tmp_path,
+                            options=ServerOptions(journal_max_lines=6))
+    path = tmp_path / "netra-rm.yaml"
+    path.write_text(GLOBAL_CONFIG)
+    engine = Engine.from_options(config=load_config(path, env={}), ledger=ledger, env={"NETRA_RM_HOST_ID": "a"})
+    request = engine.resolve_request("tiny", "db")
+    held = engine.allocate(request, engine.owner())
+    for _ in range(12):
+        engine.release([engine.allocate(request, engine.owner()).id])
+    snapshot, lines, names = ledger.journal_lines()
+    checkpoints = [json.loads(line) for line in lines if b'"checkpoint"' in line]
+    assert len(checkpoints) == 2 and checkpoints[-1]["reason"] == "rotate"  # older generations dropped
+    assert held.id in [a["id"] for a in checkpoints[-1]["allocations"]]  # what was held at that point
+    assert names == [f"{ledger.location} journal (previous generation)", f"{ledger.location} journal"]
+    assert len(lines) <= 2 * 7
+    assert verify_ledger(engine).findings == ()
+    assert [e["seq"] for e in ledger_history(engine, limit=3)[0]] == [snapshot.journal_seq - 2 + i for i in range(3)]
+
+
 # -- schema versions -----------------------------------------------------------------------------
 
 V1_TABLES = """

@@ -2,19 +2,23 @@
 
 The ledger is tables (see :mod:`netra_rm.ledger.postgres.schema`): a row per pool key
 with its usage kept current, a row per allocation, the queue, the journal. A transaction
-is a PostgreSQL transaction in two round trips:
+is a PostgreSQL transaction in two round trips, each one statement on the server (the
+functions of the schema, their arguments and results one JSON document):
 
-1. *begin*, one pipeline: lock the rows of the pool keys it decides over, in key order
-   (so two transactions on disjoint pools never wait on each other, and never deadlock),
-   and read what the :class:`Snapshot` holds: the ledger's row, the server's clock, a
-   fencing token from the ledger's sequence (taken after the row locks, so tokens only
-   grow per pool), the queue, the allocations it names, those due to be reclaimed (from
-   the expiry and lease indexes) and, when it sweeps, this host's (from the host index);
-2. *commit*, one pipeline: every change (rows inserted, deleted or updated, usage moved
-   by its deltas, journal lines numbered by the server under the ledger row's lock, the
-   request id) and ``COMMIT``.
+1. *begin* (``BEGIN`` and ``netra_rm_begin``): lock the rows of the pool keys it decides
+   over, in key order (so two transactions on disjoint pools never wait on each other,
+   and never deadlock), and read what the :class:`Snapshot` holds: the ledger's row, the
+   server's clock, a fencing token from the ledger's sequence (taken after the row
+   locks, so tokens only grow per pool), the queue, the allocations it names, those due
+   to be reclaimed (from the expiry and lease indexes) and, when it sweeps, this host's
+   (from the host index);
+2. *commit* (``netra_rm_commit`` and ``COMMIT``): every change (rows inserted, deleted or
+   updated, usage moved by its deltas, journal lines numbered by the server under the
+   ledger row's lock, the request id).
 
-Nothing a transaction reads or writes grows with the number of active allocations.
+A read is one statement (its snapshot is consistent), and so is a release while nobody
+waits (:meth:`PostgresLedger.fast_release`). Nothing a transaction reads or writes grows
+with the number of active allocations.
 
 Lost replies. Each change carries a request id, committed with it. When the connection
 drops after the commit was sent, the ledger connects again, terminates the server
@@ -37,7 +41,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,8 +56,6 @@ from netra_rm.ledger.postgres.wake import NOTIFY, Listeners, PostgresWakeChannel
 from netra_rm.ledger.server import ServerLedger, ServerOptions
 from netra_rm.records import Allocation, PoolRecord, RecordError, Usage, Waiter, is_id, token_floor
 
-#: At most this many allocations due to be reclaimed are read per transaction.
-DUE_LIMIT = 300
 #: Committed request ids are kept at least this long (seconds) for clients that lost a reply.
 REQUEST_MEMORY = 3600.0
 
@@ -90,7 +92,6 @@ class _Begun:
     locked: set[str]
     #: (new ledger id, origin) when this transaction starts the ledger afresh (a reset)
     identity: tuple[str, str] | None = None
-    keys_known: set[str] = field(default_factory=set)
 
 
 class PostgresLedger(ServerLedger):
