@@ -150,7 +150,7 @@ def test_the_journal_starts_a_new_generation_with_a_checkpoint(pg_server, tmp_pa
     assert names == [f"{ledger.location} journal (previous generation)", f"{ledger.location} journal"]
     assert len(lines) <= 2 * 7
     assert verify_ledger(engine).findings == ()
-    assert [e["seq"] for e in ledger_history(engine, limit=3)[0]] == [snapshot.journal_seq - 2 + i for i in range(3)]
+    assert [e["seq"] for e in ledger_history(engine, limit=3)] == [snapshot.journal_seq - 2 + i for i in range(3)]
 
 
 # -- schema versions -----------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_a_schema_1_ledger_is_upgraded_with_its_journal(v1_database: str, tmp_pa
     assert fresh.slot == 2 and fresh.fencing_token > 7
     assert engine.try_allocate(request, engine.owner())[0] is None  # 3 of 3: the old ones count
 
-    events, _ = ledger_history(engine)
+    events = ledger_history(engine)
     assert [(e["event"], e["id"]) for e in events if e["event"] in ("grant", "release")] == [
         ("grant", "a1a1a1a1a1a1"), ("grant", "c3c3c3c3c3c3"), ("grant", "b2b2b2b2b2b2"),
         ("release", "c3c3c3c3c3c3"), ("grant", fresh.id)]
@@ -344,8 +344,8 @@ def test_a_release_in_one_step_agrees_with_a_release_in_a_transaction(pg_server,
     assert fast.try_allocate(request, fast.owner())[0] is None  # full
     measured = {"peak_memory_mb": 12, "cpu_seconds": 0.5}
 
-    by_fast = fast.release([one.id, "0000000000aa"], measured={one.id: measured})
-    by_lock = locked.release([two.id, "0000000000aa"], measured={two.id: measured})
+    by_fast = fast.release([one.id, "0000000000aa"], measured=measured)
+    by_lock = locked.release([two.id, "0000000000aa"], measured=measured)
     assert ([a.id for a in by_fast.released], by_fast.missing) == ([one.id], ["0000000000aa"])
     assert ([a.id for a in by_lock.released], by_lock.missing) == ([two.id], ["0000000000aa"])
     assert by_fast.released == [one]
@@ -354,7 +354,7 @@ def test_a_release_in_one_step_agrees_with_a_release_in_a_transaction(pg_server,
     again = locked.try_allocate(request, locked.owner())[0]
     assert again is not None and again.slot in (one.slot, two.slot)  # its instance is free again
 
-    events = {e["id"]: e for e in ledger_history(locked)[0] if e["event"] == "release"}
+    events = {e["id"]: e for e in ledger_history(locked) if e["event"] == "release"}
     strip = lambda e: {k: v for k, v in e.items() if k not in ("id", "seq", "time", "fencing_token", "slot", "slots")}  # noqa: E731
     assert strip(events[one.id]) == strip(events[two.id])
     assert events[one.id]["peak_memory_mb"] == 12 and events[one.id]["slots"] == {"layer:tiny": one.slot}
