@@ -17,6 +17,11 @@ records are rows of the tables below, keyed by that row's ``id``:
   server's clock (:func:`netra_rm.records.token_floor`), so a ledger that is created
   again under the same name never repeats a token.
 
+Four functions (:data:`FUNCTIONS`) are what a client calls: ``netra_rm_begin`` (lock a
+transaction's pool rows and read its snapshot), ``netra_rm_commit`` (apply its changes),
+``netra_rm_read`` (the same snapshot without locks) and ``netra_rm_release`` (a release
+in one statement). They only store and fetch: every decision is the engine's, in Python.
+
 ``netra_rm_meta`` holds the tables' version. Version 1 kept each ledger as one JSON
 document (``netra_rm_ledger``) and its journal in ``netra_rm_journal``; the step to
 version 2 keeps them under the names ``netra_rm_ledger_v1`` / ``netra_rm_journal_v1``,
