@@ -703,3 +703,46 @@ def test_each_release_wakes_one_waiter_of_eight(pg_server, cli, tmp_path: Path, 
                 proc.kill()
             proc.wait()
 
+
+
+# -- run: an allocation lost while the command runs ------------------------------------------
+
+def test_run_stops_its_command_when_another_host_reclaims_the_lapsed_lease(pg_server, cli, write_config,
+                                                                           tmp_path: Path, home: Path) -> None:
+    from test_run import CHILD
+    from test_run_lost import LEASED_CONFIG, LOST, finish, running
+
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    config = write_config(LEASED_CONFIG, name="leased.yaml")
+    ledger = f"{pg_server.url}?ledger={ledger_name()}"
+    here = {**os.environ, "NETRA_RM_CONFIG": str(config), "NETRA_RM_LEDGER": ledger, "NETRA_RM_HOST_ID": "host-a"}
+    there = {"NETRA_RM_CONFIG": str(config), "NETRA_RM_LEDGER": ledger, "NETRA_RM_HOST_ID": "host-b"}
+    proc, seen = running(here, child, tmp_path / "out")
+    os.kill(proc.pid, signal.SIGSTOP)  # its lease keeper stops renewing
+    try:
+        wait_for(lambda: cli("cleanup", env=there).stdout.startswith(f"released {seen['NETRA_RM_ALLOCATION_ID']}"),
+                 timeout=30, what="host b to reclaim the lapsed lease")
+        successor = cli("allocate", "--layer", "tiny", "--category", "next", "--json", env=there).json()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    code, _, stderr = finish(proc)
+    assert code == LOST, stderr
+    assert "its lease lapsed without renewal and another host reclaimed it" in stderr
+    assert f"slot 0 now belongs to allocation {successor['id']} (fencing token {successor['fencing_token']}" in stderr
+
+
+def test_run_stops_its_command_when_the_server_lost_the_ledger(pg_server, small_config: Path, tmp_path: Path,
+                                                               home: Path) -> None:
+    from test_run import CHILD
+    from test_run_lost import LOST, finish, running
+
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    name = ledger_name()
+    here = {**os.environ, "NETRA_RM_CONFIG": str(small_config), "NETRA_RM_LEDGER": f"{pg_server.url}?ledger={name}"}
+    proc, _ = running(here, child, tmp_path / "out")
+    sql(pg_server.url, "DELETE FROM netra_rm_ledgers WHERE name = %s", (name,))
+    code, _, stderr = finish(proc)
+    assert code == LOST, stderr
+    assert "the ledger lost its state" in stderr
