@@ -291,6 +291,9 @@ class PostgresLedger(ServerLedger):
         """Lock the pool rows ``scope`` needs, read, let the engine decide, apply its
         changes at once (see the module docstring)."""
         with self._lock:
+            # what this host remembers is loaded before the ledger is read: seen after, another
+            # process's note could make a ledger created meanwhile look lost
+            self.memory.load()
             begun = self._begin(scope, reset=reset)
             txn = Txn(begun.snapshot, tokens=self._token_source(begun))
             txn.changes.request_id = os.urandom(8).hex()
@@ -597,6 +600,7 @@ class PostgresLedger(ServerLedger):
         the last N (as [position, line])."""
         request: dict[str, Any] = {"name": self.name, "keys": sorted(scope.keys), "ids": list(scope.ids),
                                    "host": scope.sweep_host, "all": scope.everything, **extra}
+        self.memory.load()  # before the read (see transaction())
         for _ in range(3):
             with self._errors():
                 self._connection()
