@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from netra_rm import numbers
-from netra_rm.errors import LedgerError, LedgerLostError
+from netra_rm.errors import LedgerError
 from netra_rm.ledger.base import Ledger
 from netra_rm.ledger.fencing import FencingMemory, memory_path
 from netra_rm.ledger.upgrade import ScopeOf, host_scoped

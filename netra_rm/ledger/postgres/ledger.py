@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from netra_rm import deadline
-from netra_rm.errors import LedgerError
+from netra_rm.errors import LedgerError, LedgerLostError
 from netra_rm.ledger.base import EVERYTHING, Changes, Scope, Snapshot, Txn
 from netra_rm.ledger.journal import checkpoint_record, encode_line
 from netra_rm.ledger.postgres import schema
@@ -100,8 +100,10 @@ class PostgresLedger(ServerLedger):
     backend = "PostgreSQL"
 
     def __init__(self, url: str, *, state_dir: Path | None = None, options: ServerOptions | None = None,
-                 group_shared: bool = False) -> None:
+                 group_shared: bool = False, clock: Callable[[], float] | None = None) -> None:
         super().__init__(url, state_dir=state_dir, options=options, group_shared=group_shared)
+        #: stands in for the server's clock (tests move time with it); None: ``clock_timestamp()``
+        self.clock = clock
         self._conn: Any = None
         self._pipe: Any = None  # the main connection stays in pipeline mode (see _batch)
         # leaving pipeline mode, also when the process exits with the ledger still open
@@ -260,13 +262,23 @@ class PostgresLedger(ServerLedger):
             if self._conn is not None and not self._conn.closed:
                 self._enter_pipeline()
 
+    def _now(self) -> dict[str, float]:
+        return {} if self.clock is None else {"now": float(self.clock())}
+
     # -- the ledger's row ------------------------------------------------------------------
+
+    def _fenced(self, *, exists: bool, ledger_id: str | None, origin: str | None,
+                counter: int) -> LedgerLostError | None:
+        """The error to raise when the ledger as read is not the one this host knows (see
+        :meth:`ServerLedger.fencing_problem`), or None."""
+        problem = self.fencing_problem(exists=exists, ledger_id=ledger_id, origin=origin, counter=counter)
+        return None if problem is None else LedgerLostError(self.scrub(problem[0]), remediation=problem[1])
 
     def _create(self, *, reset: bool, reading: bool = False) -> None:
         """Create the ledger on first use, or upgrade the version-1 document that holds
         it. A ledger this host used that is gone is refused (unless ``reset``: it starts
         afresh, its tokens above any seen); a read creates nothing."""
-        problem = self.fencing_problem(exists=False, ledger_id=None, origin=None, counter=0)
+        problem = self._fenced(exists=False, ledger_id=None, origin=None, counter=0)
         fresh = not reading and (problem is None or reset)
         if not fresh and not self._v1:
             if problem is not None and not reading:
@@ -338,7 +350,8 @@ class PostgresLedger(ServerLedger):
         keys = sorted(scope.keys)
         grants = bool(keys) or scope.everything
         request: dict[str, Any] = {"l": ident, "name": self.name, "keys": keys, "ids": list(scope.ids),
-                                   "host": scope.sweep_host, "all": scope.everything, "token": grants}
+                                   "host": scope.sweep_host, "all": scope.everything, "token": grants,
+                                   **self._now()}
         wait = deadline.remaining(self.options.lock_wait)
         if wait < self.options.lock_wait:
             request["lock_timeout"] = f"{ms(max(wait, 0.001))}ms"
@@ -364,7 +377,7 @@ class PostgresLedger(ServerLedger):
         now, counter = float(found["now"]), int(head["counter"])
         snapshot = self._snapshot(found, scope=scope, locked=locked)
         begun = _Begun(snapshot=snapshot, ledger=ident, token=counter if grants else None, locked=locked)
-        problem = self.fencing_problem(exists=True, ledger_id=head["ledger_id"], origin=head["origin"],
+        problem = self._fenced(exists=True, ledger_id=head["ledger_id"], origin=head["origin"],
                                        counter=counter)
         if problem is not None:
             if not reset:
@@ -599,7 +612,7 @@ class PostgresLedger(ServerLedger):
         round trip; ``extra``: ``journal=True`` for every journal line, ``tail=N`` for
         the last N (as [position, line])."""
         request: dict[str, Any] = {"name": self.name, "keys": sorted(scope.keys), "ids": list(scope.ids),
-                                   "host": scope.sweep_host, "all": scope.everything, **extra}
+                                   "host": scope.sweep_host, "all": scope.everything, **self._now(), **extra}
         self.memory.load()  # before the read (see transaction())
         for _ in range(3):
             with self._errors():
@@ -617,7 +630,7 @@ class PostgresLedger(ServerLedger):
                     snapshot = Snapshot(now=float(found["now"]), complete=scope.everything)
                 else:
                     snapshot = self._snapshot(found, scope=scope, locked=None)
-            problem = self.fencing_problem(exists=head is not None, ledger_id=snapshot.ledger_id,
+            problem = self._fenced(exists=head is not None, ledger_id=snapshot.ledger_id,
                                            origin=snapshot.origin, counter=snapshot.counter)
             if problem is not None:
                 raise problem
@@ -675,7 +688,7 @@ class PostgresLedger(ServerLedger):
                 return None
             request_id, ledger = os.urandom(8).hex(), self._ledger
             request = {"l": ledger, "name": self.name, "ids": list(ids), "ledger_id": self.memory.ledger_id,
-                       "counter": self.memory.counter, "request": request_id,
+                       "counter": self.memory.counter, "request": request_id, **self._now(),
                        "events": {k: dict(v) for k, v in (events or {}).items()}}
             conn, backend = self._conn, self._backend
             seconds = deadline.remaining(self.options.io_timeout + self.options.lock_wait)

@@ -203,7 +203,7 @@ BEGIN
     ELSE
         -- the keys asked for, those of the allocations due that count against them (a
         -- reclaim moves their usage too) and, in a sweep, this host's: locked in key order
-        now_ := extract(epoch FROM clock_timestamp());
+        now_ := coalesce((req ->> 'now')::double precision, extract(epoch FROM clock_timestamp()));
         wanted := keys || ARRAY(SELECT unnest(charges) FROM (SELECT charges FROM netra_rm_allocations
             WHERE ledger = l AND (expires_at <= now_ OR lease_expires_at <= now_) AND charges && keys LIMIT 300) AS d);
         IF host IS NOT NULL THEN
@@ -213,7 +213,7 @@ BEGIN
         SELECT coalesce(json_agg(p), '[]') INTO pools FROM (
             <SELECT_POOLS> WHERE ledger = l AND key = ANY(wanted) ORDER BY key FOR UPDATE) AS p;
     END IF;
-    now_ := extract(epoch FROM clock_timestamp());
+    now_ := coalesce((req ->> 'now')::double precision, extract(epoch FROM clock_timestamp()));
     SELECT id, ledger_id, origin, journal_seq, journal_start INTO head FROM netra_rm_ledgers
         WHERE name = req ->> 'name';
     IF head.id IS NULL OR head.id <> l THEN
@@ -241,7 +241,7 @@ DECLARE
     name_ text := req ->> 'name';
     keys text[] := ARRAY(SELECT jsonb_array_elements_text(req -> 'keys'));
     everything boolean := coalesce((req ->> 'all')::boolean, false);
-    now_ double precision := extract(epoch FROM clock_timestamp());
+    now_ double precision := coalesce((req ->> 'now')::double precision, extract(epoch FROM clock_timestamp()));
     head record;
 BEGIN
     SELECT id, ledger_id, origin, journal_seq, journal_start INTO head FROM netra_rm_ledgers WHERE name = name_;
@@ -378,7 +378,7 @@ BEGIN
         RETURN json_build_object('declined', netra_rm_read(jsonb_build_object(
             'name', req ->> 'name', 'ids', req -> 'ids', 'keys', '[]'::jsonb))::json)::text;
     END IF;
-    now_ := extract(epoch FROM clock_timestamp());
+    now_ := coalesce((req ->> 'now')::double precision, extract(epoch FROM clock_timestamp()));
     WITH d AS (DELETE FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids) RETURNING doc)
         SELECT coalesce(array_agg(doc ORDER BY (doc ->> 'fencing_token')::bigint), '{}') INTO gone FROM d;
     n := cardinality(gone);
