@@ -524,6 +524,8 @@ class Waiter:
     after: Mapping[str, Usage] = field(default_factory=dict)
     lease_expires_at: float | None = None
     fence: int = 0
+    #: who will own the allocation, when not the waiting process itself (``run``'s child)
+    holder: Owner | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, **self.request.to_dict(), "since": self.since, "fence": self.fence,
@@ -532,6 +534,8 @@ class Waiter:
                                 "after": {k: u.to_list() for k, u in self.after.items() if u != Usage()}}
         if self.lease_expires_at is not None:
             data["lease_expires_at"] = self.lease_expires_at
+        if self.holder is not None:
+            data["holder"] = self.holder.to_dict()
         return data
 
     @classmethod
@@ -546,7 +550,9 @@ class Waiter:
                    owner=Owner.from_dict(data.get("owner"), f"waiter {ident}: owner"),
                    since=f.number("since", default=0.0), charges=f.strings("charges"), capacity=capacity,
                    after=after, lease_expires_at=f.number("lease_expires_at", optional=True),
-                   fence=f.integer("fence", default=0))
+                   fence=f.integer("fence", default=0),
+                   holder=None if data.get("holder") is None else Owner.from_dict(data["holder"],
+                                                                                   f"waiter {ident}: holder"))
 
 
 def _num(value: Any, maximum: float) -> bool:

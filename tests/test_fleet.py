@@ -252,9 +252,10 @@ def test_higher_priority_waiters_are_served_first(backend: Backend, tmp_path: Pa
     _, w_low, _ = e.allocate_or_join(low, me, waiter_id="00000000001a", waiter_owner=me)
     _, w_high, _ = e.allocate_or_join(high, me, waiter_id="00000000001b", waiter_owner=me)
     assert [w.id for w in e.queue()] == [w_high.id, w_low.id]  # the later one, by priority
-    e.release([holder.id])
+    e.release([holder.id])  # hands the room to the first in rank, in the same transaction
+    assert [a.id for a in e.active_allocations()] == [w_high.id]
     refused, decision = e.try_admit_waiter(w_low, me)
-    assert refused is None and "would delay number 1, release" in decision.reasons[0]
+    assert refused is None and "600 of 1000 MB in use" in decision.reasons[0]
     granted, _ = e.try_admit_waiter(w_high, me)
     assert granted is not None and granted.category == "release"
     with pytest.raises(NoCapacityError, match="queued ahead"):  # a newcomer below the low waiter's rank

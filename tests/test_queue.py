@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -176,12 +177,31 @@ def engine(small_config: Path, ledger_path: Path):
     return Engine.from_options(config_path=str(small_config), ledger=str(ledger_path), env={})
 
 
-def test_fifo_the_head_goes_first_even_when_a_later_waiter_checks_first(engine) -> None:
+def test_a_release_hands_the_room_to_the_head_of_the_queue_in_the_same_transaction(engine) -> None:
     me = engine.current_process_owner()
     big = engine.resolve_request("tiny", "big", memory_mb=300, cpu_percent=30)
     holder = engine.allocate(big, me)
     _, w1, _ = engine.allocate_or_join(big, me, waiter_id="0000000000a1", waiter_owner=me)
     _, w2, _ = engine.allocate_or_join(big, me, waiter_id="0000000000a2", waiter_owner=me)
+    engine.release([holder.id])
+    assert [a.id for a in engine.active_allocations()] == ["0000000000a1"]  # granted before anyone woke
+    second, decision = engine.try_admit_waiter(w2, me)
+    assert second is None and "300 of 300 MB in use" in decision.reasons[0]
+    first, _ = engine.try_admit_waiter(w1, me)
+    assert first is not None and first.id == w1.id and first.owner == me
+    assert [w.id for w in engine.queue()] == ["0000000000a2"]
+    engine.leave_queue(w2.id)
+    assert engine.leave_queue(w1.id)  # giving up after the hand-off gives the room back
+    assert engine.active_allocations() == []
+
+
+def test_fifo_the_head_goes_first_even_when_a_later_waiter_checks_first(engine) -> None:
+    me = engine.current_process_owner()
+    no_process = dataclasses.replace(me, pid=None, start=None)  # nothing to watch: no hand-off
+    big = engine.resolve_request("tiny", "big", memory_mb=300, cpu_percent=30)
+    holder = engine.allocate(big, me)
+    _, w1, _ = engine.allocate_or_join(big, no_process, waiter_id="0000000000a1", waiter_owner=no_process)
+    _, w2, _ = engine.allocate_or_join(big, no_process, waiter_id="0000000000a2", waiter_owner=no_process)
     assert [w.id for w in engine.queue()] == ["0000000000a1", "0000000000a2"]
     engine.release([holder.id])
     second, decision = engine.try_admit_waiter(w2, me)

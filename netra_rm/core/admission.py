@@ -85,7 +85,13 @@ def fits(want: Usage, usage: Usage, capacity: Capacity) -> bool:
 
 
 def lowest_free(taken: Collection[int], instances: int) -> int | None:
-    """The lowest index in 0..instances-1 not in ``taken``; None when all are taken."""
+    """The lowest index in 0..instances-1 not in ``taken``; None when all are taken. A
+    compact set that can say it itself (see :class:`netra_rm.ledger.base.SlotBitmap`) is
+    asked."""
+    ask = getattr(taken, "lowest_free", None)
+    if ask is not None:
+        found: int | None = ask(instances)
+        return found
     for index in range(instances):
         if index not in taken:
             return index

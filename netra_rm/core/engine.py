@@ -45,6 +45,7 @@ from netra_rm.records import (
     Usage,
     Waiter,
     cpu_units,
+    parse_key,
 )
 from netra_rm.redact import mask_text
 
@@ -212,6 +213,8 @@ class Engine:
             changes = txn.changes
             if queued and (changes.removals or changes.waiters_gone or changes.pools):
                 wake = self._servable(txn, exclude={g.id for g in changes.grants})
+                if wake and not changes.grants:
+                    self._hand_off(txn, wake)
             if not self.shared:  # a holder watching its allocation (run) hears at once that it is gone
                 wake += [holder_channel(a.id) for a in changes.removals]
         if wake:
@@ -466,7 +469,7 @@ class Engine:
         return granted if isinstance(granted, Allocation) else None
 
     def _grant(self, txn: Txn, request: Request, owner: Owner, found: Sequence[Charge], decision: Decision,
-               **extra: Any) -> Allocation:
+               *, allocation_id: str | None = None, **extra: Any) -> Allocation:
         now = txn.now
         capacity, _ = self._capacities(txn, found, register=False)
         instances: dict[str, str] = {}
@@ -476,8 +479,9 @@ class Engine:
                 instances[key] = names[index]
         layer_charge = next((c for c in found if c.kind == "layer"), None)
         allocation = Allocation(
-            id=_new_id(txn), layer=request.layer, category=request.category, memory_mb=request.memory_mb,
-            cpu_units=request.cpu_units, dedicated=request.dedicated, requires=request.requires,
+            id=allocation_id or _new_id(txn), layer=request.layer, category=request.category,
+            memory_mb=request.memory_mb, cpu_units=request.cpu_units, dedicated=request.dedicated,
+            requires=request.requires,
             created_at=round(now, 3), expires_at=round(now + request.duration_minutes * 60, 3), owner=owner,
             fencing_token=txn.next_token(), charges=tuple(c.key for c in found), slots=dict(decision.slots),
             instances=instances, pools=request.pools, lease_expires_at=self._lease(owner, now),
@@ -511,17 +515,28 @@ class Engine:
             if decision.admitted:
                 return self._grant(txn, request, owner, found, decision), None, decision
             waiter = self._queue_entry(txn, waiter_id, request, found, waiter_owner)
+            if owner != waiter_owner:
+                waiter = dataclasses.replace(waiter, holder=owner)
             txn.put_waiter(waiter)
             return None, waiter, decision
 
     def try_admit_waiter(self, waiter: Waiter, owner: Owner) -> tuple[Allocation | None, Decision]:
         """Admit the queued ``waiter`` if its turn has come (see :meth:`_decide`).
 
-        A waiter missing from the queue (a ledger reset, say) joins again.
+        An allocation a release already granted on its behalf (see :meth:`_hand_off`) is
+        simply taken; a waiter missing from the queue otherwise (a ledger reset, say) joins
+        again.
         """
+        handed = self._handed(waiter.id)
+        if handed is not None:  # a release granted it on this waiter's behalf
+            return handed, Decision(admitted=True, slots=dict(handed.slots))
         capacity = self._capacity()
         found = self.charges(waiter.request)
-        with self.transaction(self._scope(found, waiter_id=waiter.id), sweep=self._want_sweep()) as (txn, _):
+        scope = dataclasses.replace(self._scope(found, waiter_id=waiter.id), ids=(waiter.id,))
+        with self.transaction(scope, sweep=self._want_sweep()) as (txn, _):
+            handed = txn.find(waiter.id)
+            if handed is not None:  # handed over while we were getting here
+                return handed, Decision(admitted=True, slots=dict(handed.slots))
             entry = txn.waiter(waiter.id)
             if entry is None:
                 entry = self._queue_entry(txn, waiter.id, waiter.request, found, waiter.owner, since=waiter.since)
@@ -556,8 +571,12 @@ class Engine:
         peek = self.ledger.read(Scope(waiter_id=waiter_id))
         entry = next((w for w in peek.waiters if w.id == waiter_id), None)
         keys = frozenset(entry.charges) if entry is not None else frozenset()
-        with self.transaction(Scope(keys=keys | self._keys_of_waiters_sharing(peek, keys), waiter_id=waiter_id)
-                              ) as (txn, _):
+        with self.transaction(Scope(keys=keys | self._keys_of_waiters_sharing(peek, keys), waiter_id=waiter_id,
+                                    ids=(waiter_id,)), releasing={waiter_id}) as (txn, _):
+            handed = txn.find(waiter_id)
+            if handed is not None:  # granted to it as it gave up: give it back
+                self._drop(txn, handed, "release", reason="its waiter left before taking it")
+                return True
             return txn.drop_waiter(waiter_id)
 
     def queue(self) -> list[Waiter]:
@@ -613,6 +632,51 @@ class Engine:
             for key in w.charges:
                 taking[key] = taking.get(key, Usage()).plus(want)
         return [w.id for w in chosen]
+
+    def _hand_off(self, txn: Txn, servable: Sequence[str]) -> str | None:
+        """Grant, in the transaction that freed the room, the first waiter it can serve:
+        the waiter then only reads its allocation when woken (its id is the waiter's), and
+        the room is never idle between holders. At most one grant per transaction (a
+        transaction reads only the lowest free instance of a pool), only to a holder whose
+        process can be watched (were the waiter to die, the grant is reclaimed with it),
+        and only where this host can judge the machine check (its own waiters, or no
+        memory to check). The others are woken and take their turn themselves."""
+        for waiter_id in servable:
+            w = txn.waiter(waiter_id)
+            if w is None or txn.find(w.id) is not None:
+                continue
+            holder = w.holder or w.owner
+            if holder.pid is None:
+                continue
+            if w.owner.host != self.host and self.config.machine.check_memory and w.request.memory_mb:
+                continue
+            found = self._charges_of_waiter(w)
+            try:
+                decision = self._decide(txn, w.request, found, waiter_id=w.id, since=w.since)
+            except NetraRMError:
+                continue  # its pool changed under it (a mismatch): it finds out for itself
+            if not decision.admitted:
+                continue
+            waited = round(max(0.0, txn.now - w.since), 3)
+            self._grant(txn, w.request, holder, found, decision, allocation_id=w.id, waited_seconds=waited,
+                        handed_off=True)
+            txn.drop_waiter(w.id)
+            return w.id
+        return None
+
+    def _charges_of_waiter(self, w: Waiter) -> list[Charge]:
+        """The charges a waiter joined with (its own host's keys and capacities)."""
+        found = []
+        for key in w.charges:
+            kind, name, host = parse_key(key)
+            found.append(Charge(key=key, kind=kind, name=name, scope="host" if host else "global",
+                                capacity=w.capacity.get(key), central=host is None and kind != "caps",
+                                slots=kind in ("layer", "pool")))
+        return found
+
+    def _handed(self, waiter_id: str) -> Allocation | None:
+        """The allocation a release handed to ``waiter_id`` (its id is the waiter's), if any."""
+        return self.ledger.read(Scope(ids=(waiter_id,))).known.get(waiter_id)
 
     def _keys_of_waiters_sharing(self, snapshot: Snapshot, keys: Collection[str]) -> frozenset[str]:
         """The keys of every waiter that shares one of ``keys`` (a release must see them

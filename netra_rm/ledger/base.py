@@ -57,6 +57,82 @@ class Scope:
 EVERYTHING = Scope(everything=True)
 
 
+class SlotsBelow:
+    """The instances taken in a pool, as a backend reports them when it knows only the
+    lowest free index (``free``): every index below it is taken, the rest unknown. Enough
+    for one grant per pool per transaction, which is all a transaction makes; changes made
+    in the transaction are kept exactly. Costs nothing however many are taken."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self._added: set[int] = set()
+        self._removed: set[int] = set()
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int):
+            return False
+        return index in self._added or (index < self.free and index not in self._removed)
+
+    def add(self, index: int) -> None:
+        self._added.add(index)
+        self._removed.discard(index)
+
+    def discard(self, index: int) -> None:
+        self._removed.add(index)
+        self._added.discard(index)
+
+    def lowest_free(self, limit: int) -> int | None:
+        below = [i for i in self._removed if i < self.free]
+        candidate = min(below) if below else self.free
+        while candidate in self._added:
+            candidate += 1
+        return candidate if candidate < limit else None
+
+    def __iter__(self) -> Iterator[int]:
+        yield from (i for i in range(self.free) if i not in self._removed)
+        yield from (i for i in sorted(self._added) if i >= self.free)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class SlotBitmap:
+    """The instances taken in a pool as a bitmap (bit ``i`` of byte ``i // 8``), tested and
+    searched where it lies, without building a set."""
+
+    def __init__(self, bits: bytes) -> None:
+        self.bits = bytearray(bits)
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int) or index < 0 or index // 8 >= len(self.bits):
+            return False
+        return bool(self.bits[index // 8] >> (index % 8) & 1)
+
+    def add(self, index: int) -> None:
+        while index // 8 >= len(self.bits):
+            self.bits.append(0)
+        self.bits[index // 8] |= 1 << (index % 8)
+
+    def discard(self, index: int) -> None:
+        if 0 <= index // 8 < len(self.bits):
+            self.bits[index // 8] &= ~(1 << (index % 8)) & 0xFF
+
+    def lowest_free(self, limit: int) -> int | None:
+        full = len(self.bits) - len(self.bits.lstrip(b"\xff"))  # whole bytes of taken instances
+        for index in range(full * 8, limit):
+            if index not in self:
+                return index
+        return None
+
+    def __iter__(self) -> Iterator[int]:
+        for number, byte in enumerate(self.bits):
+            if byte:
+                yield from (number * 8 + bit for bit in range(8) if byte >> bit & 1)
+
+    def __len__(self) -> int:
+        return sum(bin(b).count("1") for b in self.bits)
+
+
 @dataclass
 class Snapshot:
     """What a backend read at the start of a transaction (or for a plain read).
@@ -70,7 +146,9 @@ class Snapshot:
     now: float
     counter: int = 0
     usage: dict[str, Usage] = field(default_factory=dict)
-    taken: dict[str, set[int]] = field(default_factory=dict)
+    #: per pool key, the instance indices taken: a set, or a :class:`SlotsBelow` or
+    #: :class:`SlotBitmap` where the backend keeps them more compactly
+    taken: dict[str, Any] = field(default_factory=dict)
     pools: dict[str, PoolRecord] = field(default_factory=dict)
     waiters: list[Waiter] = field(default_factory=list)
     known: dict[str, Allocation] = field(default_factory=dict)
@@ -146,7 +224,8 @@ class Txn:
         self._counter = snapshot.counter
         self._known = dict(snapshot.known)
         self._usage = dict(snapshot.usage)
-        self._taken = {k: set(v) for k, v in snapshot.taken.items()}
+        self._taken: dict[str, Any] = {k: v if isinstance(v, (SlotsBelow, SlotBitmap)) else set(v)
+                                       for k, v in snapshot.taken.items()}
         self._pools = dict(snapshot.pools)
         self._waiters = {w.id: w for w in snapshot.waiters}
 
@@ -170,8 +249,10 @@ class Txn:
     def usages(self) -> dict[str, Usage]:
         return dict(self._usage)
 
-    def taken(self, key: str) -> set[int]:
-        return set(self._taken.get(key, ()))
+    def taken(self, key: str) -> Any:
+        """The instance indices taken in ``key`` as this transaction stands (read only:
+        a set, or a compact stand-in with ``in`` and ``lowest_free(limit)``)."""
+        return self._taken.get(key, frozenset())
 
     def pool(self, key: str) -> PoolRecord | None:
         return self._pools.get(key)

@@ -55,7 +55,7 @@ from urllib.parse import urlsplit, urlunsplit
 from netra_rm import deadline
 from netra_rm.errors import LedgerError, LedgerLostError, UsageError
 from netra_rm.ledger import redis_scripts as scripts
-from netra_rm.ledger.base import EVERYTHING, SCHEMA_VERSION, Changes, GrantPlan, Scope, Snapshot, Txn
+from netra_rm.ledger.base import EVERYTHING, SCHEMA_VERSION, Changes, GrantPlan, Scope, SlotsBelow, Snapshot, Txn
 from netra_rm.ledger.journal import allocation_record, encode_line, event_record, limits_record
 from netra_rm.ledger.redis_wire import ReplyError, ReplyLost, Wire
 from netra_rm.ledger.server import ServerLedger, ServerOptions
@@ -306,14 +306,14 @@ class RedisLedger(ServerLedger):
             raise RecordError(f"its schema version {schema!r} is not one netra-rm knows")
         keys = [k.decode() for k in reply[4]]
         usage: dict[str, Usage] = {}
-        taken: dict[str, set[int]] = {}
+        taken: dict[str, Any] = {}
         pools: dict[str, PoolRecord] = {}
         for key, text, members, pool in zip(keys, reply[5], reply[6], reply[7]):
             if text:
                 usage[key] = _usage(text, key)
             if isinstance(members, int):  # the lowest free index: every one below it is taken
                 if members:
-                    taken[key] = set(range(members))
+                    taken[key] = SlotsBelow(members)
             elif members:
                 taken[key] = {_index(m, key) for m in members}
             if pool:

@@ -48,7 +48,7 @@ from typing import Any
 
 from netra_rm import deadline
 from netra_rm.errors import LedgerError, LedgerLostError
-from netra_rm.ledger.base import EVERYTHING, Changes, Scope, Snapshot, Txn
+from netra_rm.ledger.base import EVERYTHING, Changes, Scope, SlotBitmap, Snapshot, Txn
 from netra_rm.ledger.journal import checkpoint_record, encode_line
 from netra_rm.ledger.postgres import schema
 from netra_rm.ledger.postgres.session import BackendId, Watchdog, connect, end_backend, first_line, ms
@@ -419,9 +419,9 @@ class PostgresLedger(ServerLedger):
             key = row["key"]
             snapshot.usage[key] = Usage(int(row["memory_mb"]), int(row["cpu_units"]), int(row["instances"]),
                                         int(row["dedicated"]))
-            taken = schema.slots_of(bytes.fromhex(row["taken"]))
-            if taken:
-                snapshot.taken[key] = taken
+            bits = bytes.fromhex(row["taken"])
+            if bits.strip(b"\x00"):
+                snapshot.taken[key] = SlotBitmap(bits)
             if row["record"] is not None:
                 snapshot.pools[key] = PoolRecord.from_dict(row["record"])
         snapshot.waiters = [Waiter.from_dict(doc) for doc in found["waiters"]]
