@@ -240,8 +240,17 @@ def test_cpu_percent_rises_under_a_cpu_bound_process() -> None:
         pause.wait(0.25)
         baseline.append(sampler.sample().cpu_percent)
     base = sum(baseline) / len(baseline)
-    if base > 100.0 - expected_rise / 2:
-        pytest.skip(f"the machine is already busy ({base:.0f}% CPU)")
+    if base > 100.0 - expected_rise / 2:  # no room to see a rise: agree with psutil over one window instead
+        before = psutil.cpu_times()
+        sampler.sample()
+        pause.wait(0.5)
+        ours = sampler.sample().cpu_percent
+        after = psutil.cpu_times()
+        idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+        total = sum(after) - sum(before)
+        theirs = 100.0 * (1.0 - idle / total) if total > 0 else 0.0
+        assert abs(ours - theirs) < 15.0, f"busy machine: the sampler saw {ours:.1f}% CPU, psutil {theirs:.1f}%"
+        return
 
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(spinners)]
     try:
