@@ -113,7 +113,8 @@ def _urls(text: str) -> Iterable[tuple[int, int, int]]:
         position = max(end, marker + 3)
 
 
-def _apply(text: str, spans: Sequence[tuple[int, int]]) -> str:
+def mask_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """``text`` with each of ``spans`` (in order, not overlapping) replaced by the mask."""
     if not spans:
         return text
     parts: list[str] = []
@@ -134,7 +135,7 @@ def mask_url(url: str | None) -> str | None:
     marker = url.find("://")
     if marker < 0 or _scheme_start(url, marker) is None:
         return url
-    return _apply(url, _secret_spans(url, marker + 3, len(url)))
+    return mask_spans(url, _secret_spans(url, marker + 3, len(url)))
 
 
 def mask_text(text: str, secrets: Sequence[str] = ()) -> str:
@@ -147,7 +148,7 @@ def mask_text(text: str, secrets: Sequence[str] = ()) -> str:
         spans: list[tuple[int, int]] = []
         for _start, after, end in _urls(text):
             spans.extend(_secret_spans(text, after, end))
-        out = _apply(text, spans)
+        out = mask_spans(text, spans)
     for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
         out = out.replace(secret, MASK)
     return out

@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 
 from netra_rm.config.service import ServiceSpec
-from netra_rm.redact import MASK, mask_text, url_secrets
+from netra_rm.redact import MASK, mask_spans, mask_text, url_secrets
 
 #: Options whose next argument is a secret (``redis-server --requirepass S``, ``redis-cli -a S``).
 SECRET_OPTIONS: frozenset[str] = frozenset({
@@ -76,21 +76,8 @@ def mask_command(text: str, secrets: Sequence[str] = ()) -> str:
         lowered = out.lower()
         found = (_SECRET_ASSIGNMENT.finditer(lowered) if len(lowered) == len(out)
                  else _SECRET_ASSIGNMENT_ANY_CASE.finditer(out))
-        out = _masked_spans(out, [m.span(1) for m in found if m.group(1) != MASK.lower()])
+        out = mask_spans(out, [m.span(1) for m in found if m.group(1) != MASK.lower()])
     return _OPTION_VALUE.sub(rf" \g<option> {MASK}", " " + out)[1:]
-
-
-def _masked_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
-    if not spans:
-        return text
-    parts: list[str] = []
-    last = 0
-    for start, stop in spans:
-        parts.append(text[last:start])
-        parts.append(MASK)
-        last = stop
-    parts.append(text[last:])
-    return "".join(parts)
 
 
 def shown_command(spec: ServiceSpec, argv: Sequence[str], secrets: Sequence[str] = ()) -> str:
