@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,6 +155,35 @@ def cli(home: Path, ledger_path: Path):
         proc = subprocess.run([*_entry_point(), *args], capture_output=True, text=True, env=full_env,
                               timeout=timeout, input=input, cwd=str(home))
         return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def monitor_until_services(home: Path, ledger_path: Path):
+    """Run ``netra-rm [ARGS] monitor --json`` with services checked every second and
+    return the first sample's service rows once a round has landed (the rounds run beside
+    the samples, so how many samples that takes depends on the machine's load), with the
+    lines read and the monitor's stderr."""
+
+    def run(*args: str, env: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], list[str], str]:
+        proc = subprocess.Popen([*_entry_point(), *args, "monitor", "--json", "--interval", "0.5", "--count", "240",
+                                 "--services-interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=str(home),
+                                env={**os.environ, "NETRA_RM_LEDGER": str(ledger_path), **(env or {})})
+        assert proc.stdout is not None
+        lines: list[str] = []
+        rows: list[dict[str, Any]] = []
+        try:
+            for line in proc.stdout:  # ends by itself after 240 samples (2 minutes) at the latest
+                lines.append(line)
+                rows = json.loads(line)["services"]
+                if rows:
+                    break
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        return rows, lines, err
 
     return run
 

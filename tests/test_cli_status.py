@@ -183,16 +183,14 @@ def test_monitor_carries_on_when_the_ledger_breaks_and_says_why(cli, ledger_path
     assert broken.code == 5 and "corrupt" in broken.stderr  # unusable from the start
 
 
-def test_monitor_services_interval(cli) -> None:
+def test_monitor_services_interval(cli, monitor_until_services) -> None:
     quiet = cli("monitor", "--interval", "0.5", "--count", "2", "--services-interval", "0")
     assert quiet.code == 0, quiet.stderr
     for line in quiet.stdout.splitlines():
         sample = json.loads(line)
         assert sample["services"] == [] and sample["services_checked_at"] is None
-    checked = cli("monitor", "--interval", "0.5", "--count", "4", "--services-interval", "1", env=ENV_DOWN)
-    assert checked.code == 0, checked.stderr
-    last = json.loads(checked.stdout.splitlines()[-1])
-    assert {s["name"] for s in last["services"]} >= {"postgresql", "redis"}
+    rows, _, err = monitor_until_services(env=ENV_DOWN)
+    assert {s["name"] for s in rows} >= {"postgresql", "redis"}, err
     for bad in ("0.2", "-1"):
         refused = cli("monitor", "--count", "1", "--services-interval", bad)
         assert refused.code == 2 and "--services-interval" in refused.stderr and "Traceback" not in refused.stderr

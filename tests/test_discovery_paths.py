@@ -7,7 +7,6 @@ reports it as an error. Remediation names the real Compose service."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -65,7 +64,8 @@ def compose_env(request: pytest.FixtureRequest) -> dict[str, str]:
 # -- every command sees the discovered address --------------------------------------------------
 
 def test_layer_status_and_monitor_use_the_discovered_address(cli, home: Path, write_config, redis_server,
-                                                             compose_env: dict[str, str]) -> None:
+                                                             compose_env: dict[str, str],
+                                                             monitor_until_services) -> None:
     compose_file(home, redis_server.port)
     config = discovery_config(write_config)
     layer = cli("--config", str(config), "layer", "cache_layer", "--json", env=compose_env)
@@ -80,13 +80,10 @@ def test_layer_status_and_monitor_use_the_discovered_address(cli, home: Path, wr
     assert services["services"]["redis"]["status"] == "healthy"
     assert services["discovery"]["warnings"] == []
 
-    monitor = cli("--config", str(config), "monitor", "--json", "--interval", "0.5", "--count", "4",
-                  "--services-interval", "1", env=compose_env)
-    assert monitor.code == 0, monitor.stderr
-    checked = [json.loads(line)["services"] for line in monitor.stdout.splitlines()]
-    last = {row["name"]: row for row in [rows for rows in checked if rows][-1]}
-    assert last["redis"]["status"] == "healthy", last["redis"]
-    assert_no_secret(layer.stdout, layer.stderr, status.stdout, status.stderr, monitor.stdout)
+    rows, lines, err = monitor_until_services("--config", str(config), env=compose_env)
+    checked = {row["name"]: row for row in rows}
+    assert checked["redis"]["status"] == "healthy", (checked, err)
+    assert_no_secret(layer.stdout, layer.stderr, status.stdout, status.stderr, *lines, err)
 
 
 def test_the_python_api_uses_the_discovered_address(home: Path, write_config, redis_server, ledger_path: Path,
