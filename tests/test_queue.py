@@ -287,3 +287,41 @@ def test_a_release_wakes_only_the_waiters_it_can_serve(engine, monkeypatch: pyte
     woken.clear()
     engine.release([holders[1].id])  # 200 MB held, 250 wanted at the head: nobody can be served yet
     assert woken in ([], [[]])
+
+
+def test_a_signal_just_after_joining_still_leaves_the_queue(engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """^C (or run's SIGTERM) can arrive after the join was committed and before it
+    returned: the waiter leaves the queue all the same."""
+    from netra_rm.core.waiting import allocate_waiting
+
+    me = engine.current_process_owner()
+    big = engine.resolve_request("tiny", "big", memory_mb=300, cpu_percent=30)
+    engine.allocate(big, me)
+    join = engine.allocate_or_join
+
+    def join_then_interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        join(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "allocate_or_join", join_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        allocate_waiting(engine, big, me, wait=True, timeout=30)
+    assert engine.queue() == []
+
+
+def test_a_join_that_fails_does_not_try_to_leave(engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger that cannot be reached is not asked again to leave a queue never joined
+    (a wait with a timeout must end in time)."""
+    from netra_rm.core.waiting import allocate_waiting
+    from netra_rm.errors import LedgerError
+
+    def unreachable(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise LedgerError("the ledger cannot be reached.")
+
+    left: list[str] = []
+    monkeypatch.setattr(engine, "allocate_or_join", unreachable)
+    monkeypatch.setattr(engine, "leave_queue", left.append)
+    me = engine.current_process_owner()
+    with pytest.raises(LedgerError):
+        allocate_waiting(engine, engine.resolve_request("tiny", "big"), me, wait=True, timeout=30)
+    assert left == []

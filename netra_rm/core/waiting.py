@@ -61,9 +61,16 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
         first_pause = max_pause  # woken when it can be served: checking sooner only costs the server
     waiter: Waiter | None = None
     admitted = False
+    # from here on a signal (^C, run's SIGTERM) may come after the join was committed and
+    # before it returned: leaving the queue is then up to us
+    queued = True
     try:
-        allocation, waiter, decision = engine.allocate_or_join(
-            request, owner, waiter_id=waiter_id, waiter_owner=waiter_owner or engine.current_process_owner())
+        try:
+            allocation, waiter, decision = engine.allocate_or_join(
+                request, owner, waiter_id=waiter_id, waiter_owner=waiter_owner or engine.current_process_owner())
+        except Exception:
+            queued = False  # the join failed (the ledger unreachable, say): there is nothing to leave
+            raise
         pauses = Backoff(first_pause, max_pause).pauses()
         pause = next(pauses)
         while allocation is None:
@@ -87,9 +94,9 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
         admitted = True
         return allocation
     finally:
-        if waiter is not None and not admitted:
+        if queued and not admitted:
             try:
-                engine.leave_queue(waiter.id)
+                engine.leave_queue(waiter_id)
             except Exception:  # noqa: BLE001 - leaving is best effort: a dead waiter is dropped anyway
                 pass
         if channel is not None:
