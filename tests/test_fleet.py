@@ -260,3 +260,40 @@ def test_higher_priority_waiters_are_served_first(backend: Backend, tmp_path: Pa
     assert granted is not None and granted.category == "release"
     with pytest.raises(NoCapacityError, match="queued ahead"):  # a newcomer below the low waiter's rank
         e.allocate(e.resolve_request("shared", "newcomer", memory_mb=100, cpu_percent=1, priority=-1), me)
+
+
+HAND_ON = """
+layers:
+  one: {services: [], pool: {memory_mb: 1000, cpu_percent: 50, instances: 1, scope: global}}
+  side: {services: [], pool: {memory_mb: 1000, cpu_percent: 50, instances: 5}}
+limits: {max_memory_mb: 100000, max_cpu_percent: 1000, max_parallel_instances: 1}
+machine: {check_memory: false}
+"""
+
+
+def test_a_release_hands_on_only_to_a_waiter_whose_every_key_it_read(server_backend: Backend, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiter that joined after the release found which keys to lock (made here by
+    locking only the released allocation's keys) is not granted on keys not read: host B
+    runs as many allocations as its caps allow, and still does after the release."""
+    from netra_rm.ledger import Scope
+
+    path = tmp_path / "hand-on.yaml"
+    path.write_text(HAND_ON)
+
+    def engine(host: str) -> Engine:
+        env = {"NETRA_RM_HOST_ID": host, "XDG_STATE_HOME": str(tmp_path / f"state-{host}")}
+        return Engine(load_config(path, env={}), server_backend.open(tmp_path / f"state-{host}"), env=env)
+
+    a, b = engine("hostA"), engine("hostB")
+    held = a.allocate(a.resolve_request("one", "t", memory_mb=10, cpu_percent=1), a.owner())
+    b.allocate(b.resolve_request("side", "t", memory_mb=10, cpu_percent=1), b.owner())
+    me = b.current_process_owner()
+    _, waiter, _ = b.allocate_or_join(b.resolve_request("one", "w", memory_mb=10, cpu_percent=1), me,
+                                      waiter_id="0000000000b1", waiter_owner=me)
+    assert waiter is not None
+    monkeypatch.setattr(a, "_release_scope", lambda wanted: Scope(keys=frozenset(held.charges), ids=tuple(wanted)))
+    a.release([held.id])
+    assert sorted(x.category for x in b.active_allocations()) == ["t"]  # host B: 1 of 1, not 2
+    granted, decision = b.try_admit_waiter(waiter, me)
+    assert granted is None and "instance cap: all 1 in use" in " ".join(decision.reasons), decision.reasons

@@ -241,7 +241,7 @@ def test_a_schema_1_ledger_is_upgraded_with_its_journal(v1_database: str, tmp_pa
 
     tables = {r[0] for r in sql(v1_database, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'netra_rm_%'")}
     assert {"netra_rm_ledger_v1", "netra_rm_journal_v1", "netra_rm_ledgers"} <= tables  # "other" waits
-    assert sql(v1_database, "SELECT value FROM netra_rm_meta")[0][0] == "2"
+    assert sql(v1_database, "SELECT value FROM netra_rm_meta")[0][0] == "3"  # through every step
     assert len(engine_for(f"{v1_database}?ledger=other", tmp_path, state="s2").active_allocations()) == 2
     tables = {r[0] for r in sql(v1_database, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'netra_rm_%'")}
     assert not {"netra_rm_ledger_v1", "netra_rm_journal_v1"} & tables  # every ledger upgraded: gone
@@ -746,3 +746,54 @@ def test_run_stops_its_command_when_the_server_lost_the_ledger(pg_server, small_
     code, _, stderr = finish(proc)
     assert code == LOST, stderr
     assert "the ledger lost its state" in stderr
+
+
+def test_a_release_while_others_wait_hands_on_and_wakes_in_two_round_trips(pg_server, tmp_path: Path) -> None:
+    """The begin finds the keys of what is released and of the waiters sharing them, and
+    the wake goes with the commit: the waiter is granted and woken in two round trips."""
+    import psycopg
+
+    from netra_rm.ledger.postgres.wake import channel_prefix
+
+    name = ledger_name()
+    with TcpProxy(pg_server.port) as proxy:
+        engine = engine_for(proxy.url_for(f"{pg_server.url}?ledger={name}"), tmp_path,
+                            config=GLOBAL_CONFIG.replace("instances: 3", "instances: 1"))
+        request = engine.resolve_request("tiny", "db")
+        me = engine.current_process_owner()
+        for _ in range(6):  # connected, and every statement prepared
+            engine.release([engine.allocate(request, me).id])
+        held = engine.allocate(request, me)
+        _, waiter, _ = engine.allocate_or_join(request, me, waiter_id="0000000000c1", waiter_owner=me)
+        assert waiter is not None
+        listener = psycopg.connect(pg_server.url, autocommit=True)
+        listener.execute(f'LISTEN "{channel_prefix(name)}{waiter.id}"')
+        proxy.reset_counts()
+        engine.release([held.id])
+        assert proxy.round_trips == 2
+        assert [n.payload for n in listener.notifies(timeout=10, stop_after=1)] == [waiter.id]
+        listener.close()
+        assert [a.id for a in engine.active_allocations()] == [waiter.id]  # handed on in that transaction
+
+
+def test_tables_of_version_2_are_brought_up_to_date(v1_database: str, tmp_path: Path) -> None:
+    """Version 3 changed the functions only: a database left at version 2 (its release
+    begin not knowing how to find its own keys) gets them on first use, in one step."""
+    from netra_rm.ledger.postgres import schema
+
+    location = f"{v1_database}?ledger={ledger_name()}"  # a database of its own
+    config = GLOBAL_CONFIG.replace("instances: 3", "instances: 1")
+    first = engine_for(location, tmp_path, config=config)
+    me = first.current_process_owner()
+    request = first.resolve_request("tiny", "db")
+    held = first.allocate(request, me)
+    _, waiter, _ = first.allocate_or_join(request, me, waiter_id="0000000000d1", waiter_owner=me)
+    first.ledger.close()
+    sql(v1_database, "UPDATE netra_rm_meta SET value = '2' WHERE key = 'schema_version'")
+    sql(v1_database, "CREATE OR REPLACE FUNCTION netra_rm_begin(req jsonb) RETURNS text LANGUAGE sql "
+                     "AS $$ SELECT NULL::text $$")  # stands in for version 2's, which would not widen
+
+    later = engine_for(location, tmp_path, config=config, state="later")
+    later.release([held.id])
+    assert [a.id for a in later.active_allocations()] == [waiter.id]
+    assert sql(v1_database, "SELECT value FROM netra_rm_meta")[0][0] == str(schema.TABLES_VERSION) == "3"

@@ -217,6 +217,8 @@ class Engine:
                     self._hand_off(txn, wake)
             if not self.shared:  # a holder watching its allocation (run) hears at once that it is gone
                 wake += [holder_channel(a.id) for a in changes.removals]
+            if wake and changes and self.ledger.wakes_at_commit:
+                changes.wake, wake = wake, []  # sent with the commit
         if wake:
             self.ledger.notify(wake)
 
@@ -643,8 +645,8 @@ class Engine:
         memory to check). The others are woken and take their turn themselves."""
         for waiter_id in servable:
             w = txn.waiter(waiter_id)
-            if w is None or txn.find(w.id) is not None:
-                continue
+            if w is None or txn.find(w.id) is not None or not all(txn.has_read(k) for k in w.charges):
+                continue  # gone, granted, or it joined with keys this transaction did not read
             holder = w.holder or w.owner
             if holder.pid is None:
                 continue
@@ -714,14 +716,7 @@ class Engine:
         fast = self.ledger.fast_release(wanted, events={ident: measured for ident in wanted} if measured else None)
         if fast is not None:
             return ReleaseResult(released=fast[0], missing=fast[1])
-        peek = self.ledger.read(Scope(ids=tuple(wanted)))
-        keys: set[str] = set()
-        for ident in wanted:
-            a = peek.known.get(ident)
-            if a is not None:
-                keys.update(a.charges)
-        keys |= self._keys_of_waiters_sharing(peek, keys)
-        with self.transaction(Scope(keys=frozenset(keys), ids=tuple(wanted)), releasing=set(wanted)) as (txn, _):
+        with self.transaction(self._release_scope(wanted), releasing=set(wanted)) as (txn, _):
             released = []
             for ident in wanted:
                 a = txn.find(ident)
@@ -732,6 +727,21 @@ class Engine:
             txn.changes.outcome = [a.id for a in released]
         found = {a.id for a in released}
         return ReleaseResult(released=released, missing=[i for i in wanted if i not in found])
+
+    def _release_scope(self, wanted: Sequence[str]) -> Scope:
+        """What a release locks: the keys of the allocations it releases and of the waiters
+        sharing one of them (it may hand the room on). A backend that finds them as it
+        locks is asked to; for the others they are read first."""
+        if self.ledger.widens:
+            return Scope(ids=tuple(wanted), widen=True)
+        peek = self.ledger.read(Scope(ids=tuple(wanted)))
+        keys: set[str] = set()
+        for ident in wanted:
+            a = peek.known.get(ident)
+            if a is not None:
+                keys.update(a.charges)
+        keys |= self._keys_of_waiters_sharing(peek, keys)
+        return Scope(keys=frozenset(keys), ids=tuple(wanted))
 
     def renew(self, ids: Iterable[str], *, hold_seconds: float | None = None) -> list[str]:
         """Renew the leases of these allocations (a holder's heartbeat, see

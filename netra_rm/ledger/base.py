@@ -49,6 +49,10 @@ class Scope:
     sweep_host: str | None = None
     #: the waiting request this transaction acts for, if any (its queue entry is read)
     waiter_id: str | None = None
+    #: also the pool keys of the allocations named in ``ids`` and of the waiters sharing one
+    #: of them (a release that may hand its room on): a backend whose ``widens`` is true
+    #: finds them as it locks; for the others the engine reads them first
+    widen: bool = False
 
     def with_keys(self, keys: Iterable[str]) -> Scope:
         return replace(self, keys=self.keys | frozenset(keys))
@@ -160,6 +164,8 @@ class Snapshot:
     journal_seq: int = 0
     #: things a reader should know about the backend (e.g. Redis without persistence)
     warnings: tuple[str, ...] = ()
+    #: the pool keys read (their usage, instances and records are known); None: every one
+    keys: frozenset[str] | None = None
 
     @property
     def allocations(self) -> list[Allocation]:
@@ -187,6 +193,9 @@ class Changes:
     request_id: str | None = None
     outcome: Any = None
     reset: bool = False
+    #: waiters to wake once this commits: a backend whose ``wakes_at_commit`` is true sends
+    #: the wake with the commit (the engine wakes them itself otherwise)
+    wake: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.grants or self.removals or self.updates or self.pools or self.waiters_put
@@ -245,6 +254,11 @@ class Txn:
 
     def usage(self, key: str) -> Usage:
         return self._usage.get(key, Usage())
+
+    def has_read(self, key: str) -> bool:
+        """Was the pool key ``key`` read (its usage is known, not taken to be none)?"""
+        keys = self.snapshot.keys
+        return keys is None or key in keys
 
     def usages(self) -> dict[str, Usage]:
         return dict(self._usage)
@@ -364,6 +378,10 @@ class Ledger(abc.ABC):
     shared: bool = False
     #: the backend's name in messages ("file", "Redis", "PostgreSQL")
     backend: str = "file"
+    #: it finds the keys of a :attr:`Scope.widen` scope itself, as it locks
+    widens: bool = False
+    #: it sends :attr:`Changes.wake` with the commit
+    wakes_at_commit: bool = False
 
     @abc.abstractmethod
     def transaction(self, scope: Scope, *, reset: bool = False) -> AbstractContextManager[Txn]:

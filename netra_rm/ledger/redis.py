@@ -80,7 +80,6 @@ _BLOCK = 0.5  # seconds a transaction blocks for the lock before it checks the h
 _MOST_DUE = 500  # allocations fallen due read by one transaction (the rest by the next ones)
 _REQUEST_TTL_MS = 3_600_000  # how long a change's request id is kept for a client that lost the reply
 _WAKE_TTL_MS = 60_000
-_QUEUE_MEMORY = 1.0  # seconds a process takes the queue it saw to be still there
 
 
 @dataclass
@@ -127,7 +126,6 @@ class RedisLedger(ServerLedger):
         self._charges_cache: dict[Any, tuple[list[Any], str]] = {}
         self._templates: dict[Any, tuple[Allocation, str, str]] = {}
         self._spare_wires: list[Wire] = []
-        self._queue_until = 0.0
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -346,7 +344,8 @@ class RedisLedger(ServerLedger):
         snapshot = Snapshot(now=now, counter=_whole(counter, "the fencing counter"), usage=usage, taken=taken,
                             pools=pools, waiters=waiters, known=known, due=due, host_allocations=host,
                             complete=scope.everything, ledger_id=ledger_id, origin=origin,
-                            journal_seq=_whole(seq, "the journal's sequence number"), warnings=self._warnings)
+                            journal_seq=_whole(seq, "the journal's sequence number"), warnings=self._warnings,
+                            keys=None if scope.everything else frozenset(keys))
         journal: tuple[list[bytes], list[bytes]] = ([], [])
         if len(reply) > 13:
             journal = (list(reply[13]), list(reply[14]))
@@ -380,7 +379,7 @@ class RedisLedger(ServerLedger):
                     reply = self._eval(scripts.BEGIN, self._read_args(scope, mode))
                 read = self._checked_read(reply, scope)
             self._refuse_if_lost(read)
-            self._see_queue(bool(read.snapshot.waiters))
+            self.see_queue(bool(read.snapshot.waiters))
             if read.exists:
                 self.memory.note(read.ledger_id, read.counter)
         self.memory.flush()
@@ -462,7 +461,7 @@ class RedisLedger(ServerLedger):
                 if starting:
                     txn.raise_counter(max(floor, token_floor(txn.now)))
                 yield txn
-                self._see_queue(bool(txn.waiters))
+                self.see_queue(bool(txn.waiters))
                 changes = txn.changes
                 if changes or (reset and starting):
                     ledger_id = fresh_id or uuid.uuid4().hex
@@ -584,7 +583,7 @@ class RedisLedger(ServerLedger):
         if not _whole_amounts(request.memory_mb, request.cpu_units) or any(c.capacity is None for c in plan.charges):
             return None
         charges, limits = self._charge_args(plan.charges)
-        if not charges or self._queue_seen():
+        if not charges or self.queue_seen():
             return None
         template, fixed, journal_fixed = self._grant_template(request, plan.owner, plan.charges)
         fixed = fixed.replace(_ID_MARK, plan.allocation_id).replace(_REQUEST_MARK, plan.request_id)
@@ -673,17 +672,9 @@ class RedisLedger(ServerLedger):
         self._templates[key] = (template, fixed, journal_fixed)
         return template, fixed, journal_fixed
 
-    def _queue_seen(self) -> bool:
-        """Did this process see waiters in the queue within the last second? The one-call
-        paths need an empty queue: while there is one, they are not tried (a call saved)."""
-        return time.monotonic() < self._queue_until
-
-    def _see_queue(self, waiting: bool) -> None:
-        self._queue_until = time.monotonic() + _QUEUE_MEMORY if waiting else 0.0
-
     def _note_refusal(self, reply: Any) -> None:
         if reply is not None and len(reply) > 1 and reply[1] == b"waiters":
-            self._see_queue(True)
+            self.see_queue(True)
 
     def _remember(self, raw: bytes, allocation: Allocation) -> None:
         """Keep a record just written with the allocation it holds: reading it back (a
@@ -700,7 +691,7 @@ class RedisLedger(ServerLedger):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return [], []
-        if self._queue_seen():
+        if self.queue_seen():
             return None
         extras = [_inner(dict(events[i]), masked=True) if events and events.get(i) else "" for i in wanted]
         request_id = os.urandom(8).hex()

@@ -9,6 +9,7 @@ saw (:mod:`netra_rm.ledger.fencing`) to refuse a ledger that lost its state.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -28,6 +29,8 @@ DEFAULT_LEDGER_NAME = "default"
 #: Journal lines kept before the journal starts again with a checkpoint (the previous
 #: lines are kept, as the file backend keeps ``journal.1``).
 DEFAULT_JOURNAL_MAX_LINES = 20000
+#: Seconds a process takes the queue it saw to be still there (see ServerLedger.queue_seen).
+QUEUE_MEMORY = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,15 @@ class ServerLedger(Ledger):
         self.memory = FencingMemory(memory_path(state_dir, identity), self.location)
         #: how the configuration scopes pools, for upgrading a schema-1 ledger
         self.scope_of: ScopeOf = host_scoped
+        self._queue_until = 0.0
+
+    def queue_seen(self) -> bool:
+        """Did this process see waiters in the queue within the last second? The one-step
+        paths need an empty queue: while there is one, they are not tried (a call saved)."""
+        return time.monotonic() < self._queue_until
+
+    def see_queue(self, waiting: bool) -> None:
+        self._queue_until = time.monotonic() + QUEUE_MEMORY if waiting else 0.0
 
     def fencing_problem(self, *, exists: bool, ledger_id: str | None, origin: str | None, counter: int
                         ) -> tuple[str, list[str]] | None:

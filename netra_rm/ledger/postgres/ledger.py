@@ -12,9 +12,14 @@ functions of the schema, their arguments and results one JSON document):
    locks, so tokens only grow per pool), the queue, the allocations it names, those due
    to be reclaimed (from the expiry and lease indexes) and, when it sweeps, this host's
    (from the host index);
-2. *commit* (``netra_rm_commit`` and ``COMMIT``): every change (rows inserted, deleted or
-   updated, usage moved by its deltas, journal lines numbered by the server under the
-   ledger row's lock, the request id).
+2. *commit* (``netra_rm_commit``, a ``NOTIFY`` for the waiters it serves, and ``COMMIT``):
+   every change (rows inserted, deleted or updated, usage moved by its deltas, journal
+   lines numbered by the server under the ledger row's lock, the request id); the
+   waiters hear of it once it is committed, and only then.
+
+A release while others wait takes such a transaction (it may hand the room on); its
+begin finds the pool keys it needs itself (those of the allocations it releases and of the
+waiters sharing them), so the release is these two round trips.
 
 A read is one statement (its snapshot is consistent), and so is a release while nobody
 waits (:meth:`PostgresLedger.fast_release`). Nothing a transaction reads or writes grows
@@ -98,6 +103,8 @@ class PostgresLedger(ServerLedger):
     """A ledger in a PostgreSQL database, shared by every host that reaches it."""
 
     backend = "PostgreSQL"
+    widens = True  # netra_rm_begin finds a release's keys as it locks
+    wakes_at_commit = True  # a NOTIFY sent in the transaction is delivered when it commits
 
     def __init__(self, url: str, *, state_dir: Path | None = None, options: ServerOptions | None = None,
                  group_shared: bool = False, clock: Callable[[], float] | None = None) -> None:
@@ -113,7 +120,6 @@ class PostgresLedger(ServerLedger):
         self._ledger: int | None = None  # the row id of this ledger, once known
         self._keys: set[str] = set()  # pool keys known to have a row
         self._v1 = False
-        self._peek: tuple[Scope, Snapshot] | None = None
         self._in_transaction = False
         self._lock = threading.RLock()
         me = weakref.ref(self)  # the watchdog must not keep a dropped ledger alive
@@ -320,6 +326,7 @@ class PostgresLedger(ServerLedger):
                 self._end()
             ledger_id = begun.identity[0] if begun.identity is not None else begun.snapshot.ledger_id
             self.memory.note(ledger_id, txn.counter)
+            self.see_queue(bool(txn.waiters))  # as this transaction leaves it
         self.memory.flush()
 
     def _begin(self, scope: Scope, *, reset: bool) -> _Begun:
@@ -348,10 +355,12 @@ class PostgresLedger(ServerLedger):
         assert self._ledger is not None
         ident = self._ledger
         keys = sorted(scope.keys)
-        grants = bool(keys) or scope.everything
+        grants = bool(keys) or scope.everything or scope.widen
         request: dict[str, Any] = {"l": ident, "name": self.name, "keys": keys, "ids": list(scope.ids),
                                    "host": scope.sweep_host, "all": scope.everything, "token": grants,
                                    **self._now()}
+        if scope.widen:
+            request["widen"] = True
         wait = deadline.remaining(self.options.lock_wait)
         if wait < self.options.lock_wait:
             request["lock_timeout"] = f"{ms(max(wait, 0.001))}ms"
@@ -414,7 +423,8 @@ class PostgresLedger(ServerLedger):
         head = found["head"]
         now = float(found["now"])
         snapshot = Snapshot(now=now, counter=int(head["counter"]), complete=scope.everything,
-                            ledger_id=head["ledger_id"], origin=head["origin"], journal_seq=int(head["journal_seq"]))
+                            ledger_id=head["ledger_id"], origin=head["origin"], journal_seq=int(head["journal_seq"]),
+                            keys=None if scope.everything else frozenset(row["key"] for row in found["pools"]))
         for row in found["pools"]:
             key = row["key"]
             snapshot.usage[key] = Usage(int(row["memory_mb"]), int(row["cpu_units"]), int(row["instances"]),
@@ -472,8 +482,11 @@ class PostgresLedger(ServerLedger):
         backend = self._backend
         seconds = deadline.remaining(self.options.io_timeout)
         self._watchdog.arm(max(seconds, 0.05))
+        statements = [(_COMMIT, (_json(self._changes(changes, begun)),))]
+        if changes.wake:  # delivered when (and only if) the transaction commits
+            statements.append((NOTIFY, notify_params(self.channel, [w for w in changes.wake if is_id(w)])))
         try:
-            cursor, _ = self._batch([(_COMMIT, (_json(self._changes(changes, begun)),)), ("COMMIT", None)])
+            cursor = self._batch([*statements, ("COMMIT", None)])[0]
         except (psycopg.Error, OSError) as exc:
             # a server error in a statement aborted the transaction, on a connection that
             # lives on; anything else (the connection lost, the session ended by the server,
@@ -640,12 +653,8 @@ class PostgresLedger(ServerLedger):
         raise self.error("kept changing while this command read it; try again.")
 
     def read(self, scope: Scope = EVERYTHING) -> Snapshot:
-        """A consistent snapshot, without locks (the one a declined one-step release
-        brought back, when it is the read that follows it)."""
+        """A consistent snapshot, without locks."""
         with self._lock:
-            peek, self._peek = self._peek, None
-            if peek is not None and peek[0] == scope:
-                return peek[1]
             return self._read(scope)[0]
 
     def journal_lines(self) -> tuple[Snapshot, list[bytes], list[str]]:
@@ -684,8 +693,8 @@ class PostgresLedger(ServerLedger):
                 return None  # a ledger not seen yet: the transaction checks it
             with self._errors():
                 self._connection()
-            if self._ledger is None:
-                return None
+            if self._ledger is None or self.queue_seen():
+                return None  # someone waits: the transaction hands the room on
             request_id, ledger = os.urandom(8).hex(), self._ledger
             request = {"l": ledger, "name": self.name, "ids": list(ids), "ledger_id": self.memory.ledger_id,
                        "counter": self.memory.counter, "request": request_id, **self._now(),
@@ -711,9 +720,8 @@ class PostgresLedger(ServerLedger):
                 return None
             try:
                 found = json.loads(answer) if isinstance(answer, str) else {"released": answer}
-                if "declined" in found:  # someone waits: the engine reads, then takes a transaction
-                    peek = Scope(ids=tuple(ids))
-                    self._peek = (peek, self._snapshot(found["declined"], scope=peek, locked=None))
+                if "declined" in found:  # someone waits: the engine takes a transaction
+                    self.see_queue(True)
                     return None
                 released = [Allocation.from_dict(doc) for doc in found["released"]]
             except RecordError as exc:

@@ -27,8 +27,9 @@ document (``netra_rm_ledger``) and its journal in ``netra_rm_journal``; the step
 version 2 keeps them under the names ``netra_rm_ledger_v1`` / ``netra_rm_journal_v1``,
 and each ledger's document is turned into rows when a netra-rm of this version first
 opens it (:func:`create_ledger`, through the schema chain of
-:mod:`netra_rm.ledger.upgrade`), in one transaction, its journal kept. Each step of the
-chain runs in one transaction, under an advisory lock, so concurrent first uses agree.
+:mod:`netra_rm.ledger.upgrade`), in one transaction, its journal kept. Version 3 changed
+only the functions (a release's begin finds the keys it locks). Each step of the chain
+runs in one transaction, under an advisory lock, so concurrent first uses agree.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from netra_rm.ledger.upgrade import ScopeOf, upgrade
 from netra_rm.records import Allocation, RecordError, Usage, Waiter, taken_slots, token_floor, usage_by_key
 
 #: The version of the tables; bump it and add a step to :data:`STEPS` to change them.
-TABLES_VERSION = 2
+TABLES_VERSION = 3
 
 #: An advisory lock id held while tables are created or changed.
 SCHEMA_LOCK = 0x6E6574726172 % (2**31)
@@ -184,6 +185,7 @@ DECLARE
     keys text[] := ARRAY(SELECT jsonb_array_elements_text(req -> 'keys'));
     host text := req ->> 'host';
     everything boolean := coalesce((req ->> 'all')::boolean, false);
+    named text[];
     wanted text[];
     pools json;
     now_ double precision;
@@ -204,6 +206,14 @@ BEGIN
         -- the keys asked for, those of the allocations due that count against them (a
         -- reclaim moves their usage too) and, in a sweep, this host's: locked in key order
         now_ := coalesce((req ->> 'now')::double precision, extract(epoch FROM clock_timestamp()));
+        IF coalesce((req ->> 'widen')::boolean, false) THEN
+            -- a release: the keys of what it releases, and of the waiters sharing one of them
+            named := ARRAY(SELECT DISTINCT unnest(charges) FROM netra_rm_allocations
+                           WHERE ledger = l AND id = ANY(ARRAY(SELECT jsonb_array_elements_text(req -> 'ids'))));
+            keys := ARRAY(SELECT DISTINCT k FROM unnest(keys || named || ARRAY(
+                SELECT jsonb_array_elements_text(w.doc -> 'charges') FROM netra_rm_waiters AS w
+                WHERE w.ledger = l AND netra_rm_texts(w.doc -> 'charges') && named)) AS k);
+        END IF;
         wanted := keys || ARRAY(SELECT unnest(charges) FROM (SELECT charges FROM netra_rm_allocations
             WHERE ledger = l AND (expires_at <= now_ OR lease_expires_at <= now_) AND charges && keys LIMIT 300) AS d);
         IF host IS NOT NULL THEN
@@ -374,9 +384,8 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
         -- someone waits (or joined while we waited for the rows): the client takes a
-        -- transaction, and here is the read it begins with
-        RETURN json_build_object('declined', netra_rm_read(jsonb_build_object(
-            'name', req ->> 'name', 'ids', req -> 'ids', 'keys', '[]'::jsonb))::json)::text;
+        -- transaction, which may hand the room on
+        RETURN '{"declined": true}';
     END IF;
     now_ := coalesce((req ->> 'now')::double precision, extract(epoch FROM clock_timestamp()));
     WITH d AS (DELETE FROM netra_rm_allocations WHERE ledger = l AND id = ANY(ids) RETURNING doc)
@@ -420,8 +429,11 @@ ALTER TABLE netra_rm_journal RENAME TO netra_rm_journal_v1;
 ALTER INDEX IF EXISTS netra_rm_journal_by_ledger RENAME TO netra_rm_journal_v1_by_ledger;
 """ + _TABLES + FUNCTIONS
 
+#: From version 2 to 3: the functions only (a release's begin finds its own keys).
+_V2_TO_V3 = FUNCTIONS
+
 #: ``{from_version: sql}``: each step runs in one transaction.
-STEPS: dict[int, str] = {1: _V1_TO_V2}
+STEPS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3}
 
 #: Tables of version 1, kept until every ledger in them was upgraded.
 V1_DOCUMENTS = "netra_rm_ledger_v1"
