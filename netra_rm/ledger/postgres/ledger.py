@@ -482,7 +482,7 @@ class PostgresLedger(ServerLedger):
         backend = self._backend
         seconds = deadline.remaining(self.options.io_timeout)
         self._watchdog.arm(max(seconds, 0.05))
-        statements = [(_COMMIT, (_json(self._changes(changes, begun)),))]
+        statements: list[tuple[str, Any]] = [(_COMMIT, (_json(self._changes(changes, begun)),))]
         if changes.wake:  # delivered when (and only if) the transaction commits
             statements.append((NOTIFY, notify_params(self.channel, [w for w in changes.wake if is_id(w)])))
         try:
