@@ -516,8 +516,11 @@ def test_a_release_wakes_only_the_waiter_it_can_serve(redis_server, config: Path
         return [w for w in waiters if redis_call(redis_server, "LLEN", ledger.key(f"wake:{w}"))]
 
     assert pending() == []
+    calls: list[object] = []
+    ledger.notify = calls.append  # type: ignore[method-assign]
     engine.release([held.id])
     assert pending() == [waiters[0]]  # the head of the queue, and nobody else
+    assert calls == []  # woken by the commit itself, not by a call after it
     channel = ledger.waiter_channel(waiters[0])
     assert channel.wait(5) is True and pending() == []
     channel.close()

@@ -105,6 +105,7 @@ class RedisLedger(ServerLedger):
     """
 
     backend = "Redis"
+    wakes_at_commit = True  # the commit script wakes the waiters it serves
 
     def __init__(self, url: str, *, state_dir: Path | None = None, options: ServerOptions | None = None,
                  group_shared: bool = False, clock: Callable[[], float] | None = None) -> None:
@@ -879,7 +880,8 @@ def _sections(changes: Changes, *, reset: bool) -> list[Any]:
     out += sorted(changes.waiters_gone)
     out.append(len(changes.events))
     out += [encode_line(e)[:-1] for e in changes.events]
-    out.append(0)  # waiters to wake with the commit: the engine wakes them after it (notify)
+    out.append(len(changes.wake))  # woken with the commit, in the same call
+    out += list(changes.wake)
     return out
 
 
