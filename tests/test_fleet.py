@@ -297,3 +297,46 @@ def test_a_release_hands_on_only_to_a_waiter_whose_every_key_it_read(server_back
     assert sorted(x.category for x in b.active_allocations()) == ["t"]  # host B: 1 of 1, not 2
     granted, decision = b.try_admit_waiter(waiter, me)
     assert granted is None and "instance cap: all 1 in use" in " ".join(decision.reasons), decision.reasons
+
+
+def test_the_wake_carries_the_allocation_handed_to_the_waiter(server_backend: Backend, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit that hands the room on wakes the waiter with the allocation's record:
+    the waiter takes it without reading the ledger."""
+    path = tmp_path / "hand-on.yaml"
+    path.write_text(HAND_ON)
+    env = {"NETRA_RM_HOST_ID": "hostA", "XDG_STATE_HOME": str(tmp_path / "state")}
+    engine = Engine(load_config(path, env={}), server_backend.open(tmp_path / "state"), env=env)
+    me = engine.current_process_owner()
+    request = engine.resolve_request("one", "t", memory_mb=10, cpu_percent=1)
+    held = engine.allocate(request, me)
+    _, waiter, _ = engine.allocate_or_join(request, me, waiter_id="0000000000e1", waiter_owner=me)
+    assert waiter is not None
+    channel = engine.ledger.waiter_channel(waiter.id)
+    try:
+        engine.release([held.id])
+        assert channel.wait(10) is True
+        handed = channel.handed
+        assert handed is not None and handed.id == waiter.id and handed.owner == me
+        monkeypatch.setattr(engine, "_handed", lambda ident: pytest.fail("the ledger was read"))
+        granted, decision = engine.try_admit_waiter(waiter, me, handed=handed)
+        assert granted == handed and decision.admitted
+    finally:
+        channel.close()
+    assert [a.id for a in engine.active_allocations()] == [waiter.id]
+
+
+def test_a_wake_carries_only_the_allocation_of_its_own_waiter() -> None:
+    from netra_rm.ledger.base import Changes, handed_in, wake_payloads
+    from netra_rm.records import Allocation, Owner
+
+    mine = Allocation(id="0000000000f1", layer="one", category="t", memory_mb=1, cpu_units=0, dedicated=False,
+                      requires=(), created_at=1.0, expires_at=2.0, owner=Owner("h", "u"), fencing_token=3)
+    changes = Changes(grants=[mine], wake=["0000000000f1", "0000000000f2"])
+    assert wake_payloads(changes, limit=10_000) == [mine.json, "0000000000f2"]
+    assert wake_payloads(changes, limit=10) == ["0000000000f1", "0000000000f2"]  # too long: a bare wake
+    assert handed_in(mine.json, "0000000000f1") == mine
+    assert handed_in(mine.json.encode(), "0000000000f1") == mine
+    assert handed_in(mine.json, "0000000000f2") is None  # another waiter's
+    assert handed_in("0000000000f1", "0000000000f1") is None and handed_in(b"!", "0000000000f1") is None
+    assert handed_in('{"id": "0000000000f1"}', "0000000000f1") is None  # not a whole record

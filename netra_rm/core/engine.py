@@ -522,14 +522,17 @@ class Engine:
             txn.put_waiter(waiter)
             return None, waiter, decision
 
-    def try_admit_waiter(self, waiter: Waiter, owner: Owner) -> tuple[Allocation | None, Decision]:
+    def try_admit_waiter(self, waiter: Waiter, owner: Owner, *,
+                         handed: Allocation | None = None) -> tuple[Allocation | None, Decision]:
         """Admit the queued ``waiter`` if its turn has come (see :meth:`_decide`).
 
         An allocation a release already granted on its behalf (see :meth:`_hand_off`) is
-        simply taken; a waiter missing from the queue otherwise (a ledger reset, say) joins
-        again.
+        simply taken: ``handed``, when the wake-up carried it (it was sent with the commit
+        that granted it), else read; a waiter missing from the queue otherwise (a ledger
+        reset, say) joins again.
         """
-        handed = self._handed(waiter.id)
+        if handed is None or handed.id != waiter.id:
+            handed = self._handed(waiter.id)
         if handed is not None:  # a release granted it on this waiter's behalf
             return handed, Decision(admitted=True, slots=dict(handed.slots))
         capacity = self._capacity()

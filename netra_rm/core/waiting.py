@@ -90,7 +90,8 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
                 woken = False
             if not woken:
                 pause = next(pauses)
-            allocation, decision = engine.try_admit_waiter(waiter, owner)
+            allocation, decision = engine.try_admit_waiter(
+                waiter, owner, handed=channel.handed if channel is not None and woken else None)
         admitted = True
         return allocation
     finally:

@@ -20,12 +20,13 @@ by the engine, in Python, once.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from netra_rm.records import Allocation, PoolRecord, Usage, Waiter
+from netra_rm.records import Allocation, PoolRecord, RecordError, Usage, Waiter
 
 #: The ledger's schema: 1 was one document (allocations, waiters, counters); 2 adds each
 #: allocation's pool keys, usage per key, registered pools, priorities and named instances.
@@ -194,12 +195,34 @@ class Changes:
     outcome: Any = None
     reset: bool = False
     #: waiters to wake once this commits: a backend whose ``wakes_at_commit`` is true sends
-    #: the wake with the commit (the engine wakes them itself otherwise)
+    #: the wake with the commit (the engine wakes them itself otherwise), carrying the
+    #: allocation handed to the waiter, if any (see :func:`wake_payloads`)
     wake: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.grants or self.removals or self.updates or self.pools or self.waiters_put
                     or self.waiters_gone or self.events or self.counter is not None or self.reset)
+
+
+def wake_payloads(changes: Changes, *, limit: int) -> list[str]:
+    """What each wake of ``changes`` carries: the record of the allocation this commit
+    hands to that waiter (its id is the waiter's), so the waiter need not read it, or the
+    waiter's id (also when the record is longer than ``limit``)."""
+    handed = {a.id: a.json for a in changes.grants}
+    return [handed[w] if w in handed and len(handed[w]) <= limit else w for w in changes.wake]
+
+
+def handed_in(payload: str | bytes | None, waiter_id: str) -> Allocation | None:
+    """The allocation a wake-up's payload carries for ``waiter_id`` (see
+    :func:`wake_payloads`), or None (a bare wake, or one that does not check out: the
+    waiter then reads the ledger)."""
+    if not payload or payload[:1] not in ("{", b"{"):
+        return None
+    try:
+        allocation = Allocation.from_dict(json.loads(payload))
+    except (ValueError, RecordError):
+        return None
+    return allocation if allocation.id == waiter_id else None
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,18 @@ from urllib.parse import urlsplit, urlunsplit
 from netra_rm import deadline
 from netra_rm.errors import LedgerError, LedgerLostError, UsageError
 from netra_rm.ledger import redis_scripts as scripts
-from netra_rm.ledger.base import EVERYTHING, SCHEMA_VERSION, Changes, GrantPlan, Scope, SlotsBelow, Snapshot, Txn
+from netra_rm.ledger.base import (
+    EVERYTHING,
+    SCHEMA_VERSION,
+    Changes,
+    GrantPlan,
+    Scope,
+    SlotsBelow,
+    Snapshot,
+    Txn,
+    handed_in,
+    wake_payloads,
+)
 from netra_rm.ledger.journal import allocation_record, encode_line, event_record, limits_record
 from netra_rm.ledger.redis_wire import ReplyError, ReplyLost, Wire
 from netra_rm.ledger.server import ServerLedger, ServerOptions
@@ -80,6 +91,7 @@ _BLOCK = 0.5  # seconds a transaction blocks for the lock before it checks the h
 _MOST_DUE = 500  # allocations fallen due read by one transaction (the rest by the next ones)
 _REQUEST_TTL_MS = 3_600_000  # how long a change's request id is kept for a client that lost the reply
 _WAKE_TTL_MS = 60_000
+_WAKE_PAYLOAD_LIMIT = 64 * 1024  # a wake-up carries a handed allocation up to this size
 
 
 @dataclass
@@ -731,7 +743,7 @@ class RedisLedger(ServerLedger):
         connection is kept for the next waiter of this process."""
         with self._mutex:
             wire = self._spare_wires.pop() if self._spare_wires else Wire(self.server_url, self.options)
-        return RedisWakeChannel(self, self.key(f"wake:{waiter_id}"), wire)
+        return RedisWakeChannel(self, self.key(f"wake:{waiter_id}"), wire, waiter_id)
 
     def notify(self, waiter_ids: Sequence[str]) -> None:
         """Wake exactly these waiters (one element in each one's list, at most; best
@@ -774,14 +786,18 @@ class RedisWakeChannel:
     blocking pop holds it). A wake-up left in the list when the waiter is done expires
     with the list."""
 
-    def __init__(self, ledger: RedisLedger, key: str, wire: Wire) -> None:
+    def __init__(self, ledger: RedisLedger, key: str, wire: Wire, waiter_id: str) -> None:
         self.ledger = ledger
         self.key = key
+        self.waiter_id = waiter_id
         self._wire: Wire | None = wire
+        #: the allocation the last wake-up carried (handed to this waiter), if any
+        self.handed: Allocation | None = None
 
     def wait(self, timeout: float) -> bool:
         """Sleep until notified or ``timeout`` seconds pass; True when notified."""
         wire = self._wire
+        self.handed = None
         if wire is None:
             return False
         block = round(max(0.01, timeout), 3)
@@ -790,7 +806,10 @@ class RedisWakeChannel:
         except Exception:  # noqa: BLE001 - the waiter's next transaction reports an outage
             wire.close()
             return False
-        return not isinstance(reply, Exception) and reply is not None
+        if isinstance(reply, Exception) or reply is None:
+            return False
+        self.handed = handed_in(reply[1], self.waiter_id)
+        return True
 
     def close(self) -> None:
         wire, self._wire = self._wire, None
@@ -881,7 +900,8 @@ def _sections(changes: Changes, *, reset: bool) -> list[Any]:
     out.append(len(changes.events))
     out += [encode_line(e)[:-1] for e in changes.events]
     out.append(len(changes.wake))  # woken with the commit, in the same call
-    out += list(changes.wake)
+    for waiter_id, payload in zip(changes.wake, wake_payloads(changes, limit=_WAKE_PAYLOAD_LIMIT)):
+        out += [waiter_id, payload]
     return out
 
 

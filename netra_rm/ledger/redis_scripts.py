@@ -146,10 +146,16 @@ local function hand_on(ttl)
   redis.call('SET', K('holder'), 'handoff', 'PX', ttl)
   if redis.call('LLEN', K('lock')) == 0 then redis.call('RPUSH', K('lock'), 't') end
 end
-local function wake(ids, ttl)
-  for _, id in ipairs(ids) do
+local function wake(ids, ttl, payloads)
+  for n, id in ipairs(ids) do
     local key = K('wake:') .. id
-    if redis.call('LLEN', key) == 0 then redis.call('RPUSH', key, '!') end
+    local payload = payloads and payloads[n]
+    if payload and payload ~= id then
+      redis.call('DEL', key)
+      redis.call('RPUSH', key, payload)  -- the allocation handed to this waiter
+    elseif redis.call('LLEN', key) == 0 then
+      redis.call('RPUSH', key, '!')
+    end
     redis.call('PEXPIRE', key, ttl)
   end
 end
@@ -285,7 +291,7 @@ local function section(width)
 end
 local grants, removals, updates = section(5), section(2), section(4)
 local deltas, taken, freed = section(5), section(2), section(2)
-local pools, put, gone, events, woken = section(3), section(2), section(1), section(1), section(1)
+local pools, put, gone, events, woken = section(3), section(2), section(1), section(1), section(2)
 local reset = ARGV[13] == '1'
 -- usage after the deltas, checked before anything is written
 local usage = {}
@@ -345,9 +351,9 @@ end
 local version = redis.call('HINCRBY', K('meta'), 'version', 1)
 if ARGV[4] ~= '' then redis.call('SET', K('req:') .. ARGV[4], ARGV[5], 'PX', ARGV[6]) end
 hand_on(ARGV[15])
-local ids = {}
-for n, w in ipairs(woken) do ids[n] = w[1] end
-wake(ids, ARGV[16])
+local ids, payloads = {}, {}
+for n, w in ipairs(woken) do ids[n], payloads[n] = w[1], w[2] end
+wake(ids, ARGV[16], payloads)
 return {1, version}
 """
 

@@ -19,7 +19,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from netra_rm.records import is_id
+from netra_rm.records import Allocation, is_id
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -32,6 +32,9 @@ class WakeChannel:
     :func:`netra_rm.fsutil.ensure_private_dir`); ``waiter_id`` follows the id grammar, so
     the FIFO is always a file of that directory and nothing else.
     """
+
+    #: a byte carries no allocation: a waiter handed one reads it from the ledger
+    handed: Allocation | None = None
 
     def __init__(self, directory: Path, waiter_id: str) -> None:
         if not is_id(waiter_id):

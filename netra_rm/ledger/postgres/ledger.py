@@ -53,11 +53,18 @@ from typing import Any
 
 from netra_rm import deadline
 from netra_rm.errors import LedgerError, LedgerLostError
-from netra_rm.ledger.base import EVERYTHING, Changes, Scope, SlotBitmap, Snapshot, Txn
+from netra_rm.ledger.base import EVERYTHING, Changes, Scope, SlotBitmap, Snapshot, Txn, wake_payloads
 from netra_rm.ledger.journal import checkpoint_record, encode_line
 from netra_rm.ledger.postgres import schema
 from netra_rm.ledger.postgres.session import BackendId, Watchdog, connect, end_backend, first_line, ms
-from netra_rm.ledger.postgres.wake import NOTIFY, Listeners, PostgresWakeChannel, channel_prefix, notify_params
+from netra_rm.ledger.postgres.wake import (
+    NOTIFY,
+    NOTIFY_PAYLOAD_LIMIT,
+    Listeners,
+    PostgresWakeChannel,
+    channel_prefix,
+    notify_params,
+)
 from netra_rm.ledger.server import ServerLedger, ServerOptions
 from netra_rm.records import Allocation, PoolRecord, RecordError, Usage, Waiter, is_id, token_floor
 
@@ -484,7 +491,9 @@ class PostgresLedger(ServerLedger):
         self._watchdog.arm(max(seconds, 0.05))
         statements: list[tuple[str, Any]] = [(_COMMIT, (_json(self._changes(changes, begun)),))]
         if changes.wake:  # delivered when (and only if) the transaction commits
-            statements.append((NOTIFY, notify_params(self.channel, [w for w in changes.wake if is_id(w)])))
+            woken = [(w, p) for w, p in zip(changes.wake, wake_payloads(changes, limit=NOTIFY_PAYLOAD_LIMIT))
+                     if is_id(w)]
+            statements.append((NOTIFY, notify_params(self.channel, [w for w, _ in woken], [p for _, p in woken])))
         try:
             cursor = self._batch([*statements, ("COMMIT", None)])[0]
         except (psycopg.Error, OSError) as exc:

@@ -1,9 +1,10 @@
 """Waking waiters on a PostgreSQL ledger: ``LISTEN`` / ``NOTIFY``, one channel per waiter.
 
 A waiter listens on a channel named after its ledger and its own id, on a connection of
-its own; :func:`notify_statement` sends each chosen waiter one notification (its id as
-the payload) on its channel, so a release wakes exactly the waiters the engine chose,
-and no other listener is disturbed.
+its own; :data:`NOTIFY` sends each chosen waiter one notification on its channel (its
+id as the payload, or the record of the allocation the commit handed to it, which the
+waiter then need not read), so a release wakes exactly the waiters the engine chose, and
+no other listener is disturbed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from netra_rm.ledger.base import handed_in
+from netra_rm.records import Allocation
+
 NOTIFY = "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS w(c, p)"
+#: A payload is at most 8000 bytes: an allocation handed to a waiter is sent in it up to this
+NOTIFY_PAYLOAD_LIMIT = 7000
 
 
 def channel_prefix(ledger_name: str) -> str:
@@ -23,9 +29,11 @@ def channel_prefix(ledger_name: str) -> str:
     return "nrm_" + hashlib.sha1(ledger_name.encode()).hexdigest()[:12] + "_"
 
 
-def notify_params(prefix: str, waiter_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The parameters of :data:`NOTIFY` for these waiters."""
-    return [prefix + w for w in waiter_ids], list(waiter_ids)
+def notify_params(prefix: str, waiter_ids: Sequence[str], payloads: Sequence[str] | None = None
+                  ) -> tuple[list[str], list[str]]:
+    """The parameters of :data:`NOTIFY` for these waiters: each one's id, or what the
+    wake carries for it (see :func:`netra_rm.ledger.base.wake_payloads`)."""
+    return [prefix + w for w in waiter_ids], list(payloads if payloads is not None else waiter_ids)
 
 
 class Listeners:
@@ -75,6 +83,8 @@ class PostgresWakeChannel:
         self.waiter_id = waiter_id
         self.channel = channel
         self._listeners = listeners
+        #: the allocation the last wake-up carried (handed to this waiter), if any
+        self.handed: Allocation | None = None
         self._conn: Any = None
         self._open()
 
@@ -90,6 +100,7 @@ class PostgresWakeChannel:
     def wait(self, timeout: float) -> bool:
         """Sleep until notified or ``timeout`` seconds pass; True when notified."""
         end = time.monotonic() + max(0.0, timeout)
+        self.handed = None
         try:
             if self._conn is None or self._conn.closed:
                 self._open()  # wakes missed meanwhile are covered by the waiter's timer
@@ -99,6 +110,9 @@ class PostgresWakeChannel:
                     return False
                 for note in self._conn.notifies(timeout=left, stop_after=1):
                     if note.payload == self.waiter_id:
+                        return True
+                    self.handed = handed_in(note.payload, self.waiter_id)
+                    if self.handed is not None:
                         return True
         except Exception:  # noqa: BLE001 - the waiter's next transaction reports an outage
             conn, self._conn = self._conn, None
