@@ -168,18 +168,25 @@ def test_signal_to_wrapper_is_forwarded_and_allocation_released(env: dict[str, s
 def test_allocation_is_held_past_its_hold_time_while_cmd_runs(env: dict[str, str], child: Path, tmp_path: Path,
                                                               ledger_path: Path, cli) -> None:
     out = tmp_path / "out"
-    proc = start(env, "run", *TINY, "--duration-minutes", "0.02", "--", sys.executable, str(child), str(out))
-    seen = wait_for(lambda: read_env(out), what="CMD started")
-    [granted] = ledger_allocations(ledger_path)
-    first_expiry = granted["expires_at"]
-    assert first_expiry - granted["created_at"] == pytest.approx(1.2, abs=0.01)
-    wait_for(lambda: time.time() > first_expiry + 1.0, what="the first expiry to pass")
-    cli("cleanup")  # a transaction: it would reclaim an expired allocation
-    [held] = ledger_allocations(ledger_path)
-    assert held["id"] == seen["NETRA_RM_ALLOCATION_ID"]
-    assert held["expires_at"] > time.time(), "run keeps pushing the expiry ahead"
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
+    # a 6 s hold: run renews it well before it ends, even on a machine busy enough to
+    # delay a thread by a second or two
+    proc = start(env, "run", *TINY, "--duration-minutes", "0.1", "--", sys.executable, str(child), str(out))
+    try:
+        seen = wait_for(lambda: read_env(out), what="CMD started")
+        [granted] = ledger_allocations(ledger_path)
+        first_expiry = granted["expires_at"]
+        assert first_expiry - granted["created_at"] == pytest.approx(6.0, abs=0.01)
+        wait_for(lambda: time.time() > first_expiry + 1.0, what="the first expiry to pass", timeout=30)
+        cli("cleanup")  # a transaction: it would reclaim an expired allocation
+        [held] = ledger_allocations(ledger_path)
+        assert held["id"] == seen["NETRA_RM_ALLOCATION_ID"]
+        assert held["expires_at"] > time.time(), "run keeps pushing the expiry ahead"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 100 + signal.SIGTERM and stderr == ""
     assert ledger_allocations(ledger_path) == []
     events = [e["event"] for e in cli("history", "--json").json()["events"]]
