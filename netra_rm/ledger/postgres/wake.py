@@ -39,7 +39,10 @@ def notify_params(prefix: str, waiter_ids: Sequence[str], payloads: Sequence[str
 class Listeners:
     """Idle connections for waiters to listen on, kept for the next wait of this process
     (a connection costs a login, and a process that waits again soon should not pay it
-    while the one it released to is taking its turn)."""
+    while the one it released to is taking its turn). A connection given back still
+    listens on its last channel until it is taken again: stopping costs a round trip that
+    a waiter granted its turn should not wait for, and a stray notification is ignored
+    (each channel checks what it hears)."""
 
     def __init__(self, connect: Callable[[], Any], *, keep: int = 2) -> None:
         self._connect = connect
@@ -47,19 +50,26 @@ class Listeners:
         self._keep = keep
         self._lock = threading.Lock()
 
-    def take(self) -> Any:
+    def take(self, channel: str) -> Any:
+        """A connection listening on ``channel`` (and on nothing else)."""
+        conn = None
         with self._lock:
             while self._idle:
                 conn = self._idle.pop()
                 if not conn.closed:
-                    return conn
-        return self._connect()
+                    break
+                conn = None
+        if conn is None:
+            conn = self._connect()
+        try:
+            conn.execute(f'UNLISTEN *; LISTEN "{channel}"')  # one round trip
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
 
     def give_back(self, conn: Any) -> None:
-        try:
-            conn.execute("UNLISTEN *")
-        except Exception:  # noqa: BLE001 - a broken one is not kept
-            _close(conn)
+        if conn.closed:
             return
         with self._lock:
             if len(self._idle) < self._keep:
@@ -89,13 +99,7 @@ class PostgresWakeChannel:
         self._open()
 
     def _open(self) -> None:
-        conn = self._listeners.take()
-        try:
-            conn.execute(f'LISTEN "{self.channel}"')
-        except BaseException:
-            _close(conn)
-            raise
-        self._conn = conn
+        self._conn = self._listeners.take(self.channel)
 
     def wait(self, timeout: float) -> bool:
         """Sleep until notified or ``timeout`` seconds pass; True when notified."""
