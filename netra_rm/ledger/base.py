@@ -208,7 +208,9 @@ def wake_payloads(changes: Changes, *, limit: int) -> list[str]:
     """What each wake of ``changes`` carries: the record of the allocation this commit
     hands to that waiter (its id is the waiter's), so the waiter need not read it, or the
     waiter's id (also when the record is longer than ``limit``)."""
-    handed = {a.id: a.json for a in changes.grants}
+    if not changes.wake:
+        return []  # most commits wake nobody: no record is encoded for them
+    handed = {a.id: a.json for a in changes.grants if a.id in changes.wake}
     return [handed[w] if w in handed and len(handed[w]) <= limit else w for w in changes.wake]
 
 
