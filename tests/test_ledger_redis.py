@@ -25,13 +25,14 @@ from netra_rm.config import load_config
 from netra_rm.core.admission import admit
 from netra_rm.core.engine import Engine
 from netra_rm.core.verify import ledger_history, verify_ledger
-from netra_rm.errors import LedgerError, UsageError
+from netra_rm.core.waiting import allocate_waiting
+from netra_rm.errors import LedgerError, UsageError, WaitTimeoutError
 from netra_rm.ledger import EVERYTHING, GrantPlan, Scope
 from netra_rm.ledger import redis_scripts as scripts
 from netra_rm.ledger.redis import RedisLedger
 from netra_rm.ledger.redis_wire import Wire
 from netra_rm.ledger.server import ServerOptions
-from netra_rm.records import Usage
+from netra_rm.records import Usage, Waiter
 
 from backends import ledger_name
 from conftest import _entry_point
@@ -109,10 +110,15 @@ def no_password_in(*texts: str) -> None:
 
 # -- one decision, in Lua and in Python ------------------------------------------------------------
 
-def test_the_one_call_grant_decides_as_admission_does(redis_server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("queue", ["grant only", "grant or join"])
+def test_the_one_call_grant_decides_as_admission_does(redis_server, tmp_path: Path, queue: str) -> None:
     """Random requests (layers with dedicated runs, a shared pool, the caps, the machine
     check) go to Redis's one-call grant and to ``admit`` over the same usage: both admit
-    the same requests, in the same instances."""
+    the same requests, in the same instances. Given a queue entry, the call files it
+    exactly when ``admit`` refuses (so the queue's rule, which only refuses more, would
+    refuse too), whether others wait or not; with others waiting, a request that fits is
+    left to the transaction (the queue's rule decides it); and it leaves the join to the
+    transaction when the host it is asked to sweep holds anything."""
     from netra_rm.core.accounting import charges as charges_of
 
     seed = random.randrange(1 << 30)
@@ -142,6 +148,9 @@ machine: {{check_memory: false}}
         for name in ("a", "b", "db"):
             engine.change_pool(name)  # registered, as the first host to use it would
         held: list[str] = []
+        other = json.dumps(Waiter(id="0000abcd", request=engine.resolve_request(None, "other", pools=("db",)),
+                                  owner=engine.owner(), since=1.0, charges=("pool:elsewhere",)).to_dict())
+        joined = 0
         for step in range(150):
             if held and rng.random() < 0.35:
                 gone = held.pop(rng.randrange(len(held)))
@@ -164,20 +173,50 @@ machine: {{check_memory: false}}
             expected = admit(request, found, capacity=capacity, usage=snapshot.usage, taken=snapshot.taken,
                              machine_free_mb=None if machine is None else
                              machine - snapshot.usage.get(caps, Usage()).memory_mb)
+            waiter, sweep, behind = None, None, False
+            if queue != "grant only":
+                behind = rng.random() < 0.4  # someone waits (on a pool of its own)
+                if behind:
+                    redis_call(redis_server, "HSET", ledger.key("waiters"), "0000abcd", other)
+                waiter = Waiter(id=os.urandom(6).hex(), request=request, owner=engine.owner(), since=0.0,
+                                charges=tuple(c.key for c in found))
+                sweep = engine.host if rng.random() < 0.2 else None
             plan = GrantPlan(request=request, charges=tuple(found), owner=engine.owner(), host=engine.host,
-                             lease_seconds=None, machine_free_mb=machine, allocation_id=os.urandom(6).hex(),
-                             request_id=os.urandom(8).hex())
+                             lease_seconds=None, machine_free_mb=machine,
+                             allocation_id=os.urandom(6).hex() if waiter is None else waiter.id,
+                             request_id=os.urandom(8).hex(), waiter=waiter, waiter_lease_seconds=30.0,
+                             sweep_host=sweep)
             granted = ledger.fast_grant(plan)
+            if behind:  # gone again (and forgotten: a one-call release stands aside while someone waits)
+                redis_call(redis_server, "HDEL", ledger.key("waiters"), "0000abcd")
+                ledger.see_queue(False)
             where = f"seed {seed}, round {round_no}, step {step}: {request} -> {expected}"
-            assert (granted is not None) == expected.admitted, where
+            if isinstance(granted, Waiter):  # it joined the queue: only when admit refuses
+                assert waiter is not None and not expected.admitted, where
+                assert sweep is None or not held, where  # this host's holders would be looked at first
+                assert (granted.id, granted.request, granted.charges) == (waiter.id, request, waiter.charges)
+                assert granted.lease_expires_at == pytest.approx(granted.since + 30.0, abs=0.002)
+                assert [w.id for w in ledger.read(Scope()).waiters if w.id == waiter.id] == [waiter.id]
+                redis_call(redis_server, "HDEL", ledger.key("waiters"), waiter.id)
+                ledger.see_queue(False)
+                joined += 1
+                agreed += 1
+                continue
+            if behind and expected.admitted:
+                assert granted is None, where  # it fits, but the queue's rule decides: the transaction
+                agreed += 1
+                continue
+            assert waiter is None or expected.admitted or (sweep and held), where  # no room: it joins
+            assert (granted is not None) == expected.admitted or (sweep and held), where
             if granted is not None:
                 assert dict(granted.slots) == dict(expected.slots), where
                 held.append(granted.id)
                 admitted += 1
             agreed += 1
         assert verify_ledger(engine).findings == ()
-    print(f"seed {seed}: {agreed} decisions agreed, {admitted} of them grants")
+    print(f"seed {seed}: {agreed} decisions agreed, {admitted} of them grants, {joined} joins")
     assert admitted > 20 and agreed - admitted > 20  # both verdicts were exercised
+    assert (joined > 10) == (queue == "grant or join")
 
 
 # -- lost replies ------------------------------------------------------------------------------------
@@ -307,6 +346,55 @@ def test_a_lost_reply_to_a_one_call_grant_or_release_loses_nothing(proxy: FaultP
     time.sleep(0.8 if how == "late" else 0)
     assert _held(engine) == []
     assert verify_ledger(engine).findings == ()
+
+
+@pytest.mark.parametrize("how", ["after", "before", "late"])
+def test_a_lost_reply_to_a_one_call_join_files_the_waiter_once(proxy: FaultProxy, redis_server, config: Path,
+                                                               tmp_path: Path, how: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No room: the waiter joins in the grant's call. Its reply lost, the waiter is in the
+    queue exactly once, and the caller knows it is waiting."""
+    location = f"{proxy.url(redis_server.password)}?ledger={ledger_name()}"
+    a, b = engine_on(location, config, tmp_path, "ci-1"), engine_on(location, config, tmp_path, "ci-2")
+    request = a.resolve_request("rig", "hil")
+    b.release([b.allocate(request, b.owner()).id])  # the pool registered, the ledger known to b
+    held = a.allocate(request, a.owner())
+    b._last_sweep = time.monotonic()  # b looked at its own holders a moment ago (it holds none anyway)
+
+    proxy.lose(scripts.FAST_GRANT.sha.encode(), how)
+    if how == "after":  # it joined: the lookup finds it so, and no transaction joins it again
+        monkeypatch.setattr(b.ledger, "_begin", lambda *args: pytest.fail("a transaction after the join"))
+    allocation, waiter, _ = b.allocate_or_join(request, b.owner(), waiter_id="0000b0b2",
+                                               waiter_owner=b.current_process_owner())
+    monkeypatch.undo()
+    assert proxy.fired == [how]
+    time.sleep(0.8 if how == "late" else 0)  # a late copy of the request would have landed by now
+    assert allocation is None and waiter is not None and waiter.id == "0000b0b2"
+    assert [w.id for w in b.ledger.read().waiters] == ["0000b0b2"]
+    a.release([held.id])  # handed to the waiter, which takes it
+    granted, _ = b.try_admit_waiter(waiter, b.owner())
+    assert granted is not None and _held(b) == [granted.id] and b.ledger.read().waiters == []
+    assert verify_ledger(b).findings == ()
+
+
+def test_a_waiter_that_joined_in_one_call_and_timed_out_says_why(redis_server, config: Path,
+                                                                  tmp_path: Path) -> None:
+    """The one-call join brings back no reasons; a wait that runs out says them all the same."""
+    location = f"{redis_server.url}?ledger={ledger_name()}"
+    a, b = engine_on(location, config, tmp_path, "ci-1"), engine_on(location, config, tmp_path, "ci-2")
+    request = a.resolve_request("rig", "hil")
+    b.release([b.allocate(request, b.owner()).id])
+    held = a.allocate(request, a.owner())
+    joins: list[object] = []
+    ledger = b.ledger
+    assert isinstance(ledger, RedisLedger)
+    fast_grant = ledger.fast_grant
+    ledger.fast_grant = lambda plan: joins.append(fast_grant(plan)) or joins[-1]  # type: ignore[method-assign]
+    with pytest.raises(WaitTimeoutError) as caught:
+        allocate_waiting(b, request, b.owner(), wait=True, timeout=0)  # no look after the join
+    assert [type(j).__name__ for j in joins] == ["Waiter"]  # it joined in the one call
+    assert "after waiting 0s: layer rig memory: 100 of 100 MB in use" in str(caught.value)
+    assert b.ledger.read().waiters == [] and _held(a) == [held.id]
 
 
 @pytest.mark.parametrize("how", ["after", "before", "late"])

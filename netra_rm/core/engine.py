@@ -457,18 +457,23 @@ class Engine:
         return None, decision
 
     def _fast_grant(self, request: Request, owner: Owner, found: Sequence[Charge],
-                    capacity: MachineCapacity | None) -> Allocation | None:
+                    capacity: MachineCapacity | None, *, join: Waiter | None = None,
+                    join_lease: float | None = None, sweep_host: str | None = None) -> Allocation | Waiter | None:
         """Let a backend that can grant in one step try (Redis, when nobody waits and
-        every pool is known); None: take the transaction."""
+        every pool is known), and, given ``join`` (a queue entry), file it in the same
+        step when there is no room; None: take the transaction."""
         if type(self.ledger).fast_grant is Ledger.fast_grant:
             return None
         plan = GrantPlan(request=request, charges=tuple(found), owner=owner, host=self.host,
                          lease_seconds=self.config.lease_seconds if self._lease(owner, 0.0) is not None else None,
                          machine_free_mb=None if capacity is None or request.memory_mb == 0 else
                          capacity.memory_available_mb - self.config.machine.memory_reserve_mb,
-                         allocation_id=os.urandom(6).hex(), request_id=os.urandom(8).hex())
+                         allocation_id=os.urandom(6).hex() if join is None else join.id,
+                         request_id=os.urandom(8).hex(), waiter=join,
+                         waiter_lease_seconds=None if join_lease is None else self.config.lease_seconds,
+                         sweep_host=sweep_host)
         granted = self.ledger.fast_grant(plan)
-        return granted if isinstance(granted, Allocation) else None
+        return granted if isinstance(granted, (Allocation, Waiter)) else None
 
     def _grant(self, txn: Txn, request: Request, owner: Owner, found: Sequence[Charge], decision: Decision,
                *, allocation_id: str | None = None, **extra: Any) -> Allocation:
@@ -509,7 +514,19 @@ class Engine:
         """
         capacity = self._capacity()
         found = self.charges(request)
-        fast = self._fast_grant(request, owner, found, capacity)
+        join = None
+        if self.shared:
+            join = Waiter(id=waiter_id, request=request, owner=waiter_owner, since=0.0,
+                          charges=tuple(c.key for c in found),
+                          capacity={c.key: masked_capacity(c.capacity) for c in found if c.capacity is not None},
+                          holder=None if owner == waiter_owner else owner)
+        # the transaction looks for this host's dead holders, at least once a second: the
+        # one-step join does not, so it stands aside while this host holds anything then
+        fast = self._fast_grant(request, owner, found, capacity, join=join,
+                                join_lease=self._lease(waiter_owner, 0.0),
+                                sweep_host=self.host if self._want_sweep() else None)
+        if isinstance(fast, Waiter):  # no room: it joined the queue in the same step
+            return None, fast, Decision(admitted=False)
         if fast is not None:
             return fast, None, Decision(admitted=True, slots=dict(fast.slots))
         with self.transaction(self._scope(found, waiter_id=waiter_id), sweep=True) as (txn, _):

@@ -77,6 +77,10 @@ def allocate_waiting(engine: Engine, request: Request, owner: Owner, *, wait: bo
             assert waiter is not None
             left = None if deadline is None else deadline - clock()
             if left is not None and left <= 0:
+                if not decision.reasons:  # it joined in one step, without the reasons: a last look
+                    allocation, decision = engine.try_admit_waiter(waiter, owner)
+                    if allocation is not None:
+                        break
                 raise WaitTimeoutError(
                     f"no capacity for {request.category} in layer {request.layer} after waiting {timeout:g}s: "
                     f"{join_reasons(decision.reasons)}", reasons=decision.reasons,

@@ -231,7 +231,8 @@ def handed_in(payload: str | bytes | None, waiter_id: str) -> Allocation | None:
 class GrantPlan:
     """Everything a backend needs to grant in one step when nobody waits (see
     :meth:`Ledger.fast_grant`): the request, its charges (with this host's configured
-    capacities), the owner, the lease, the machine's free memory, and fresh ids."""
+    capacities), the owner, the lease, the machine's free memory, and fresh ids; and,
+    to join the queue in the same step when there is no room, the queue entry."""
 
     request: Any
     charges: tuple[Any, ...]
@@ -241,6 +242,14 @@ class GrantPlan:
     machine_free_mb: float | None
     allocation_id: str
     request_id: str
+    #: the queue entry to file when there is no room (its ``since``, ``fence`` and lease
+    #: are the server's to fill in; ``allocation_id`` is then its id); None: grant or nothing
+    waiter: Any = None
+    #: the waiter's lease, seconds from when it joins (None: it has none)
+    waiter_lease_seconds: float | None = None
+    #: a host whose allocations the join must leave to the transaction, which looks at
+    #: whether their owners are alive, if it holds any
+    sweep_host: str | None = None
 
 
 class Txn:
@@ -442,7 +451,8 @@ class Ledger(abc.ABC):
 
     def fast_grant(self, plan: Any) -> Any:
         """Grant in one step without the engine's transaction, where the backend can (see
-        :mod:`netra_rm.ledger.redis`); None: take the transaction."""
+        :mod:`netra_rm.ledger.redis`): the allocation, the plan's waiter as filed (there was
+        no room: it joined the queue), or None: take the transaction."""
         return None
 
     def fast_release(self, ids: Sequence[str], *, events: Mapping[str, Mapping[str, Any]] | None = None) -> Any:

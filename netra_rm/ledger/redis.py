@@ -118,6 +118,7 @@ class RedisLedger(ServerLedger):
 
     backend = "Redis"
     wakes_at_commit = True  # the commit script wakes the waiters it serves
+    widens = True  # the begin script finds a release's keys as it locks
 
     def __init__(self, url: str, *, state_dir: Path | None = None, options: ServerOptions | None = None,
                  group_shared: bool = False, clock: Callable[[], float] | None = None) -> None:
@@ -139,6 +140,9 @@ class RedisLedger(ServerLedger):
         self._charges_cache: dict[Any, tuple[list[Any], str]] = {}
         self._templates: dict[Any, tuple[Allocation, str, str]] = {}
         self._spare_wires: list[Wire] = []
+        #: a one-call path just found the lock held: the transaction that follows waits
+        #: for it from its first call
+        self._lock_held = False
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -223,11 +227,13 @@ class RedisLedger(ServerLedger):
             raise reply
         return reply
 
-    def _change(self, script: scripts.Script, args: Sequence[Any], lookup: Sequence[Any]) -> tuple[Any, Any]:
-        """Run a script that changes the ledger: (its reply, None). When the reply is lost,
-        (None, what ``lookup`` finds of it: None when the change did not happen)."""
+    def _change(self, script: scripts.Script, args: Sequence[Any], lookup: Sequence[Any], *,
+                before: Sequence[Sequence[Any]] = (), extra_timeout: float = 0.0) -> tuple[Any, Any]:
+        """Run a script that changes the ledger (after ``before``, in the same round trip):
+        (its reply, None). When the reply is lost, (None, what ``lookup`` finds of it: None
+        when the change did not happen)."""
         try:
-            return self._eval(script, args, idempotent=False), None
+            return self._eval(script, args, before=before, extra_timeout=extra_timeout, idempotent=False), None
         except ReplyLost as lost:
             return None, self._outcome(lookup, lost)
 
@@ -302,7 +308,7 @@ class RedisLedger(ServerLedger):
         keys = sorted(scope.keys)
         ids = list(dict.fromkeys(scope.ids))
         return [mode, holder, self._ttl_ms(), self._hand, self._now(), "1" if scope.everything else "",
-                scope.sweep_host or "", _MOST_DUE, len(keys), *keys, len(ids), *ids]
+                scope.sweep_host or "", _MOST_DUE, len(keys), *keys, len(ids), *ids, "1" if scope.widen else ""]
 
     def _decode(self, reply: list[Any], scope: Scope) -> _Read:
         """The server's reply to a read as a :class:`_Read`; every record checked."""
@@ -433,15 +439,18 @@ class RedisLedger(ServerLedger):
         args = self._read_args(scope, "lock", holder)
         limit = deadline.remaining(self.options.lock_wait)
         end = time.monotonic() + limit
-        reply = self._eval(scripts.BEGIN, args)  # the script takes a free token itself
-        while not reply[0]:
+        # a one-call path that just found the lock held: wait for its token from the first call
+        block, self._lock_held = (round(max(0.001, min(_BLOCK, limit)), 3) if self._lock_held else 0.0), False
+        while True:
+            before = [("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT", block)] if block else []
+            reply = self._eval(scripts.BEGIN, args, before=before, extra_timeout=block)  # it takes a free token
+            if reply[0]:
+                break
             left = end - time.monotonic()
             if left <= 0:
                 raise self.error(f"is busy: other processes held its lock for {limit:g}s without a break.",
                                  remediation=["Try again; if it persists, look for a stuck netra-rm process."])
             block = round(max(0.001, min(_BLOCK, left)), 3)
-            reply = self._eval(scripts.BEGIN, args, before=[("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT",
-                                                             block)], extra_timeout=block)
         return reply
 
     @contextmanager
@@ -587,20 +596,28 @@ class RedisLedger(ServerLedger):
 
     # -- fast paths ------------------------------------------------------------------------
 
-    def fast_grant(self, plan: GrantPlan) -> Allocation | None:
+    def fast_grant(self, plan: GrantPlan) -> Allocation | Waiter | None:
         """Grant in one call when nobody waits, no transaction holds the ledger, every
         central pool is registered with this host's capacity (and not draining), and the
-        ledger is the one this host knows; the decision is ``admit``'s arithmetic. None:
-        take the transaction (also when it does not fit: the engine then says why)."""
-        request = plan.request
+        ledger is the one this host knows; the decision is ``admit``'s arithmetic. With
+        ``plan.waiter``, when that arithmetic finds no room (queue or not, so the queue's
+        rule would refuse too) and nothing is due to be reclaimed, file the waiter in the
+        same call and return it as filed. None: take the transaction (also when it does
+        not fit without a waiter: the engine then says why)."""
+        request, waiter = plan.request, plan.waiter
         if not _whole_amounts(request.memory_mb, request.cpu_units) or any(c.capacity is None for c in plan.charges):
             return None
         charges, limits = self._charge_args(plan.charges)
-        if not charges or self.queue_seen():
+        if not charges or (waiter is None and self.queue_seen()):
             return None
         template, fixed, journal_fixed = self._grant_template(request, plan.owner, plan.charges)
         fixed = fixed.replace(_ID_MARK, plan.allocation_id).replace(_REQUEST_MARK, plan.request_id)
         journal_fixed = journal_fixed.replace(_ID_MARK, plan.allocation_id)
+        join: list[Any] = [""]
+        if waiter is not None:
+            join = [waiter.id, _inner({k: v for k, v in waiter.to_dict().items() if k not in _FILLED_IN}),
+                    "" if plan.waiter_lease_seconds is None else repr(float(plan.waiter_lease_seconds)),
+                    plan.sweep_host or "", ""]
         with self._mutex:
             self.memory.load()
             args = [plan.request_id, self._now(), self.memory.ledger_id or "", self.memory.counter, _REQUEST_TTL_MS,
@@ -608,13 +625,30 @@ class RedisLedger(ServerLedger):
                     "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
                     "" if plan.machine_free_mb is None else repr(float(plan.machine_free_mb)),
                     request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.allocation_id,
-                    plan.owner.host, fixed, journal_fixed, limits, len(plan.charges), *charges]
+                    plan.owner.host, fixed, journal_fixed, limits, len(plan.charges), *charges, *join]
             with self._errors():
                 self._prepare()
-                # the allocation's id is the request's record: a lost reply looks for it
-                reply, outcome = self._change(scripts.FAST_GRANT, args,
-                                              ("HGET", self.key("alloc"), plan.allocation_id))
+                # the allocation's id (and the waiter's) is the request's record: a lost reply
+                # looks for it
+                lookup = ("HGET", self.key("alloc"), plan.allocation_id) if waiter is None else \
+                    ("EVAL", _LOOKUP_BOTH, 2, self.key("alloc"), self.key("waiters"), plan.allocation_id)
+                reply, outcome = self._change(scripts.FAST_GRANT, args, lookup)
+                if waiter is not None and reply is not None and not reply[0] and reply[1] == b"lock":
+                    # a transaction holds the ledger: wait for it to end, then try again in the
+                    # same call (a join need not take the lock itself)
+                    block = round(max(0.001, min(_BLOCK, deadline.remaining(self.options.lock_wait))), 3)
+                    args[-1] = self._hand
+                    reply, outcome = self._change(scripts.FAST_GRANT, args, lookup, before=[
+                        ("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT", block)], extra_timeout=block)
             try:
+                if reply is None and waiter is not None and outcome is not None:
+                    granted, filed = outcome
+                    if filed:
+                        reply = [2, filed]
+                    outcome = granted or None
+                if reply is not None and reply[0] == 2:
+                    self.see_queue(True)
+                    return Waiter.from_dict(_json(reply[1], "the waiter just filed"))
                 if reply is not None and reply[0]:
                     raw, times, taken, named = reply[1:]
                     token, created, expires, lease = times.split()
@@ -686,8 +720,10 @@ class RedisLedger(ServerLedger):
         return template, fixed, journal_fixed
 
     def _note_refusal(self, reply: Any) -> None:
-        if reply is not None and len(reply) > 1 and reply[1] == b"waiters":
-            self.see_queue(True)
+        if reply is not None and len(reply) > 1:
+            if reply[1] == b"waiters":
+                self.see_queue(True)
+            self._lock_held = reply[1] == b"lock"
 
     def _remember(self, raw: bytes, allocation: Allocation) -> None:
         """Keep a record just written with the allocation it holds: reading it back (a
@@ -828,6 +864,10 @@ class RedisWakeChannel:
 #: stand-ins for a grant's ids in its kept templates (ids themselves: hex, which JSON
 #: leaves as it is, drawn afresh by each process so no text can hold them by chance)
 _ID_MARK, _REQUEST_MARK = os.urandom(8).hex(), os.urandom(8).hex()
+#: a waiter's fields the one-call join fills in (see FAST_GRANT)
+_FILLED_IN = frozenset({"since", "fence", "lease_expires_at"})
+#: what became of a one-call grant-or-join whose reply was lost: the allocation, the waiter
+_LOOKUP_BOTH = "return {redis.call('HGET', KEYS[1], ARGV[1]) or '', redis.call('HGET', KEYS[2], ARGV[1]) or ''}"
 _DYNAMIC = frozenset({"created_at", "expires_at", "slot", "fencing_token", "slots", "instances",
                       "lease_expires_at"})
 

@@ -181,7 +181,8 @@ end
 # the scope needs, by the server's clock.
 # ARGV: 1 prefix, 2 mode, 3 holder, 4 lock ttl (ms), 5 hand list, 6 now ('' = TIME),
 #       7 "1": everything, 8 sweep host or '', 9 most due allocations to read,
-#       10 n, then n pool keys, then m, then m allocation ids
+#       10 n, then n pool keys, then m, then m allocation ids, then "1": widen (also the
+#       keys of those allocations and of the waiters sharing one)
 # Returns {0} when the lock is held by another, else {1, meta{schema, id, origin, counter,
 # seq, version}, schema-1 version or false, now, keys, usage, instances taken (a list, or
 # the lowest free index), pools, waiters, due ids, host ids or false, allocation ids, their
@@ -214,7 +215,33 @@ local ids, wanted = {}, {}
 local function want(id)
   if not wanted[id] then wanted[id] = true; ids[#ids + 1] = id end
 end
-for j = 1, tonumber(ARGV[i]) do want(ARGV[i + j]) end
+local m = tonumber(ARGV[i])
+for j = 1, m do want(ARGV[i + j]) end
+local all_waiters = redis.call('HVALS', K('waiters'))
+-- widen: also the keys of the named allocations and of every waiter sharing one (a
+-- release that may hand its room on), found here rather than by a read before
+if ARGV[i + m + 1] == '1' and #ids > 0 then
+  local named, mine = redis.call('HMGET', K('alloc'), unpack(ids)), {}
+  local function charges_of(raw)
+    local ok, rec = pcall(cjson.decode, raw)
+    if ok and type(rec) == 'table' and type(rec.charges) == 'table' then return rec.charges end
+    return {}  -- a bad record: the caller finds it in what is returned and refuses it
+  end
+  for j = 1, #ids do
+    if named[j] then
+      for _, key in ipairs(charges_of(named[j])) do
+        if type(key) == 'string' then note(key); mine[key] = true end
+      end
+    end
+  end
+  for _, raw in ipairs(all_waiters) do
+    local charges, shares = charges_of(raw), false
+    for _, key in ipairs(charges) do if mine[key] then shares = true end end
+    if shares then
+      for _, key in ipairs(charges) do if type(key) == 'string' then note(key) end end
+    end
+  end
+end
 if everything then
   for _, key in ipairs(redis.call('HKEYS', K('usage'))) do note(key) end
   for _, key in ipairs(redis.call('HKEYS', K('pools'))) do note(key) end
@@ -247,7 +274,7 @@ else
   if host then for _, id in ipairs(host) do want(id) end end
   if #ids > 0 then records = redis.call('HMGET', K('alloc'), unpack(ids)) else records = {} end
 end
-local out = {1, meta, old, string.format('%.6f', now), keys, usage, slots, pools, redis.call('HVALS', K('waiters')),
+local out = {1, meta, old, string.format('%.6f', now), keys, usage, slots, pools, all_waiters,
              due, host, ids, records}
 if mode == 'journal' then
   out[14] = redis.call('LRANGE', K('journal.1'), 0, -1)
@@ -376,18 +403,31 @@ return 1
 #       pool), instances, memory MB or '', CPU units or '', "1": honours dedicated, "1":
 #       hands out instances, its limits (the registry's, if it holds the pool, must be
 #       these), instance names as JSON strings joined by newlines, "1": central (the
-#       registry must hold it)
+#       registry must hold it); then, to join the queue when there is no room (even if
+#       others wait): the waiter's id or '', its record's fixed fields (JSON, no braces),
+#       its lease (s) or '', the host whose allocations are to be looked at first (if it
+#       holds any, the transaction does it) or '', and the client's hand list when the call
+#       follows a wait for the lock's token (given back) or ''
 # Returns {1, record, "TOKEN CREATED EXPIRES LEASE-or--", "KEY<tab>INDEX<tab>...",
-# "KEY<tab>NAME-as-JSON<tab>..."} or {0, why}. The allocation's id is its request's record:
-# a client that lost the reply looks for it.
+# "KEY<tab>NAME-as-JSON<tab>..."}, {2, the waiter's record} (it joined) or {0, why}. The
+# allocation's id and the waiter's are the request's record: a client that lost the reply
+# looks for them.
 _FAST_GRANT = r"""
 local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter', 'seq', 'version')
 if not recognised(meta, ARGV[4], ARGV[5]) then return {0, 'ledger'} end
+local nc = tonumber(ARGV[19])
+local joining = ARGV[20 + nc] ~= ''
+if ARGV[24 + nc] and ARGV[24 + nc] ~= '' then
+  -- sent after waiting for the lock's token (BLMOVE into this client's hand): this call
+  -- does not take the lock, so the token goes back for the next in line
+  local tok = redis.call('LPOP', ARGV[24 + nc])
+  if tok and redis.call('LLEN', K('lock')) == 0 then redis.call('RPUSH', K('lock'), tok) end
+end
 local why = busy()
-if why then return {0, why} end
+if why == 'lock' or (why and not joining) then return {0, why} end
 local mem, cpu, dedicated = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13] == '1'
 local charges, keys, caps = {}, {}, false
-for n = 1, tonumber(ARGV[19]) do
+for n = 1, nc do
   local f = {}
   for field in string.gmatch(ARGV[19 + n] .. '\t', '([^\t]*)\t') do f[#f + 1] = field end
   charges[n] = {key = f[1], json = f[2], kind = f[3], instances = tonumber(f[4]), mem = tonumber(f[5]),
@@ -398,35 +438,62 @@ end
 local limits = redis.call('HMGET', K('plim'), unpack(keys))
 local usages = redis.call('HMGET', K('usage'), unpack(keys))
 local marks = redis.call('HMGET', K('slothw'), unpack(keys))
-for n, c in ipairs(charges) do
-  if limits[n] then
-    if limits[n] ~= c.expect then return {0, 'pool'} end
-  elseif c.central then
-    return {0, 'pool'}
+-- admit's arithmetic: nil when it fits, else why not ('full': no room; 'pool', 'usage':
+-- the transaction must look)
+local function refusal()
+  for n, c in ipairs(charges) do
+    if limits[n] then
+      if limits[n] ~= c.expect then return 'pool' end
+    elseif c.central then
+      return 'pool'
+    end
+    c.usage = parse_usage(usages[n])
+    if not c.usage then return 'usage' end
+    if c.kind == 'caps' then caps = c end
   end
-  local u = parse_usage(usages[n])
-  if not u then return {0, 'usage'} end
-  c.usage = u
-  if c.kind == 'caps' then caps = c end
-  if c.mem and u[1] + mem > c.mem then return {0, 'full'} end
-  if c.cpu and u[2] + cpu > c.cpu then return {0, 'full'} end
-  if u[3] + 1 > c.instances then return {0, 'full'} end
-  if c.kind == 'layer' and c.dedicated then
-    if dedicated and u[3] > 0 then return {0, 'full'} end
-    if u[4] > 0 then return {0, 'full'} end
+  for n, c in ipairs(charges) do
+    local u = c.usage
+    if c.mem and u[1] + mem > c.mem then return 'full' end
+    if c.cpu and u[2] + cpu > c.cpu then return 'full' end
+    if u[3] + 1 > c.instances then return 'full' end
+    if c.kind == 'layer' and c.dedicated then
+      if dedicated and u[3] > 0 then return 'full' end
+      if u[4] > 0 then return 'full' end
+    end
+    if c.slots then
+      c.mark = tonumber(marks[n] or '0')
+      local low = redis.call('ZRANGE', K('free:') .. c.key, 0, 0)
+      if low[1] and tonumber(low[1]) < c.mark then c.slot, c.reused = tonumber(low[1]), true else c.slot = c.mark end
+      if c.slot >= c.instances then return 'full' end
+    end
   end
-  if c.slots then
-    c.mark = tonumber(marks[n] or '0')
-    local low = redis.call('ZRANGE', K('free:') .. c.key, 0, 0)
-    if low[1] and tonumber(low[1]) < c.mark then c.slot, c.reused = tonumber(low[1]), true else c.slot = c.mark end
-    if c.slot >= c.instances then return {0, 'full'} end
+  if ARGV[10] ~= '' then
+    local used = 0
+    if caps then used = caps.usage[1] end
+    if mem > tonumber(ARGV[10]) - used then return 'full' end
   end
+  return nil
 end
-if ARGV[10] ~= '' then
-  local used = 0
-  if caps then used = caps.usage[1] end
-  if mem > tonumber(ARGV[10]) - used then return {0, 'full'} end
+local refused = refusal()
+if joining and refused == 'full' then
+  -- no room whatever the queue says: join it, unless something due (reclaimed by the
+  -- transaction) might make room
+  local now = now_of(ARGV[3])
+  if #redis.call('ZRANGEBYSCORE', K('exp'), '-inf', string.format('%.6f', now), 'LIMIT', 0, 1) > 0 then
+    return {0, 'due'}
+  end
+  if ARGV[23 + nc] ~= '' and redis.call('SCARD', K('host:') .. ARGV[23 + nc]) > 0 then
+    return {0, 'sweep'}  -- this host's holders are to be looked at first (are they alive?)
+  end
+  local record = '{' .. ARGV[21 + nc] .. ',"since":' .. num(ms(now)) .. ',"fence":' .. int(tonumber(meta[3] or '0'))
+  if ARGV[22 + nc] ~= '' then record = record .. ',"lease_expires_at":' .. num(ms(now + tonumber(ARGV[22 + nc]))) end
+  record = record .. '}'
+  redis.call('HSET', K('waiters'), ARGV[20 + nc], record)
+  redis.call('HSET', K('meta'), 'version', int(tonumber(meta[5] or '0') + 1))
+  return {2, record}
 end
+if refused then return {0, refused} end
+if why then return {0, why} end  -- it fits, but others wait: the queue's rule decides
 -- it fits: grant
 local now = now_of(ARGV[3])
 local created = ms(now)
