@@ -444,7 +444,7 @@ class Engine:
         capacity = self._capacity()
         found = self.charges(request)
         fast = self._fast_grant(request, owner, found, capacity)
-        if fast is not None:
+        if isinstance(fast, Allocation):
             return fast, Decision(admitted=True, slots=dict(fast.slots))
         for attempt in (0, 1):
             sweep = attempt == 1 or self._want_sweep()
