@@ -241,7 +241,7 @@ def test_a_schema_1_ledger_is_upgraded_with_its_journal(v1_database: str, tmp_pa
 
     tables = {r[0] for r in sql(v1_database, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'netra_rm_%'")}
     assert {"netra_rm_ledger_v1", "netra_rm_journal_v1", "netra_rm_ledgers"} <= tables  # "other" waits
-    assert sql(v1_database, "SELECT value FROM netra_rm_meta")[0][0] == "3"  # through every step
+    assert sql(v1_database, "SELECT value FROM netra_rm_meta")[0][0] == "4"  # through every step
     assert len(engine_for(f"{v1_database}?ledger=other", tmp_path, state="s2").active_allocations()) == 2
     tables = {r[0] for r in sql(v1_database, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'netra_rm_%'")}
     assert not {"netra_rm_ledger_v1", "netra_rm_journal_v1"} & tables  # every ledger upgraded: gone
@@ -777,9 +777,10 @@ def test_a_release_while_others_wait_hands_on_and_wakes_in_two_round_trips(pg_se
         assert [a.id for a in engine.active_allocations()] == [waiter.id]  # handed on in that transaction
 
 
-def test_tables_of_version_2_are_brought_up_to_date(v1_database: str, tmp_path: Path) -> None:
-    """Version 3 changed the functions only: a database left at version 2 (its release
-    begin not knowing how to find its own keys) gets them on first use, in one step."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_tables_of_version_2_or_3_are_brought_up_to_date(v1_database: str, tmp_path: Path, version: int) -> None:
+    """Versions 3 and 4 changed the functions only: a database left at version 2 or 3 (its
+    release begin not knowing how to find its own keys, say) gets them on first use."""
     from netra_rm.ledger.postgres import schema
 
     location = f"{v1_database}?ledger={ledger_name()}"  # a database of its own
@@ -790,11 +791,11 @@ def test_tables_of_version_2_are_brought_up_to_date(v1_database: str, tmp_path: 
     held = first.allocate(request, me)
     _, waiter, _ = first.allocate_or_join(request, me, waiter_id="0000000000d1", waiter_owner=me)
     first.ledger.close()
-    sql(v1_database, "UPDATE netra_rm_meta SET value = '2' WHERE key = 'schema_version'")
+    sql(v1_database, f"UPDATE netra_rm_meta SET value = '{version}' WHERE key = 'schema_version'")
     sql(v1_database, "CREATE OR REPLACE FUNCTION netra_rm_begin(req jsonb) RETURNS text LANGUAGE sql "
                      "AS $$ SELECT NULL::text $$")  # stands in for version 2's, which would not widen
 
     later = engine_for(location, tmp_path, config=config, state="later")
     later.release([held.id])
     assert [a.id for a in later.active_allocations()] == [waiter.id]
-    assert sql(v1_database, "SELECT value FROM netra_rm_meta")[0][0] == str(schema.TABLES_VERSION) == "3"
+    assert sql(v1_database, "SELECT value FROM netra_rm_meta")[0][0] == str(schema.TABLES_VERSION) == "4"
