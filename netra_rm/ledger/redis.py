@@ -336,7 +336,7 @@ class RedisLedger(ServerLedger):
             if pool:
                 record = PoolRecord.from_dict(_json(pool, f"the pool {key}"))
                 pools[key] = record
-        waiters = [Waiter.from_dict(_json(raw, "a waiter")) for raw in reply[8]]
+        waiters = [self.parsed_waiter(raw) for raw in reply[8]]
         known: dict[str, Allocation] = {}
         cache, fresh = self._parsed, {}
         for ident, raw in zip(reply[11], reply[12]):
@@ -648,7 +648,7 @@ class RedisLedger(ServerLedger):
                     outcome = granted or None
                 if reply is not None and reply[0] == 2:
                     self.see_queue(True)
-                    return Waiter.from_dict(_json(reply[1], "the waiter just filed"))
+                    return self.parsed_waiter(reply[1])
                 if reply is not None and reply[0]:
                     raw, times, taken, named = reply[1:]
                     token, created, expires, lease = times.split()

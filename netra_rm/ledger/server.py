@@ -9,6 +9,7 @@ saw (:mod:`netra_rm.ledger.fencing`) to refuse a ledger that lost its state.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from netra_rm.errors import LedgerError
 from netra_rm.ledger.base import Ledger
 from netra_rm.ledger.fencing import FencingMemory, memory_path
 from netra_rm.ledger.upgrade import ScopeOf, host_scoped
+from netra_rm.records import RecordError, Waiter
 from netra_rm.redact import mask_text, mask_url, url_password
 
 #: The URL query parameter that names a ledger inside one server (several may share it).
@@ -100,6 +102,7 @@ class ServerLedger(Ledger):
         #: how the configuration scopes pools, for upgrading a schema-1 ledger
         self.scope_of: ScopeOf = host_scoped
         self._queue_until = 0.0
+        self._waiters_parsed: dict[str | bytes, Waiter] = {}
 
     def queue_seen(self) -> bool:
         """Did this process see waiters in the queue within the last second? The one-step
@@ -108,6 +111,22 @@ class ServerLedger(Ledger):
 
     def see_queue(self, waiting: bool) -> None:
         self._queue_until = time.monotonic() + QUEUE_MEMORY if waiting else 0.0
+
+    def parsed_waiter(self, raw: str | bytes) -> Waiter:
+        """A queue entry as the server stored it (JSON text), parsed and checked once: the
+        same entries come back with every transaction while they wait, and a release
+        reads them all. Raises :class:`RecordError` for one that is not a waiter."""
+        waiter = self._waiters_parsed.get(raw)
+        if waiter is None:
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise RecordError(f"a waiter is not JSON: {raw[:60]!r}") from None
+            waiter = Waiter.from_dict(data)
+            if len(self._waiters_parsed) > 10_000:
+                self._waiters_parsed.clear()
+            self._waiters_parsed[raw] = waiter
+        return waiter
 
     def fencing_problem(self, *, exists: bool, ledger_id: str | None, origin: str | None, counter: int
                         ) -> tuple[str, list[str]] | None:

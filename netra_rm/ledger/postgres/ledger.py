@@ -66,7 +66,7 @@ from netra_rm.ledger.postgres.wake import (
     notify_params,
 )
 from netra_rm.ledger.server import ServerLedger, ServerOptions
-from netra_rm.records import Allocation, PoolRecord, RecordError, Usage, Waiter, is_id, token_floor
+from netra_rm.records import Allocation, PoolRecord, RecordError, Usage, is_id, token_floor
 
 #: Committed request ids are kept at least this long (seconds) for clients that lost a reply.
 REQUEST_MEMORY = 3600.0
@@ -441,7 +441,7 @@ class PostgresLedger(ServerLedger):
                 snapshot.taken[key] = SlotBitmap(bits)
             if row["record"] is not None:
                 snapshot.pools[key] = PoolRecord.from_dict(row["record"])
-        snapshot.waiters = [Waiter.from_dict(doc) for doc in found["waiters"]]
+        snapshot.waiters = [self.parsed_waiter(text) for text in found["waiters"]]  # each as JSON text
         named = set(scope.ids)
         seen: dict[str, Allocation] = {}
         for doc in found["allocations"]:

@@ -248,7 +248,7 @@ BEGIN
                                   'journal_seq', head.journal_seq, 'journal_start', head.journal_start,
                                   'counter', token),
         'pools', pools,
-        'waiters', (SELECT coalesce(json_agg(doc), '[]') FROM netra_rm_waiters WHERE ledger = l),
+        'waiters', (SELECT coalesce(json_agg(doc::text), '[]') FROM netra_rm_waiters WHERE ledger = l),
         'allocations', netra_rm_allocations_of(l, everything, ARRAY(SELECT jsonb_array_elements_text(req -> 'ids')),
                                                keys, host, now_))::text;
 END $$;
@@ -276,7 +276,7 @@ BEGIN
             ELSE (SELECT coalesce(json_agg(p), '[]') FROM (<SELECT_POOLS> WHERE ledger = head.id
                                                            AND key = ANY(keys)) AS p) END,
         'waiters', CASE WHEN req ? 'tail' THEN '[]'::json ELSE
-            (SELECT coalesce(json_agg(doc), '[]') FROM netra_rm_waiters WHERE ledger = head.id) END,
+            (SELECT coalesce(json_agg(doc::text), '[]') FROM netra_rm_waiters WHERE ledger = head.id) END,
         'allocations', CASE WHEN req ? 'tail' THEN '[]'::json ELSE
             netra_rm_allocations_of(head.id, everything, ARRAY(SELECT jsonb_array_elements_text(req -> 'ids')), keys,
                                     req ->> 'host', now_) END,
