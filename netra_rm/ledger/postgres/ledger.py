@@ -53,8 +53,8 @@ from typing import Any
 
 from netra_rm import deadline
 from netra_rm.errors import LedgerError, LedgerLostError
-from netra_rm.ledger.base import EVERYTHING, Changes, Scope, SlotBitmap, Snapshot, Txn, wake_payloads
-from netra_rm.ledger.journal import checkpoint_record, encode_line
+from netra_rm.ledger.base import EVERYTHING, Changes, GrantPlan, Scope, SlotBitmap, Snapshot, Txn, wake_payloads
+from netra_rm.ledger.journal import allocation_record, checkpoint_record, encode_line, limits_record
 from netra_rm.ledger.postgres import schema
 from netra_rm.ledger.postgres.session import BackendId, Watchdog, connect, end_backend, first_line, ms
 from netra_rm.ledger.postgres.wake import (
@@ -80,6 +80,7 @@ _BEGIN = "SELECT netra_rm_begin(%s::jsonb)"
 _COMMIT = "SELECT netra_rm_commit(%s::jsonb)"
 _READ = "SELECT netra_rm_read(%s::jsonb)"
 _RELEASE = "SELECT netra_rm_release(%s::jsonb)"
+_GRANT = "SELECT netra_rm_grant(%s::jsonb)"
 _NEXT_TOKEN = "SELECT nextval(%s::regclass)"
 _RAISE_COUNTER = ("SELECT setval(%(s)s::regclass, %(n)s) "
                   "WHERE %(n)s > coalesce(pg_sequence_last_value(%(s)s::regclass), 0)")
@@ -133,6 +134,7 @@ class PostgresLedger(ServerLedger):
         self._watchdog = Watchdog(lambda: getattr(me(), "_conn", None))
         self.channel = channel_prefix(self.name)
         self._listeners = Listeners(partial(connect, self.server_url, self.options))
+        self._grant_cache: dict[Any, tuple[dict[str, Any], dict[str, Any], Any, list[dict[str, Any]]]] = {}
 
     # -- connections and errors ----------------------------------------------------------
 
@@ -686,7 +688,111 @@ class PostgresLedger(ServerLedger):
         rows = found.get("journal") or []
         return snapshot.journal_seq, [line.encode() for _, line in rows]
 
-    # -- releasing in one step ---------------------------------------------------------
+    # -- granting and releasing in one step ---------------------------------------------
+
+    def _one_statement(self, query: str, request: dict[str, Any]) -> Any:
+        """Run one of the one-statement functions (a grant, a release): its answer; when
+        the reply was lost, what the server recorded under the request's id (None: it did
+        not happen), resolved like a commit's."""
+        import psycopg
+
+        conn, backend = self._conn, self._backend
+        seconds = deadline.remaining(self.options.io_timeout + self.options.lock_wait)
+        self._watchdog.arm(max(seconds, 0.05))
+        try:
+            (cursor,) = self._batch([(query, (_json(request),))])
+            return cursor.fetchone()[0]
+        except (psycopg.Error, OSError) as exc:
+            lost = (isinstance(exc, (psycopg.OperationalError, OSError)) or conn.closed or conn.broken
+                    or self._watchdog.fired)
+            self._watchdog.disarm()
+            self._drop()
+            if not lost or backend is None:
+                raise self._translate(exc, seconds) from None
+            return self._resolve(request["request"], backend, request["l"], first_line(exc))
+        finally:
+            self._watchdog.disarm()
+
+    def _ready_for_one_statement(self) -> bool:
+        """A one-statement path needs the ledger known to this host and nobody waiting."""
+        self.memory.load()
+        if self.memory.ledger_id is None:
+            return False  # a ledger not seen yet: the transaction checks it
+        with self._errors():
+            self._connection()
+        return self._ledger is not None and not self.queue_seen()
+
+    def fast_grant(self, plan: GrantPlan) -> Allocation | None:
+        """Grant in one statement (one round trip) when nobody waits, every central pool is
+        registered with this host's limits (and not draining), and the ledger is the one
+        this host knows; the decision is ``admit``'s arithmetic, in ``netra_rm_grant``.
+        None: take the transaction (also when it does not fit: the engine then says why).
+        A queue entry in the plan is left to the transaction."""
+        request = plan.request
+        if not _whole_amounts(request.memory_mb, request.cpu_units) \
+                or any(c.capacity is None or c.capacity.names for c in plan.charges):
+            return None
+        with self._lock:
+            if not self._ready_for_one_statement():
+                return None
+            alloc, journal, limits, charges = self._grant_parts(plan)
+            found = self._one_statement(_GRANT, {
+                "l": self._ledger, "name": self.name, "ledger_id": self.memory.ledger_id,
+                "counter": self.memory.counter, "request": plan.request_id, **self._now(),
+                "alloc": {**alloc, "id": plan.allocation_id, "request_id": plan.request_id},
+                "journal": {**journal, "id": plan.allocation_id}, "limits": limits, "charges": charges,
+                "memory": request.memory_mb, "cpu": request.cpu_units, "dedicated": request.dedicated,
+                "duration": request.duration_minutes * 60.0, "lease": plan.lease_seconds,
+                "machine_free": plan.machine_free_mb})
+            if found is None:
+                return None
+            try:
+                answer = json.loads(found) if isinstance(found, str) else {"granted": (found or [None])[0]}
+                if "declined" in answer:
+                    if answer["declined"] == "waiters":
+                        self.see_queue(True)
+                    return None
+                allocation = Allocation.from_dict(answer["granted"])
+            except (RecordError, ValueError, TypeError) as exc:
+                raise self.error(str(exc), corrupt=True) from None
+            self.memory.note(self.memory.ledger_id, allocation.fencing_token)
+            if int(answer.get("lines") or 0) >= self.options.journal_max_lines:
+                try:
+                    self._rotate(self._ledger)
+                except LedgerError:
+                    pass  # the next commit tries again
+        self.memory.flush()
+        return allocation
+
+    def _grant_parts(self, plan: GrantPlan) -> tuple[dict[str, Any], dict[str, Any], Any, list[dict[str, Any]]]:
+        """What ``netra_rm_grant`` is sent besides the ids: the allocation's record and its
+        journal fields without what the server fills in, the limits, and each charge;
+        kept (a host asks for the same requests again and again)."""
+        request = plan.request
+        key = (request, plan.owner, tuple((c.key, c.kind, c.central, c.slots,
+                                           json.dumps(c.capacity.to_dict(), sort_keys=True)) for c in plan.charges))
+        found = self._grant_cache.get(key)
+        if found is not None:
+            return found
+        layer_key = next((c.key for c in plan.charges if c.kind == "layer"), None)
+        template = Allocation(id="0" * 12, layer=request.layer, category=request.category,
+                              memory_mb=request.memory_mb, cpu_units=request.cpu_units, dedicated=request.dedicated,
+                              requires=request.requires, created_at=0.0, expires_at=0.0, owner=plan.owner,
+                              charges=tuple(c.key for c in plan.charges), pools=request.pools,
+                              priority=request.priority, slot_key=layer_key)
+        alloc = {k: v for k, v in template.to_dict().items() if k not in _FILLED_IN}
+        masked = json.loads(encode_line(allocation_record(template)))
+        journal = {k: v for k, v in masked.items() if k not in _FILLED_IN}
+        limits = json.loads(encode_line(limits_record({c.key: c.capacity for c in plan.charges})))
+        charges = [{"key": c.key, "kind": c.kind, "instances": c.capacity.instances, "memory": c.capacity.memory_mb,
+                    "cpu": c.capacity.cpu_units, "dedicated": c.capacity.dedicated, "slots": c.slots,
+                    "central": c.central,  # its limits (the registry's, if it holds the pool, must be these)
+                    "capacity": {k: v for k, v in c.capacity.to_dict().items() if k != "properties"}}
+                   for c in plan.charges]
+        if len(self._grant_cache) > 64:
+            self._grant_cache.clear()
+        self._grant_cache[key] = (alloc, journal, limits, charges)
+        return alloc, journal, limits, charges
 
     def fast_release(self, ids: Sequence[str], *, events: Mapping[str, Mapping[str, Any]] | None = None
                      ) -> tuple[list[Allocation], list[str]] | None:
@@ -694,37 +800,13 @@ class PostgresLedger(ServerLedger):
         the one this host knows; None: take the transaction. Journaled as the transaction
         would (see ``netra_rm_release``); a lost reply is resolved by its request id, like
         a commit."""
-        import psycopg
-
         with self._lock:
-            self.memory.load()
-            if self.memory.ledger_id is None:
-                return None  # a ledger not seen yet: the transaction checks it
-            with self._errors():
-                self._connection()
-            if self._ledger is None or self.queue_seen():
-                return None  # someone waits: the transaction hands the room on
-            request_id, ledger = os.urandom(8).hex(), self._ledger
-            request = {"l": ledger, "name": self.name, "ids": list(ids), "ledger_id": self.memory.ledger_id,
-                       "counter": self.memory.counter, "request": request_id, **self._now(),
-                       "events": {k: dict(v) for k, v in (events or {}).items()}}
-            conn, backend = self._conn, self._backend
-            seconds = deadline.remaining(self.options.io_timeout + self.options.lock_wait)
-            self._watchdog.arm(max(seconds, 0.05))
-            try:
-                (cursor,) = self._batch([(_RELEASE, (_json(request),))])
-                answer = cursor.fetchone()[0]
-            except (psycopg.Error, OSError) as exc:
-                lost = (isinstance(exc, (psycopg.OperationalError, OSError)) or conn.closed or conn.broken
-                        or self._watchdog.fired)
-                self._watchdog.disarm()
-                self._drop()
-                if not lost or backend is None:
-                    raise self._translate(exc, seconds) from None
-                # it happened (what it released is returned), or not: then the transaction does it
-                answer = self._resolve(request_id, backend, ledger, first_line(exc))
-            finally:
-                self._watchdog.disarm()
+            if not self._ready_for_one_statement():
+                return None  # (someone waits: the transaction hands the room on)
+            answer = self._one_statement(_RELEASE, {
+                "l": self._ledger, "name": self.name, "ids": list(ids), "ledger_id": self.memory.ledger_id,
+                "counter": self.memory.counter, "request": os.urandom(8).hex(), **self._now(),
+                "events": {k: dict(v) for k, v in (events or {}).items()}})
             if answer is None:
                 return None
             try:
@@ -773,3 +855,12 @@ def _close_quietly(stack: ExitStack) -> None:
 
 def _json(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
+
+
+def _whole_amounts(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+#: what ``netra_rm_grant`` fills in of an allocation's record
+_FILLED_IN = frozenset({"id", "request_id", "created_at", "expires_at", "slot", "fencing_token", "slots",
+                        "instances", "lease_expires_at"})

@@ -369,6 +369,131 @@ BEGIN
     RETURN seq || ' ' || lines;
 END $$;
 
+-- the lowest index not taken in a pool's bitmap (see netra_rm_slots): past the bytes
+-- whose every bit is set, the lowest clear bit of the next
+CREATE OR REPLACE FUNCTION netra_rm_lowest_free(bits bytea) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    b integer := length(substring(encode(bits, 'hex') FROM '^(?:ff)*')) / 2;
+    v integer;
+BEGIN
+    IF b >= length(bits) THEN
+        RETURN 8 * length(bits);
+    END IF;
+    v := get_byte(bits, b);
+    FOR i IN 0..7 LOOP
+        IF v & (1 << i) = 0 THEN
+            RETURN 8 * b + i;
+        END IF;
+    END LOOP;
+    RETURN 8 * b + 8;
+END $$;
+
+-- a grant in one statement, when nobody waits: the arithmetic of
+-- netra_rm.core.admission.admit over the pool rows it locks (a differential test runs the
+-- same requests through both); NULL when the ledger is not the one the client knows,
+-- {"declined": why} when the client must take a transaction ("waiters", "pool": a pool
+-- unknown, draining or registered with other limits, "full": no room, the engine says
+-- why), else the allocation as stored and the journal's line count
+CREATE OR REPLACE FUNCTION netra_rm_grant(req jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    l integer := (req ->> 'l')::integer;
+    keys text[] := ARRAY(SELECT x ->> 'key' FROM jsonb_array_elements(req -> 'charges') AS x);
+    mem bigint := (req ->> 'memory')::bigint;
+    cpu bigint := (req ->> 'cpu')::bigint;
+    ded boolean := (req ->> 'dedicated')::boolean;
+    slot_key text := req -> 'alloc' ->> 'slot_key';
+    head record;
+    c jsonb;
+    pool record;
+    caps_used bigint := 0;
+    i integer;
+    took jsonb := '{}';
+    first_slot integer;
+    now_ double precision;
+    token bigint;
+    dyn jsonb;
+    doc jsonb;
+    seq bigint;
+    lines integer;
+BEGIN
+    SELECT id, ledger_id INTO head FROM netra_rm_ledgers WHERE name = req ->> 'name';
+    IF head.id IS NULL OR head.id <> l OR head.ledger_id IS DISTINCT FROM req ->> 'ledger_id'
+            OR coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l)::regclass), 0)
+               < (req ->> 'counter')::bigint THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
+        RETURN '{"declined": "waiters"}';
+    END IF;
+    INSERT INTO netra_rm_pools (ledger, key) SELECT l, k FROM unnest(keys) AS k ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM netra_rm_pools WHERE ledger = l AND key = ANY(keys) ORDER BY key FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN  -- joined while we waited for the rows
+        RETURN '{"declined": "waiters"}';
+    END IF;
+    FOR c IN SELECT jsonb_array_elements(req -> 'charges') LOOP
+        SELECT memory_mb, cpu_units, instances, dedicated, taken, record, drained INTO pool
+            FROM netra_rm_pools WHERE ledger = l AND key = c ->> 'key';
+        IF pool.record IS NOT NULL THEN
+            IF pool.drained OR (pool.record -> 'capacity') - 'properties' IS DISTINCT FROM c -> 'capacity' THEN
+                RETURN '{"declined": "pool"}';
+            END IF;
+        ELSIF (c ->> 'central')::boolean THEN
+            RETURN '{"declined": "pool"}';
+        END IF;
+        IF c ->> 'kind' = 'caps' THEN
+            caps_used := pool.memory_mb;
+        END IF;
+        IF (c ->> 'memory') IS NOT NULL AND pool.memory_mb + mem > (c ->> 'memory')::bigint
+                OR (c ->> 'cpu') IS NOT NULL AND pool.cpu_units + cpu > (c ->> 'cpu')::bigint
+                OR pool.instances + 1 > (c ->> 'instances')::integer
+                OR c ->> 'kind' = 'layer' AND (c ->> 'dedicated')::boolean AND (ded AND pool.instances > 0
+                                                                                 OR pool.dedicated > 0) THEN
+            RETURN '{"declined": "full"}';
+        END IF;
+        IF (c ->> 'slots')::boolean THEN
+            i := netra_rm_lowest_free(pool.taken);
+            IF i >= (c ->> 'instances')::integer THEN
+                RETURN '{"declined": "full"}';
+            END IF;
+            took := took || jsonb_build_object(c ->> 'key', i);
+            first_slot := coalesce(first_slot, i);
+        END IF;
+    END LOOP;
+    IF req ->> 'machine_free' IS NOT NULL AND mem > (req ->> 'machine_free')::double precision - caps_used THEN
+        RETURN '{"declined": "full"}';
+    END IF;
+    -- it fits: grant
+    now_ := coalesce((req ->> 'now')::double precision, extract(epoch FROM clock_timestamp()));
+    token := nextval(('netra_rm_tokens_' || l)::regclass);
+    dyn := jsonb_build_object('slot', coalesce((took ->> slot_key)::integer, first_slot, 0), 'fencing_token', token,
+                              'slots', took);
+    doc := req -> 'alloc' || dyn || jsonb_build_object(
+        'created_at', round(now_::numeric, 3), 'expires_at', round((now_ + (req ->> 'duration')::float8)::numeric, 3));
+    IF req ->> 'lease' IS NOT NULL THEN
+        doc := doc || jsonb_build_object('lease_expires_at', round((now_ + (req ->> 'lease')::float8)::numeric, 3));
+    END IF;
+    INSERT INTO netra_rm_allocations (ledger, id, doc) VALUES (l, doc ->> 'id', doc);
+    FOR c IN SELECT jsonb_array_elements(req -> 'charges') LOOP
+        i := (took ->> (c ->> 'key'))::integer;
+        UPDATE netra_rm_pools AS t SET memory_mb = t.memory_mb + mem, cpu_units = t.cpu_units + cpu,
+                instances = t.instances + 1, dedicated = t.dedicated + CASE WHEN ded THEN 1 ELSE 0 END,
+                taken = CASE WHEN i IS NULL THEN t.taken
+                             WHEN i / 8 < length(t.taken) THEN set_bit(t.taken, i, 1)
+                             ELSE netra_rm_slots(t.taken, '{}', ARRAY[i]) END
+            WHERE t.ledger = l AND t.key = c ->> 'key';
+    END LOOP;
+    INSERT INTO netra_rm_requests (ledger, id, committed_at, outcome)
+        VALUES (l, req ->> 'request', now_, json_build_array(doc));
+    UPDATE netra_rm_ledgers SET journal_seq = journal_seq + 1, journal_lines = journal_lines + 1 WHERE id = l
+        RETURNING journal_seq, journal_lines INTO seq, lines;
+    -- the event of netra_rm.ledger.journal.event_record("grant", ..., limits=...)
+    INSERT INTO netra_rm_journal (ledger, pos, line) VALUES (l, 2 * seq, '{"seq":' || seq || ',' || substr((
+        jsonb_build_object('time', round(now_::numeric, 3), 'event', 'grant') || (req -> 'journal') || dyn
+        || jsonb_build_object('limits', req -> 'limits'))::text, 2));
+    RETURN json_build_object('granted', doc, 'lines', lines)::text;
+END $$;
+
 -- a release in one statement, when nobody waits (else the client takes a transaction,
 -- which also gives back what the allocations held against the waiters and wakes them: it
 -- gets the read that transaction begins with); NULL when the ledger is not the one the
