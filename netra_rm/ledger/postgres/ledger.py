@@ -736,8 +736,10 @@ class PostgresLedger(ServerLedger):
             if not self._ready_for_one_statement():
                 return None
             alloc, journal, limits, charges = self._grant_parts(plan)
+            ledger = self._ledger
+            assert ledger is not None  # (ready says so)
             found = self._one_statement(_GRANT, {
-                "l": self._ledger, "name": self.name, "ledger_id": self.memory.ledger_id,
+                "l": ledger, "name": self.name, "ledger_id": self.memory.ledger_id,
                 "counter": self.memory.counter, "request": plan.request_id, **self._now(),
                 "alloc": {**alloc, "id": plan.allocation_id, "request_id": plan.request_id},
                 "journal": {**journal, "id": plan.allocation_id}, "limits": limits, "charges": charges,
@@ -758,7 +760,7 @@ class PostgresLedger(ServerLedger):
             self.memory.note(self.memory.ledger_id, allocation.fencing_token)
             if int(answer.get("lines") or 0) >= self.options.journal_max_lines:
                 try:
-                    self._rotate(self._ledger)
+                    self._rotate(ledger)
                 except LedgerError:
                     pass  # the next commit tries again
         self.memory.flush()
