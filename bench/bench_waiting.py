@@ -7,6 +7,11 @@ polls, leaves it idle between holders. The peers do the same with `flock` on a f
 kernel's own queue), and, with `--ledger redis://...`, a Redis BLPOP token list; with
 `--ledger postgresql://...`, a PostgreSQL advisory lock. All from the same run.
 
+Every process starts a second before the measured window (WARMUP): the queue has formed
+and each has had its first turns (a PostgreSQL session plans its functions' statements on
+first use, for example), so the window sees the steady state, as bench_redis.py's and
+bench_postgres.py's do.
+
 Goal (issue 14): utilisation >= 90 % on every ledger.
 
 usage: python bench/bench_waiting.py [--waiters N] [--hold S] [--seconds S] [--ledger URL]
@@ -25,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+WARMUP = 1.0  # seconds each process waits and holds before the measured window
 
 CONFIG = """
 layers:
@@ -48,7 +55,7 @@ def netra_worker(config: str, ledger: str, state: str, host: str, hold: float, s
     engine = Engine(load_config(config, env={}), open_ledger(ledger, env=env), env=env)
     request = engine.resolve_request("one", "w", memory_mb=1, cpu_percent=1)
     owner = engine.current_process_owner()
-    time.sleep(max(0.0, start - time.time()))  # everyone starts together, imports done
+    time.sleep(max(0.0, start - WARMUP - time.time()))  # everyone starts together, imports done
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -61,13 +68,13 @@ def netra_worker(config: str, ledger: str, state: str, host: str, hold: float, s
         end = time.time()
         engine.release([allocation.id])
         held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
-        grants += 1
+        grants += began >= start
     out.put((held, grants))
 
 
 def flock_worker(path: str, hold: float, start: float, until: float, out) -> None:  # type: ignore[no-untyped-def]
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    time.sleep(max(0.0, start - time.time()))
+    time.sleep(max(0.0, start - WARMUP - time.time()))
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -77,7 +84,7 @@ def flock_worker(path: str, hold: float, start: float, until: float, out) -> Non
         end = time.time()
         fcntl.flock(fd, fcntl.LOCK_UN)
         held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
-        grants += 1
+        grants += began >= start
     out.put((held, grants))
 
 
@@ -85,7 +92,7 @@ def blpop_worker(url: str, key: str, hold: float, start: float, until: float, ou
     import redis
 
     client = redis.Redis.from_url(url)
-    time.sleep(max(0.0, start - time.time()))
+    time.sleep(max(0.0, start - WARMUP - time.time()))
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -97,7 +104,7 @@ def blpop_worker(url: str, key: str, hold: float, start: float, until: float, ou
         end = time.time()
         client.rpush(key, "t")
         held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
-        grants += 1
+        grants += began >= start
     out.put((held, grants))
 
 
@@ -105,7 +112,7 @@ def advisory_worker(url: str, hold: float, start: float, until: float, out) -> N
     import psycopg
 
     conn = psycopg.connect(url.split("?")[0], autocommit=True)
-    time.sleep(max(0.0, start - time.time()))
+    time.sleep(max(0.0, start - WARMUP - time.time()))
     held = 0.0
     grants = 0
     while time.time() < until:
@@ -115,14 +122,14 @@ def advisory_worker(url: str, hold: float, start: float, until: float, out) -> N
         end = time.time()
         conn.execute("SELECT pg_advisory_unlock(4242)")
         held += max(0.0, min(end, until) - max(began, start)) if began < until else 0.0
-        grants += 1
+        grants += began >= start
     out.put((held, grants))
 
 
 def run(target, args_for, n: int, seconds: float) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    start = time.time() + 3.0  # time enough for every worker to start and import
+    start = time.time() + 3.0 + WARMUP  # time enough for every worker to start, import and warm up
     until = start + seconds
     procs = [ctx.Process(target=target, args=(*args_for(i), start, until, out)) for i in range(n)]
     for p in procs:
