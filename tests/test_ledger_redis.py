@@ -22,19 +22,18 @@ from pathlib import Path
 import pytest
 
 from netra_rm.config import load_config
-from netra_rm.core.admission import admit
 from netra_rm.core.engine import Engine
 from netra_rm.core.verify import ledger_history, verify_ledger
 from netra_rm.core.waiting import allocate_waiting
-from netra_rm.errors import LedgerError, UsageError, WaitTimeoutError
-from netra_rm.ledger import EVERYTHING, GrantPlan, Scope
+from netra_rm.errors import LedgerError, WaitTimeoutError
+from netra_rm.ledger import GrantPlan, Scope
 from netra_rm.ledger import redis_scripts as scripts
 from netra_rm.ledger.redis import RedisLedger
 from netra_rm.ledger.redis_wire import Wire
 from netra_rm.ledger.server import ServerOptions
-from netra_rm.records import Usage, Waiter
+from netra_rm.records import Waiter
 
-from backends import ledger_name
+from backends import draw_request, ledger_name, random_admission_config
 from conftest import _entry_point
 from servers import PASSWORDS, RedisServer, ServerUnavailable, find_binary
 
@@ -119,28 +118,12 @@ def test_the_one_call_grant_decides_as_admission_does(redis_server, tmp_path: Pa
     refuse too), whether others wait or not; with others waiting, a request that fits is
     left to the transaction (the queue's rule decides it); and it leaves the join to the
     transaction when the host it is asked to sweep holds anything."""
-    from netra_rm.core.accounting import charges as charges_of
 
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     agreed = admitted = 0
     for round_no in range(4):
-        text = f"""
-layers:
-  a:
-    services: []
-    pool: {{memory_mb: {rng.randint(200, 900)}, cpu_percent: {rng.randint(20, 90)}, instances: {rng.randint(1, 4)},
-            scope: {rng.choice(["host", "global"])}}}
-  b:
-    services: []
-    pool: {{memory_mb: {rng.randint(200, 900)}, cpu_percent: {rng.randint(20, 90)}, instances: {rng.randint(1, 4)},
-            scope: global}}
-pools:
-  db: {{instances: {rng.randint(1, 3)}, scope: {rng.choice(["host", "global"])},
-        memory_mb: {rng.choice([None, 500])}, cpu_percent: {rng.choice([None, 40])}}}
-limits: {{max_memory_mb: {rng.randint(500, 1500)}, max_cpu_percent: 100, max_parallel_instances: {rng.randint(2, 6)}}}
-machine: {{check_memory: false}}
-""".replace("None", "null")
+        text = random_admission_config(rng)
         engine = engine_on(f"{redis_server.url}?ledger={ledger_name()}", tmp_path / f"r{round_no}", tmp_path,
                            f"ci-{round_no}", text=text)
         ledger = engine.ledger
@@ -156,23 +139,10 @@ machine: {{check_memory: false}}
                 gone = held.pop(rng.randrange(len(held)))
                 assert ledger.fast_release([gone]) is not None
                 continue
-            layer = rng.choice(["a", "b", None])
-            pools = ("db",) if layer is None or rng.random() < 0.3 else ()
-            try:
-                request = engine.resolve_request(layer, "t", memory_mb=rng.choice([0, rng.randint(1, 400)]),
-                                                 cpu_percent=round(rng.uniform(0, 40), 3),
-                                                 dedicated=rng.random() < 0.15, pools=pools)
-            except UsageError:
+            drawn = draw_request(engine, rng)
+            if drawn is None:
                 continue  # could never fit: refused before any ledger is asked
-            found = charges_of(request, engine.config, engine.host_key)
-            snapshot = ledger.read(EVERYTHING)  # every instance taken, as held (not the index kept for them)
-            capacity = {c.key: snapshot.pools[c.key].capacity if c.key in snapshot.pools else c.capacity
-                        for c in found}
-            machine = None if request.memory_mb == 0 or rng.random() < 0.5 else float(rng.randint(0, 1200))
-            caps = next(c.key for c in found if c.kind == "caps")
-            expected = admit(request, found, capacity=capacity, usage=snapshot.usage, taken=snapshot.taken,
-                             machine_free_mb=None if machine is None else
-                             machine - snapshot.usage.get(caps, Usage()).memory_mb)
+            request, found, machine, expected = drawn.request, drawn.charges, drawn.machine_free_mb, drawn.expected
             waiter, sweep, behind = None, None, False
             if queue != "grant only":
                 behind = rng.random() < 0.4  # someone waits (on a pool of its own)

@@ -30,7 +30,7 @@ from netra_rm.errors import LedgerError
 from netra_rm.ledger import Scope
 from netra_rm.records import Allocation, Owner, token_floor
 
-from backends import ledger_name
+from backends import draw_request, ledger_name, random_admission_config
 from conftest import SMALL_CONFIG, _entry_point
 from servers import PASSWORDS, TcpProxy, closed_port
 
@@ -356,33 +356,14 @@ def test_the_one_statement_grant_decides_as_admission_does(pg_server, tmp_path: 
     """Random requests (layers with dedicated runs, a shared pool, the caps, the machine
     check) go to ``netra_rm_grant`` and to ``admit`` over the same usage: both admit the
     same requests, in the same instances, and the ledger verifies clean."""
-    from netra_rm.core.accounting import charges as charges_of
-    from netra_rm.core.admission import admit
     from netra_rm.core.verify import verify_ledger
-    from netra_rm.errors import UsageError
-    from netra_rm.ledger import EVERYTHING, GrantPlan
-    from netra_rm.records import Usage
+    from netra_rm.ledger import GrantPlan
 
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     agreed = admitted = 0
     for round_no in range(3):
-        text = f"""
-layers:
-  a:
-    services: []
-    pool: {{memory_mb: {rng.randint(200, 900)}, cpu_percent: {rng.randint(20, 90)}, instances: {rng.randint(1, 12)},
-            scope: {rng.choice(["host", "global"])}}}
-  b:
-    services: []
-    pool: {{memory_mb: {rng.randint(200, 900)}, cpu_percent: {rng.randint(20, 90)}, instances: {rng.randint(1, 4)},
-            scope: global}}
-pools:
-  db: {{instances: {rng.randint(1, 3)}, scope: {rng.choice(["host", "global"])},
-        memory_mb: {rng.choice([None, 500])}, cpu_percent: {rng.choice([None, 40])}}}
-limits: {{max_memory_mb: {rng.randint(500, 1500)}, max_cpu_percent: 100, max_parallel_instances: {rng.randint(2, 14)}}}
-machine: {{check_memory: false}}
-""".replace("None", "null")
+        text = random_admission_config(rng, most_in_a=12, most_on_host=14)
         engine = engine_for(f"{pg_server.url}?ledger={ledger_name()}", tmp_path, config=text, state=f"r{round_no}")
         ledger = engine.ledger
         for name in ("a", "b", "db"):
@@ -393,23 +374,10 @@ machine: {{check_memory: false}}
                 gone = held.pop(rng.randrange(len(held)))
                 assert ledger.fast_release([gone]) is not None
                 continue
-            layer = rng.choice(["a", "b", None])
-            pools = ("db",) if layer is None or rng.random() < 0.3 else ()
-            try:
-                request = engine.resolve_request(layer, "t", memory_mb=rng.choice([0, rng.randint(1, 400)]),
-                                                 cpu_percent=round(rng.uniform(0, 40), 3),
-                                                 dedicated=rng.random() < 0.15, pools=pools)
-            except UsageError:
+            drawn = draw_request(engine, rng)
+            if drawn is None:
                 continue  # could never fit: refused before any ledger is asked
-            found = charges_of(request, engine.config, engine.host_key)
-            snapshot = ledger.read(EVERYTHING)
-            capacity = {c.key: snapshot.pools[c.key].capacity if c.key in snapshot.pools else c.capacity
-                        for c in found}
-            machine = None if request.memory_mb == 0 or rng.random() < 0.5 else float(rng.randint(0, 1200))
-            caps = next(c.key for c in found if c.kind == "caps")
-            expected = admit(request, found, capacity=capacity, usage=snapshot.usage, taken=snapshot.taken,
-                             machine_free_mb=None if machine is None else
-                             machine - snapshot.usage.get(caps, Usage()).memory_mb)
+            request, found, machine, expected = drawn.request, drawn.charges, drawn.machine_free_mb, drawn.expected
             plan = GrantPlan(request=request, charges=tuple(found), owner=engine.owner(), host=engine.host,
                              lease_seconds=None, machine_free_mb=machine, allocation_id=os.urandom(6).hex(),
                              request_id=os.urandom(8).hex())

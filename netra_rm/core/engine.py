@@ -458,10 +458,10 @@ class Engine:
 
     def _fast_grant(self, request: Request, owner: Owner, found: Sequence[Charge],
                     capacity: MachineCapacity | None, *, join: Waiter | None = None,
-                    join_lease: float | None = None, sweep_host: str | None = None) -> Allocation | Waiter | None:
-        """Let a backend that can grant in one step try (Redis, when nobody waits and
-        every pool is known), and, given ``join`` (a queue entry), file it in the same
-        step when there is no room; None: take the transaction."""
+                    sweep_host: str | None = None) -> Allocation | Waiter | None:
+        """Let a backend that can grant in one step try (Redis or PostgreSQL, when nobody
+        waits and every pool is known), and, given ``join`` (a queue entry), file it in the
+        same step when there is no room (Redis); None: take the transaction."""
         if type(self.ledger).fast_grant is Ledger.fast_grant:
             return None
         plan = GrantPlan(request=request, charges=tuple(found), owner=owner, host=self.host,
@@ -470,7 +470,8 @@ class Engine:
                          capacity.memory_available_mb - self.config.machine.memory_reserve_mb,
                          allocation_id=os.urandom(6).hex() if join is None else join.id,
                          request_id=os.urandom(8).hex(), waiter=join,
-                         waiter_lease_seconds=None if join_lease is None else self.config.lease_seconds,
+                         waiter_lease_seconds=None if join is None or self._lease(join.owner, 0.0) is None
+                         else self.config.lease_seconds,
                          sweep_host=sweep_host)
         granted = self.ledger.fast_grant(plan)
         return granted if isinstance(granted, (Allocation, Waiter)) else None
@@ -523,7 +524,6 @@ class Engine:
         # the transaction looks for this host's dead holders, at least once a second: the
         # one-step join does not, so it stands aside while this host holds anything then
         fast = self._fast_grant(request, owner, found, capacity, join=join,
-                                join_lease=self._lease(waiter_owner, 0.0),
                                 sweep_host=self.host if self._want_sweep() else None)
         if isinstance(fast, Waiter):  # no room: it joined the queue in the same step
             return None, fast, Decision(admitted=False)

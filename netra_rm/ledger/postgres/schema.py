@@ -369,6 +369,18 @@ BEGIN
     RETURN seq || ' ' || lines;
 END $$;
 
+-- is the ledger named in the request the one the client knows: its row (l), its id, and
+-- its fencing counter not below what the client saw? A one-statement change is made only then
+CREATE OR REPLACE FUNCTION netra_rm_known(l integer, req jsonb) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    head record;
+BEGIN
+    SELECT id, ledger_id INTO head FROM netra_rm_ledgers WHERE name = req ->> 'name';
+    RETURN head.id IS NOT NULL AND head.id = l AND head.ledger_id IS NOT DISTINCT FROM req ->> 'ledger_id'
+        AND coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l)::regclass), 0)
+            >= coalesce((req ->> 'counter')::bigint, 0);
+END $$;
+
 -- the lowest index not taken in a pool's bitmap (see netra_rm_slots): past the bytes
 -- whose every bit is set, the lowest clear bit of the next
 CREATE OR REPLACE FUNCTION netra_rm_lowest_free(bits bytea) RETURNS integer
@@ -403,7 +415,6 @@ DECLARE
     cpu bigint := (req ->> 'cpu')::bigint;
     ded boolean := (req ->> 'dedicated')::boolean;
     slot_key text := req -> 'alloc' ->> 'slot_key';
-    head record;
     c jsonb;
     pool record;
     caps_used bigint := 0;
@@ -417,10 +428,7 @@ DECLARE
     seq bigint;
     lines integer;
 BEGIN
-    SELECT id, ledger_id INTO head FROM netra_rm_ledgers WHERE name = req ->> 'name';
-    IF head.id IS NULL OR head.id <> l OR head.ledger_id IS DISTINCT FROM req ->> 'ledger_id'
-            OR coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l)::regclass), 0)
-               < (req ->> 'counter')::bigint THEN
+    IF NOT netra_rm_known(l, req) THEN
         RETURN NULL;
     END IF;
     IF EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
@@ -502,7 +510,6 @@ CREATE OR REPLACE FUNCTION netra_rm_release(req jsonb) RETURNS text LANGUAGE plp
 DECLARE
     l integer := (req ->> 'l')::integer;
     ids text[] := ARRAY(SELECT jsonb_array_elements_text(req -> 'ids'));
-    head record;
     now_ double precision;
     gone jsonb[];
     a jsonb;
@@ -511,10 +518,7 @@ DECLARE
     n integer;
     seq bigint;
 BEGIN
-    SELECT id, ledger_id INTO head FROM netra_rm_ledgers WHERE name = req ->> 'name';
-    IF head.id IS NULL OR head.id <> l OR head.ledger_id IS DISTINCT FROM req ->> 'ledger_id'
-            OR coalesce(pg_sequence_last_value(('netra_rm_tokens_' || l)::regclass), 0)
-               < (req ->> 'counter')::bigint THEN
+    IF NOT netra_rm_known(l, req) THEN
         RETURN NULL;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM netra_rm_waiters WHERE ledger = l) THEN
