@@ -515,12 +515,8 @@ class Engine:
         """
         capacity = self._capacity()
         found = self.charges(request)
-        join = None
-        if self.shared:
-            join = Waiter(id=waiter_id, request=request, owner=waiter_owner, since=0.0,
-                          charges=tuple(c.key for c in found),
-                          capacity={c.key: masked_capacity(c.capacity) for c in found if c.capacity is not None},
-                          holder=None if owner == waiter_owner else owner)
+        holder = None if owner == waiter_owner else owner
+        join = self._queue_entry(None, waiter_id, request, found, waiter_owner, holder=holder) if self.shared else None
         # the transaction looks for this host's dead holders, at least once a second: the
         # one-step join does not, so it stands aside while this host holds anything then
         fast = self._fast_grant(request, owner, found, capacity, join=join,
@@ -533,9 +529,7 @@ class Engine:
             decision = self._decide(txn, request, found, capacity_now=capacity)
             if decision.admitted:
                 return self._grant(txn, request, owner, found, decision), None, decision
-            waiter = self._queue_entry(txn, waiter_id, request, found, waiter_owner)
-            if owner != waiter_owner:
-                waiter = dataclasses.replace(waiter, holder=owner)
+            waiter = self._queue_entry(txn, waiter_id, request, found, waiter_owner, holder=holder)
             txn.put_waiter(waiter)
             return None, waiter, decision
 
@@ -561,7 +555,8 @@ class Engine:
                 return handed, Decision(admitted=True, slots=dict(handed.slots))
             entry = txn.waiter(waiter.id)
             if entry is None:
-                entry = self._queue_entry(txn, waiter.id, waiter.request, found, waiter.owner, since=waiter.since)
+                entry = self._queue_entry(txn, waiter.id, waiter.request, found, waiter.owner, since=waiter.since,
+                                          holder=waiter.holder)
                 txn.put_waiter(entry)
             elif self.shared and entry.lease_expires_at is not None \
                     and entry.lease_expires_at - txn.now < self.config.lease_seconds * 2 / 3:
@@ -576,17 +571,23 @@ class Engine:
             waited = round(max(0.0, txn.now - entry.since), 3)
             return self._grant(txn, waiter.request, owner, found, decision, waited_seconds=waited), decision
 
-    def _queue_entry(self, txn: Txn, waiter_id: str, request: Request, found: Sequence[Charge], owner: Owner,
-                     since: float | None = None) -> Waiter:
+    def _queue_entry(self, txn: Txn | None, waiter_id: str, request: Request, found: Sequence[Charge], owner: Owner,
+                     *, since: float | None = None, holder: Owner | None = None) -> Waiter:
+        """The queue entry of ``owner``'s waiting ``request`` (``holder``: who will own the
+        allocation, when not the waiting process). ``txn`` None: the entry a one-step join
+        files, whose time, lease and fence the server fills in, with this host's capacities
+        (the server checks the registry holds the same)."""
         capacity = {c.key: c.capacity for c in found if c.capacity is not None}
         for c in found:
-            record = txn.pool(c.key)
+            record = None if txn is None else txn.pool(c.key)
             if record is not None:
                 capacity[c.key] = record.capacity
-        return Waiter(id=waiter_id, request=request, owner=owner, since=round(txn.now if since is None else since, 3),
-                      charges=tuple(c.key for c in found),
-                      capacity={k: masked_capacity(v) for k, v in capacity.items()},
-                      lease_expires_at=self._lease(owner, txn.now), fence=txn.counter)
+        entry = Waiter(id=waiter_id, request=request, owner=owner, since=0.0, charges=tuple(c.key for c in found),
+                       capacity={k: masked_capacity(v) for k, v in capacity.items()}, holder=holder)
+        if txn is None:
+            return entry
+        return dataclasses.replace(entry, since=round(txn.now if since is None else since, 3),
+                                   lease_expires_at=self._lease(owner, txn.now), fence=txn.counter)
 
     def leave_queue(self, waiter_id: str) -> bool:
         """Take ``waiter_id`` out of the queue (it gave up); True if it was there."""

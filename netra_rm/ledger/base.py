@@ -227,6 +227,30 @@ def handed_in(payload: str | bytes | None, waiter_id: str) -> Allocation | None:
     return allocation if allocation.id == waiter_id else None
 
 
+#: the fields of an allocation's record a one-step grant leaves to the server: when it was
+#: granted and until when, its instances and its fencing token
+SERVER_FILLED = frozenset({"created_at", "expires_at", "slot", "fencing_token", "slots", "instances",
+                           "lease_expires_at"})
+
+
+def whole_amounts(*values: Any) -> bool:
+    """Are these amounts whole numbers, not below zero (what a one-step grant's server
+    side counts in)?"""
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+def grant_template(request: Any, owner: Any, charges: Sequence[Any], *, ident: str,
+                   request_id: str | None = None) -> Allocation:
+    """The allocation a one-step grant of ``request`` would make, but for what the server
+    fills in (:data:`SERVER_FILLED`): what the backend sends it, kept from one grant to
+    the next of the same request."""
+    layer_key = next((c.key for c in charges if c.kind == "layer"), None)
+    return Allocation(id=ident, layer=request.layer, category=request.category, memory_mb=request.memory_mb,
+                      cpu_units=request.cpu_units, dedicated=request.dedicated, requires=request.requires,
+                      created_at=0.0, expires_at=0.0, owner=owner, charges=tuple(c.key for c in charges),
+                      pools=request.pools, priority=request.priority, request_id=request_id, slot_key=layer_key)
+
+
 @dataclass(frozen=True)
 class GrantPlan:
     """Everything a backend needs to grant in one step when nobody waits (see

@@ -58,14 +58,17 @@ from netra_rm.ledger import redis_scripts as scripts
 from netra_rm.ledger.base import (
     EVERYTHING,
     SCHEMA_VERSION,
+    SERVER_FILLED,
     Changes,
     GrantPlan,
     Scope,
     SlotsBelow,
     Snapshot,
     Txn,
+    grant_template,
     handed_in,
     wake_payloads,
+    whole_amounts,
 )
 from netra_rm.ledger.journal import allocation_record, encode_line, event_record, limits_record
 from netra_rm.ledger.redis_wire import ReplyError, ReplyLost, Wire
@@ -440,9 +443,9 @@ class RedisLedger(ServerLedger):
         limit = deadline.remaining(self.options.lock_wait)
         end = time.monotonic() + limit
         # a one-call path that just found the lock held: wait for its token from the first call
-        block, self._lock_held = (round(max(0.001, min(_BLOCK, limit)), 3) if self._lock_held else 0.0), False
+        before, block = self._token_wait(limit) if self._lock_held else ([], 0.0)
+        self._lock_held = False
         while True:
-            before = [("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT", block)] if block else []
             reply = self._eval(scripts.BEGIN, args, before=before, extra_timeout=block)  # it takes a free token
             if reply[0]:
                 break
@@ -450,8 +453,14 @@ class RedisLedger(ServerLedger):
             if left <= 0:
                 raise self.error(f"is busy: other processes held its lock for {limit:g}s without a break.",
                                  remediation=["Try again; if it persists, look for a stuck netra-rm process."])
-            block = round(max(0.001, min(_BLOCK, left)), 3)
+            before, block = self._token_wait(left)
         return reply
+
+    def _token_wait(self, left: float) -> tuple[list[Any], float]:
+        """The command that waits (at most ``left`` seconds, and at most a block) for the
+        lock's token to come back into this client's hand, and how long it may block."""
+        block = round(max(0.001, min(_BLOCK, left)), 3)
+        return [("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT", block)], block
 
     @contextmanager
     def transaction(self, scope: Scope, *, reset: bool = False) -> Iterator[Txn]:
@@ -605,7 +614,7 @@ class RedisLedger(ServerLedger):
         same call and return it as filed. None: take the transaction (also when it does
         not fit without a waiter: the engine then says why)."""
         request, waiter = plan.request, plan.waiter
-        if not _whole_amounts(request.memory_mb, request.cpu_units) or any(c.capacity is None for c in plan.charges):
+        if not whole_amounts(request.memory_mb, request.cpu_units) or any(c.capacity is None for c in plan.charges):
             return None
         charges, limits = self._charge_args(plan.charges)
         if not charges or (waiter is None and self.queue_seen()):
@@ -615,7 +624,7 @@ class RedisLedger(ServerLedger):
         journal_fixed = journal_fixed.replace(_ID_MARK, plan.allocation_id)
         join: list[Any] = [""]
         if waiter is not None:
-            join = [waiter.id, _inner({k: v for k, v in waiter.to_dict().items() if k not in _FILLED_IN}),
+            join = [waiter.id, _inner({k: v for k, v in waiter.to_dict().items() if k not in _WAITER_FILLED}),
                     "" if plan.waiter_lease_seconds is None else repr(float(plan.waiter_lease_seconds)),
                     plan.sweep_host or "", ""]
         with self._mutex:
@@ -636,10 +645,10 @@ class RedisLedger(ServerLedger):
                 if waiter is not None and reply is not None and not reply[0] and reply[1] == b"lock":
                     # a transaction holds the ledger: wait for it to end, then try again in the
                     # same call (a join need not take the lock itself)
-                    block = round(max(0.001, min(_BLOCK, deadline.remaining(self.options.lock_wait))), 3)
+                    before, block = self._token_wait(deadline.remaining(self.options.lock_wait))
                     args[-1] = self._hand
-                    reply, outcome = self._change(scripts.FAST_GRANT, args, lookup, before=[
-                        ("BLMOVE", self.key("lock"), self._hand, "LEFT", "LEFT", block)], extra_timeout=block)
+                    reply, outcome = self._change(scripts.FAST_GRANT, args, lookup, before=before,
+                                                  extra_timeout=block)
             try:
                 if reply is None and waiter is not None and outcome is not None:
                     granted, filed = outcome
@@ -705,14 +714,9 @@ class RedisLedger(ServerLedger):
         found = self._templates.get(key)
         if found is not None:
             return found
-        layer_key = next((c.key for c in charges if c.kind == "layer"), None)
-        template = Allocation(id=_ID_MARK, layer=request.layer, category=request.category,
-                              memory_mb=request.memory_mb, cpu_units=request.cpu_units, dedicated=request.dedicated,
-                              requires=request.requires, created_at=0.0, expires_at=0.0, owner=owner,
-                              charges=tuple(c.key for c in charges), pools=request.pools, priority=request.priority,
-                              request_id=_REQUEST_MARK, slot_key=layer_key)
-        fixed = _inner({k: v for k, v in template.to_dict().items() if k not in _DYNAMIC})
-        journal_fixed = _inner({k: v for k, v in allocation_record(template).items() if k not in _DYNAMIC},
+        template = grant_template(request, owner, charges, ident=_ID_MARK, request_id=_REQUEST_MARK)
+        fixed = _inner({k: v for k, v in template.to_dict().items() if k not in SERVER_FILLED})
+        journal_fixed = _inner({k: v for k, v in allocation_record(template).items() if k not in SERVER_FILLED},
                                masked=True)
         if len(self._templates) > 64:
             self._templates.clear()
@@ -865,11 +869,9 @@ class RedisWakeChannel:
 #: leaves as it is, drawn afresh by each process so no text can hold them by chance)
 _ID_MARK, _REQUEST_MARK = os.urandom(8).hex(), os.urandom(8).hex()
 #: a waiter's fields the one-call join fills in (see FAST_GRANT)
-_FILLED_IN = frozenset({"since", "fence", "lease_expires_at"})
+_WAITER_FILLED = frozenset({"since", "fence", "lease_expires_at"})
 #: what became of a one-call grant-or-join whose reply was lost: the allocation, the waiter
 _LOOKUP_BOTH = "return {redis.call('HGET', KEYS[1], ARGV[1]) or '', redis.call('HGET', KEYS[2], ARGV[1]) or ''}"
-_DYNAMIC = frozenset({"created_at", "expires_at", "slot", "fencing_token", "slots", "instances",
-                      "lease_expires_at"})
 
 
 def _opt(value: int | None) -> str:
@@ -981,10 +983,6 @@ def _whole(value: Any, what: str) -> int:
     if not 0 <= number < (1 << 62):
         raise RecordError(f"{what} must be between 0 and 2^62, got {number}")
     return number
-
-
-def _whole_amounts(*values: Any) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
 
 
 def _due(allocation: Allocation, now: float) -> bool:

@@ -53,7 +53,19 @@ from typing import Any
 
 from netra_rm import deadline
 from netra_rm.errors import LedgerError, LedgerLostError
-from netra_rm.ledger.base import EVERYTHING, Changes, GrantPlan, Scope, SlotBitmap, Snapshot, Txn, wake_payloads
+from netra_rm.ledger.base import (
+    EVERYTHING,
+    SERVER_FILLED,
+    Changes,
+    GrantPlan,
+    Scope,
+    SlotBitmap,
+    Snapshot,
+    Txn,
+    grant_template,
+    wake_payloads,
+    whole_amounts,
+)
 from netra_rm.ledger.journal import allocation_record, checkpoint_record, encode_line, limits_record
 from netra_rm.ledger.postgres import schema
 from netra_rm.ledger.postgres.session import BackendId, Watchdog, connect, end_backend, first_line, ms
@@ -519,11 +531,8 @@ class PostgresLedger(ServerLedger):
             self._watchdog.disarm()
         self._in_transaction = False
         journal = cursor.fetchone()[0]
-        if journal and int(journal.split()[1]) >= self.options.journal_max_lines:
-            try:
-                self._rotate(begun.ledger)
-            except LedgerError:
-                pass  # the next commit tries again
+        if journal:
+            self._rotate_if_long(begun.ledger, int(journal.split()[1]))
 
     def _changes(self, changes: Changes, begun: _Begun) -> dict[str, Any]:
         """What :func:`netra_rm_commit` applies for ``changes``."""
@@ -594,6 +603,14 @@ class PostgresLedger(ServerLedger):
                              "is still running: whether the change was written is not known yet.",
                              remediation=["See what the ledger holds: netra-rm status"])
         return None if row is None else row[0]
+
+    def _rotate_if_long(self, ledger: int, lines: int) -> None:
+        """After a change left the journal ``lines`` long: rotate it if that is too long."""
+        if lines >= self.options.journal_max_lines:
+            try:
+                self._rotate(ledger)
+            except LedgerError:
+                pass  # the next change tries again
 
     def _rotate(self, ledger: int) -> None:
         """Start the journal's next generation with a checkpoint of every allocation, and
@@ -729,7 +746,7 @@ class PostgresLedger(ServerLedger):
         None: take the transaction (also when it does not fit: the engine then says why).
         A queue entry in the plan is left to the transaction."""
         request = plan.request
-        if not _whole_amounts(request.memory_mb, request.cpu_units) \
+        if not whole_amounts(request.memory_mb, request.cpu_units) \
                 or any(c.capacity is None or c.capacity.names for c in plan.charges):
             return None
         with self._lock:
@@ -758,11 +775,7 @@ class PostgresLedger(ServerLedger):
             except (RecordError, ValueError, TypeError) as exc:
                 raise self.error(str(exc), corrupt=True) from None
             self.memory.note(self.memory.ledger_id, allocation.fencing_token)
-            if int(answer.get("lines") or 0) >= self.options.journal_max_lines:
-                try:
-                    self._rotate(ledger)
-                except LedgerError:
-                    pass  # the next commit tries again
+            self._rotate_if_long(ledger, int(answer.get("lines") or 0))
         self.memory.flush()
         return allocation
 
@@ -776,12 +789,7 @@ class PostgresLedger(ServerLedger):
         found = self._grant_cache.get(key)
         if found is not None:
             return found
-        layer_key = next((c.key for c in plan.charges if c.kind == "layer"), None)
-        template = Allocation(id="0" * 12, layer=request.layer, category=request.category,
-                              memory_mb=request.memory_mb, cpu_units=request.cpu_units, dedicated=request.dedicated,
-                              requires=request.requires, created_at=0.0, expires_at=0.0, owner=plan.owner,
-                              charges=tuple(c.key for c in plan.charges), pools=request.pools,
-                              priority=request.priority, slot_key=layer_key)
+        template = grant_template(request, plan.owner, plan.charges, ident="0" * 12)  # ids: sent with each grant
         alloc = {k: v for k, v in template.to_dict().items() if k not in _FILLED_IN}
         masked = json.loads(encode_line(allocation_record(template)))
         journal = {k: v for k, v in masked.items() if k not in _FILLED_IN}
@@ -859,10 +867,5 @@ def _json(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def _whole_amounts(*values: Any) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
-
-
-#: what ``netra_rm_grant`` fills in of an allocation's record
-_FILLED_IN = frozenset({"id", "request_id", "created_at", "expires_at", "slot", "fencing_token", "slots",
-                        "instances", "lease_expires_at"})
+#: what ``netra_rm_grant`` fills in of an allocation's record (the ids come with each grant)
+_FILLED_IN = SERVER_FILLED | {"id", "request_id"}
