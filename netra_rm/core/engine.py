@@ -90,6 +90,7 @@ class Engine:
         self.view = host_view(config, self.host_key)
         self._clock = clock
         self._last_sweep = 0.0
+        self._charges: dict[tuple[Request, Any], tuple[Charge, ...]] = {}
         if hasattr(ledger, "scope_of"):
             ledger.scope_of = self.scope_of
 
@@ -174,9 +175,17 @@ class Engine:
                                     dedicated=req.dedicated_resources, requires=req.required_services(),
                                     duration_minutes=duration_minutes, priority=req.priority)
 
-    def charges(self, request: Request) -> list[Charge]:
-        """The pool keys ``request`` counts against on this host."""
-        return charges(request, self.config, self.host_key, adhoc_instances=dict(request.adhoc))
+    def charges(self, request: Request) -> tuple[Charge, ...]:
+        """The pool keys ``request`` counts against on this host (kept: a process asks for
+        the same requests again and again)."""
+        key = (request, request.adhoc)
+        found = self._charges.get(key)
+        if found is None:
+            found = tuple(charges(request, self.config, self.host_key, adhoc_instances=dict(request.adhoc)))
+            if len(self._charges) > 256:
+                self._charges.clear()
+            self._charges[key] = found
+        return found
 
     def owner(self, pid: int | None = None) -> Owner:
         """An owner on this host: process ``pid`` (checked to exist), or no process."""
@@ -456,7 +465,7 @@ class Engine:
                 return None, decision
         return None, decision
 
-    def _fast_grant(self, request: Request, owner: Owner, found: Sequence[Charge],
+    def _fast_grant(self, request: Request, owner: Owner, found: tuple[Charge, ...],
                     capacity: MachineCapacity | None, *, join: Waiter | None = None,
                     sweep_host: str | None = None) -> Allocation | Waiter | None:
         """Let a backend that can grant in one step try (Redis or PostgreSQL, when nobody
@@ -464,7 +473,7 @@ class Engine:
         same step when there is no room (Redis); None: take the transaction."""
         if type(self.ledger).fast_grant is Ledger.fast_grant:
             return None
-        plan = GrantPlan(request=request, charges=tuple(found), owner=owner, host=self.host,
+        plan = GrantPlan(request=request, charges=found, owner=owner, host=self.host,
                          lease_seconds=self.config.lease_seconds if self._lease(owner, 0.0) is not None else None,
                          machine_free_mb=None if capacity is None or request.memory_mb == 0 else
                          capacity.memory_available_mb - self.config.machine.memory_reserve_mb,

@@ -71,7 +71,7 @@ from netra_rm.ledger.base import (
     whole_amounts,
 )
 from netra_rm.ledger.journal import allocation_record, encode_line, event_record, limits_record
-from netra_rm.ledger.redis_wire import ReplyError, ReplyLost, Wire
+from netra_rm.ledger.redis_wire import Packed, ReplyError, ReplyLost, Wire
 from netra_rm.ledger.server import ServerLedger, ServerOptions
 from netra_rm.ledger.upgrade import upgrade
 from netra_rm.records import (
@@ -140,8 +140,9 @@ class RedisLedger(ServerLedger):
         self._checked = False
         self._warnings: tuple[str, ...] = ()
         self._parsed: dict[bytes, Allocation] = {}
-        self._charges_cache: dict[Any, tuple[list[Any], str]] = {}
-        self._templates: dict[Any, tuple[Allocation, str, str]] = {}
+        self._shapes: dict[Any, _GrantShape] = {}
+        self._translated = _Translated(self)
+        self._heads: dict[str, Packed] = {}  # each script's call as far as it is always the same
         self._spare_wires: list[Wire] = []
         #: a one-call path just found the lock held: the transaction that follows waits
         #: for it from its first call
@@ -152,29 +153,31 @@ class RedisLedger(ServerLedger):
 
     # -- errors ----------------------------------------------------------------------------
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self) -> _Translated:
         """Turn every connection problem and error reply into a :class:`LedgerError`
         naming this ledger (its URL with the password masked) and what to do."""
-        try:
-            yield
-        except LedgerError:
-            raise
-        except ReplyError as exc:
-            raise self._reply_error(str(exc)) from None
-        except ReplyLost as exc:
+        return self._translated
+
+    def _translate(self, exc: BaseException) -> LedgerError | None:
+        """The :class:`LedgerError` ``exc`` means (None: let it through as it is)."""
+        if isinstance(exc, LedgerError):
+            return None
+        if isinstance(exc, ReplyError):
+            return self._reply_error(str(exc))
+        if isinstance(exc, ReplyLost):
             if exc.timed_out:
-                raise self.error(f"did not answer within {self.options.io_timeout:g}s.",
-                                 remediation=self._reach_steps()) from None
-            raise self.error(f"cannot be reached: {exc}.", remediation=self._reach_steps()) from None
-        except TimeoutError:
-            raise self.error(f"did not answer within {self.options.io_timeout:g}s; this command changed nothing.",
-                             remediation=self._reach_steps()) from None
-        except (OSError, ConnectionError) as exc:
+                return self.error(f"did not answer within {self.options.io_timeout:g}s.",
+                                  remediation=self._reach_steps())
+            return self.error(f"cannot be reached: {exc}.", remediation=self._reach_steps())
+        if isinstance(exc, TimeoutError):
+            return self.error(f"did not answer within {self.options.io_timeout:g}s; this command changed nothing.",
+                              remediation=self._reach_steps())
+        if isinstance(exc, (OSError, ConnectionError)):
             reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
-            raise self.error(f"cannot be reached: {reason}.", remediation=self._reach_steps()) from None
-        except ValueError as exc:
-            raise self.error(f"has a malformed URL: {exc}.", remediation=_URL_FORMS) from None
+            return self.error(f"cannot be reached: {reason}.", remediation=self._reach_steps())
+        if isinstance(exc, ValueError):
+            return self.error(f"has a malformed URL: {exc}.", remediation=_URL_FORMS)
+        return None
 
     def _reply_error(self, text: str) -> LedgerError:
         if text.startswith("CORRUPT "):
@@ -220,7 +223,10 @@ class RedisLedger(ServerLedger):
               extra_timeout: float = 0.0, idempotent: bool = True) -> Any:
         """Run one of our scripts (after ``before``, in the same round trip); load the
         scripts first if the server does not know them (a restart empties its cache)."""
-        command = ("EVALSHA", script.sha, 0, self.prefix, *args)
+        head = self._heads.get(script.sha)
+        if head is None:
+            head = self._heads[script.sha] = Packed(("EVALSHA", script.sha, 0, self.prefix))
+        command = (head, *args)
         reply = self._wire.many([*before, command], extra_timeout=extra_timeout, idempotent=idempotent)[-1]
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
             loads = [("SCRIPT", "LOAD", s.body) for s in scripts.ALL]
@@ -613,40 +619,33 @@ class RedisLedger(ServerLedger):
         rule would refuse too) and nothing is due to be reclaimed, file the waiter in the
         same call and return it as filed. None: take the transaction (also when it does
         not fit without a waiter: the engine then says why)."""
-        request, waiter = plan.request, plan.waiter
-        if not whole_amounts(request.memory_mb, request.cpu_units) or any(c.capacity is None for c in plan.charges):
+        waiter = plan.waiter
+        shape = self._grant_shape(plan)
+        if shape is None or (waiter is None and self.queue_seen()):
             return None
-        charges, limits = self._charge_args(plan.charges)
-        if not charges or (waiter is None and self.queue_seen()):
-            return None
-        template, fixed, journal_fixed = self._grant_template(request, plan.owner, plan.charges)
-        fixed = fixed.replace(_ID_MARK, plan.allocation_id).replace(_REQUEST_MARK, plan.request_id)
-        journal_fixed = journal_fixed.replace(_ID_MARK, plan.allocation_id)
-        join: list[Any] = [""]
+        # the hand list (after a wait for the lock) and the queue entry to file
+        join: list[Any] = []
         if waiter is not None:
             join = [waiter.id, _inner({k: v for k, v in waiter.to_dict().items() if k not in _WAITER_FILLED}),
                     "" if plan.waiter_lease_seconds is None else repr(float(plan.waiter_lease_seconds)),
-                    plan.sweep_host or "", ""]
+                    plan.sweep_host or ""]
         with self._mutex:
             self.memory.load()
-            args = [plan.request_id, self._now(), self.memory.ledger_id or "", self.memory.counter, _REQUEST_TTL_MS,
-                    self.options.journal_max_lines, repr(request.duration_minutes * 60.0),
-                    "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
-                    "" if plan.machine_free_mb is None else repr(float(plan.machine_free_mb)),
-                    request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.allocation_id,
-                    plan.owner.host, fixed, journal_fixed, limits, len(plan.charges), *charges, *join]
+            args = [plan.request_id, self._now(), self.memory.ledger_id or "", self.memory.counter,
+                    "" if plan.machine_free_mb is None else repr(float(plan.machine_free_mb)), plan.allocation_id,
+                    Packed(["", *join]) if join else _NO_JOIN, shape.packed]
             with self._errors():
                 self._prepare()
                 # the allocation's id (and the waiter's) is the request's record: a lost reply
                 # looks for it
-                lookup = ("HGET", self.key("alloc"), plan.allocation_id) if waiter is None else \
+                lookup = ("HGET", self.prefix + "alloc", plan.allocation_id) if waiter is None else \
                     ("EVAL", _LOOKUP_BOTH, 2, self.key("alloc"), self.key("waiters"), plan.allocation_id)
                 reply, outcome = self._change(scripts.FAST_GRANT, args, lookup)
                 if waiter is not None and reply is not None and not reply[0] and reply[1] == b"lock":
                     # a transaction holds the ledger: wait for it to end, then try again in the
                     # same call (a join need not take the lock itself)
                     before, block = self._token_wait(deadline.remaining(self.options.lock_wait))
-                    args[-1] = self._hand
+                    args[6] = Packed([self._hand, *join])
                     reply, outcome = self._change(scripts.FAST_GRANT, args, lookup, before=before,
                                                   extra_timeout=block)
             try:
@@ -663,8 +662,8 @@ class RedisLedger(ServerLedger):
                     token, created, expires, lease = times.split()
                     slots = taken.decode().split("\t") if taken else []
                     names = named.decode().split("\t") if named else []
-                    allocation = dataclasses.replace(
-                        template, id=plan.allocation_id, request_id=plan.request_id,
+                    allocation = Allocation(
+                        **shape.fields, id=plan.allocation_id, request_id=plan.request_id,
                         created_at=float(created), expires_at=float(expires),
                         lease_expires_at=None if lease == b"-" else float(lease), fencing_token=int(token),
                         slots={k: int(i) for k, i in zip(slots[::2], slots[1::2])},
@@ -682,46 +681,46 @@ class RedisLedger(ServerLedger):
         self.memory.flush()
         return allocation
 
-    def _charge_args(self, charges: Sequence[Any]) -> tuple[list[Any], str]:
-        """The fast grant's arguments for these charges, and their limits as the journal
-        records them (kept: a host asks for the same pools again and again)."""
-        key = tuple((c.key, c.kind, c.central, c.slots, c.capacity.instances, c.capacity.memory_mb,
-                     c.capacity.cpu_units, c.capacity.dedicated, c.capacity.names,
-                     json.dumps(c.capacity.properties, sort_keys=True) if c.capacity.properties else "")
-                    for c in charges)
-        found = self._charges_cache.get(key)
-        if found is not None:
+    def _grant_shape(self, plan: GrantPlan) -> _GrantShape | None:
+        """What the fast grant sends and builds for this plan's request, owner, lease and
+        charges, the same from one grant to the next (kept); None when it cannot be sent
+        this way (the transaction does it)."""
+        request = plan.request
+        key = (request, request.adhoc, plan.owner, plan.lease_seconds)
+        found = self._shapes.get(key)
+        if found is not None and (found.charges is plan.charges or found.charges == plan.charges):
             return found
-        args: list[Any] = []
-        for c in charges:
+        if not plan.charges or not whole_amounts(request.memory_mb, request.cpu_units) \
+                or any(c.capacity is None for c in plan.charges):
+            return None
+        template = grant_template(request, plan.owner, plan.charges, ident=_ID_MARK, request_id=_REQUEST_MARK)
+        record = _inner({k: v for k, v in template.to_dict().items() if k not in SERVER_FILLED})
+        journal = _inner({k: v for k, v in allocation_record(template).items() if k not in SERVER_FILLED}, masked=True)
+        head, _, rest = record.partition(_ID_MARK)
+        middle, _, tail = rest.partition(_REQUEST_MARK)
+        journal_head, _, journal_tail = journal.partition(_ID_MARK)
+        if (record.count(_ID_MARK), record.count(_REQUEST_MARK), journal.count(_ID_MARK)) != (1, 1, 1) \
+                or _REQUEST_MARK not in rest or _REQUEST_MARK in journal or any("\t" in c.key for c in plan.charges):
+            return None  # not what the script fills in (a tab would break its reply)
+        static: list[Any] = [_REQUEST_TTL_MS, self.options.journal_max_lines, repr(request.duration_minutes * 60.0),
+                             "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
+                             request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.owner.host,
+                             head, middle, tail, journal_head, journal_tail,
+                             _inner(limits_record({c.key: c.capacity for c in plan.charges}), masked=True, braces=True),
+                             len(plan.charges)]
+        for c in plan.charges:
             cap: Capacity = c.capacity
-            fields = [c.key, json.dumps(c.key), c.kind, str(cap.instances), _opt(cap.memory_mb), _opt(cap.cpu_units),
-                      "1" if cap.dedicated else "", "1" if c.slots else "", _limits(cap, drained=False),
-                      "\n".join(json.dumps(n) for n in cap.names), "1" if c.central else ""]
-            if "\t" in c.key:
-                return [], ""  # cannot be sent this way: the transaction does it
-            args.append("\t".join(fields))
-        limits = _inner(limits_record({c.key: c.capacity for c in charges}), masked=True, braces=True)
-        if len(self._charges_cache) > 64:
-            self._charges_cache.clear()
-        self._charges_cache[key] = (args, limits)
-        return args, limits
-
-    def _grant_template(self, request: Any, owner: Any, charges: Sequence[Any]) -> tuple[Allocation, str, str]:
-        """The parts of a grant's record and journal record that do not change from one
-        grant to the next of the same request (the ids are marks to fill in), kept."""
-        key = (request, owner, tuple(c.key for c in charges))
-        found = self._templates.get(key)
-        if found is not None:
-            return found
-        template = grant_template(request, owner, charges, ident=_ID_MARK, request_id=_REQUEST_MARK)
-        fixed = _inner({k: v for k, v in template.to_dict().items() if k not in SERVER_FILLED})
-        journal_fixed = _inner({k: v for k, v in allocation_record(template).items() if k not in SERVER_FILLED},
-                               masked=True)
-        if len(self._templates) > 64:
-            self._templates.clear()
-        self._templates[key] = (template, fixed, journal_fixed)
-        return template, fixed, journal_fixed
+            static += [c.key, json.dumps(c.key), c.kind, str(cap.instances), _opt(cap.memory_mb), _opt(cap.cpu_units),
+                       "1" if cap.dedicated else "", "1" if c.slots else "", _limits(cap, drained=False),
+                       "\n".join(json.dumps(n) for n in cap.names), "1" if c.central else ""]
+        fields = {f.name: getattr(template, f.name) for f in dataclasses.fields(Allocation)}
+        for name in ("id", "request_id", *SERVER_FILLED):
+            fields.pop(name, None)
+        shape = _GrantShape(charges=plan.charges, packed=Packed(static), fields=fields)
+        if len(self._shapes) > 64:
+            self._shapes.clear()
+        self._shapes[key] = shape
+        return shape
 
     def _note_refusal(self, reply: Any) -> None:
         if reply is not None and len(reply) > 1:
@@ -863,11 +862,44 @@ class RedisWakeChannel:
         self.close()
 
 
+class _Translated:
+    """The context of a call to the server: an error leaving it becomes the ledger's
+    :class:`LedgerError` (see :meth:`RedisLedger._translate`). A class, not a generator:
+    it is entered twice per allocate and release."""
+
+    __slots__ = ("ledger",)
+
+    def __init__(self, ledger: RedisLedger) -> None:
+        self.ledger = ledger
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            translated = self.ledger._translate(exc)
+            if translated is not None:
+                raise translated from None
+
+
 # -- encoding ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class _GrantShape:
+    """A request's fast grant as far as it is the same from one grant to the next: the
+    charges it was made for, the arguments sent every time (packed), and the fields of
+    the allocation the script does not fill in."""
+
+    charges: tuple[Any, ...]
+    packed: Packed
+    fields: dict[str, Any]
+
 
 #: stand-ins for a grant's ids in its kept templates (ids themselves: hex, which JSON
 #: leaves as it is, drawn afresh by each process so no text can hold them by chance)
 _ID_MARK, _REQUEST_MARK = os.urandom(8).hex(), os.urandom(8).hex()
+#: a fast grant's arguments when it joins no queue (see FAST_GRANT: 8-12)
+_NO_JOIN = Packed(["", "", "", "", ""])
 #: a waiter's fields the one-call join fills in (see FAST_GRANT)
 _WAITER_FILLED = frozenset({"since", "fence", "lease_expires_at"})
 #: what became of a one-call grant-or-join whose reply was lost: the allocation, the waiter

@@ -107,6 +107,14 @@ local function journal_lines(opened, events)
   push_all(K('journal'), out)
   return seq
 end
+-- Append one event its caller numbered (the next after the last appended), after the
+-- checkpoint if one is still to be written.
+local function journal_add(opened, line)
+  local out = opened[2]
+  out[#out + 1] = line
+  push_all(K('journal'), out)
+  opened[2] = {}
+end
 local function journal_write(opened, events)
   redis.call('HSET', K('meta'), 'seq', int(journal_lines(opened, events)))
 end
@@ -394,20 +402,23 @@ return 1
 
 # Grant in one step (see RedisLedger.fast_grant): the same arithmetic as
 # netra_rm.core.admission.admit over the usage and instances held per pool key.
-# ARGV: 1 prefix, 2 request id, 3 now or '', 4 ledger id this host knows or '', 5 the
-#       counter it saw, 6 request ttl (ms), 7 journal max lines, 8 duration (s), 9 lease (s)
-#       or '', 10 machine free MB or '', 11 memory MB, 12 CPU units, 13 "1": dedicated,
-#       14 allocation id, 15 owner host, 16 its record's fixed fields (JSON, no braces),
-#       17 its journal record's fixed fields, 18 limits (JSON), 19 n charges, then one
-#       argument per charge, its fields joined by tabs: key, key as JSON, kind (layer, caps,
-#       pool), instances, memory MB or '', CPU units or '', "1": honours dedicated, "1":
-#       hands out instances, its limits (the registry's, if it holds the pool, must be
-#       these), instance names as JSON strings joined by newlines, "1": central (the
-#       registry must hold it); then, to join the queue when there is no room (even if
-#       others wait): the waiter's id or '', its record's fixed fields (JSON, no braces),
-#       its lease (s) or '', the host whose allocations are to be looked at first (if it
-#       holds any, the transaction does it) or '', and the client's hand list when the call
-#       follows a wait for the lock's token (given back) or ''
+# ARGV, first what changes from one call to the next: 1 prefix, 2 request id, 3 now or '',
+#       4 ledger id this host knows or '', 5 the counter it saw, 6 machine free MB or '',
+#       7 allocation id, 8 the client's hand list when the call follows a wait for the
+#       lock's token (given back) or ''; to join the queue when there is no room (even if
+#       others wait): 9 the waiter's id or '', 10 its record's fixed fields (JSON, no
+#       braces), 11 its lease (s) or '', 12 the host whose allocations are to be looked at
+#       first (if it holds any, the transaction does it) or '';
+#       then what a client sends again and again for the same request (packed once):
+#       13 request ttl (ms), 14 journal max lines, 15 duration (s), 16 lease (s) or '',
+#       17 memory MB, 18 CPU units, 19 "1": dedicated, 20 owner host, 21-23 its record's
+#       fixed fields (JSON, no braces) before the allocation id, between it and the request
+#       id, and after, 24-25 its journal record's fixed fields before and after the id,
+#       26 limits (JSON), 27 n charges, then eleven arguments per charge: key, key as JSON,
+#       kind (layer, caps, pool), instances, memory MB or '', CPU units or '', "1": honours
+#       dedicated, "1": hands out instances, its limits (the registry's, if it holds the
+#       pool, must be these), instance names as JSON strings joined by newlines, "1":
+#       central (the registry must hold it)
 # Returns {1, record, "TOKEN CREATED EXPIRES LEASE-or--", "KEY<tab>INDEX<tab>...",
 # "KEY<tab>NAME-as-JSON<tab>..."}, {2, the waiter's record} (it joined) or {0, why}. The
 # allocation's id and the waiter's are the request's record: a client that lost the reply
@@ -415,25 +426,24 @@ return 1
 _FAST_GRANT = r"""
 local meta = redis.call('HMGET', K('meta'), 'schema', 'id', 'counter', 'seq', 'version')
 if not recognised(meta, ARGV[4], ARGV[5]) then return {0, 'ledger'} end
-local nc = tonumber(ARGV[19])
-local joining = ARGV[20 + nc] ~= ''
-if ARGV[24 + nc] and ARGV[24 + nc] ~= '' then
+local joining = ARGV[9] ~= ''
+if ARGV[8] ~= '' then
   -- sent after waiting for the lock's token (BLMOVE into this client's hand): this call
   -- does not take the lock, so the token goes back for the next in line
-  local tok = redis.call('LPOP', ARGV[24 + nc])
+  local tok = redis.call('LPOP', ARGV[8])
   if tok and redis.call('LLEN', K('lock')) == 0 then redis.call('RPUSH', K('lock'), tok) end
 end
 local why = busy()
 if why == 'lock' or (why and not joining) then return {0, why} end
-local mem, cpu, dedicated = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13] == '1'
+local mem, cpu, dedicated = tonumber(ARGV[17]), tonumber(ARGV[18]), ARGV[19] == '1'
+local nc = tonumber(ARGV[27])
 local charges, keys, caps = {}, {}, false
 for n = 1, nc do
-  local f = {}
-  for field in string.gmatch(ARGV[19 + n] .. '\t', '([^\t]*)\t') do f[#f + 1] = field end
-  charges[n] = {key = f[1], json = f[2], kind = f[3], instances = tonumber(f[4]), mem = tonumber(f[5]),
-                cpu = tonumber(f[6]), dedicated = f[7] == '1', slots = f[8] == '1', expect = f[9], names = f[10],
-                central = f[11] == '1'}
-  keys[n] = f[1]
+  local b = 27 + (n - 1) * 11
+  charges[n] = {key = ARGV[b + 1], json = ARGV[b + 2], kind = ARGV[b + 3], instances = tonumber(ARGV[b + 4]),
+                mem = tonumber(ARGV[b + 5]), cpu = tonumber(ARGV[b + 6]), dedicated = ARGV[b + 7] == '1',
+                slots = ARGV[b + 8] == '1', expect = ARGV[b + 9], names = ARGV[b + 10], central = ARGV[b + 11] == '1'}
+  keys[n] = ARGV[b + 1]
 end
 local limits = redis.call('HMGET', K('plim'), unpack(keys))
 local usages = redis.call('HMGET', K('usage'), unpack(keys))
@@ -467,10 +477,10 @@ local function refusal()
       if c.slot >= c.instances then return 'full' end
     end
   end
-  if ARGV[10] ~= '' then
+  if ARGV[6] ~= '' then
     local used = 0
     if caps then used = caps.usage[1] end
-    if mem > tonumber(ARGV[10]) - used then return 'full' end
+    if mem > tonumber(ARGV[6]) - used then return 'full' end
   end
   return nil
 end
@@ -482,13 +492,13 @@ if joining and refused == 'full' then
   if #redis.call('ZRANGEBYSCORE', K('exp'), '-inf', string.format('%.6f', now), 'LIMIT', 0, 1) > 0 then
     return {0, 'due'}
   end
-  if ARGV[23 + nc] ~= '' and redis.call('SCARD', K('host:') .. ARGV[23 + nc]) > 0 then
+  if ARGV[12] ~= '' and redis.call('SCARD', K('host:') .. ARGV[12]) > 0 then
     return {0, 'sweep'}  -- this host's holders are to be looked at first (are they alive?)
   end
-  local record = '{' .. ARGV[21 + nc] .. ',"since":' .. num(ms(now)) .. ',"fence":' .. int(tonumber(meta[3] or '0'))
-  if ARGV[22 + nc] ~= '' then record = record .. ',"lease_expires_at":' .. num(ms(now + tonumber(ARGV[22 + nc]))) end
+  local record = '{' .. ARGV[10] .. ',"since":' .. num(ms(now)) .. ',"fence":' .. int(tonumber(meta[3] or '0'))
+  if ARGV[11] ~= '' then record = record .. ',"lease_expires_at":' .. num(ms(now + tonumber(ARGV[11]))) end
   record = record .. '}'
-  redis.call('HSET', K('waiters'), ARGV[20 + nc], record)
+  redis.call('HSET', K('waiters'), ARGV[9], record)
   redis.call('HSET', K('meta'), 'version', int(tonumber(meta[5] or '0') + 1))
   return {2, record}
 end
@@ -497,15 +507,15 @@ if why then return {0, why} end  -- it fits, but others wait: the queue's rule d
 -- it fits: grant
 local now = now_of(ARGV[3])
 local created = ms(now)
-local expires = ms(now + tonumber(ARGV[8]))
+local expires = ms(now + tonumber(ARGV[15]))
 local due = expires
 local lease = false
-if ARGV[9] ~= '' then
-  lease = ms(now + tonumber(ARGV[9]))
+if ARGV[16] ~= '' then
+  lease = ms(now + tonumber(ARGV[16]))
   if lease < due then due = lease end
 end
 local counter = tonumber(meta[3] or '0')
-local opened = journal_start(tonumber(meta[4] or '0'), counter, now, tonumber(ARGV[7]))
+local opened = journal_start(tonumber(meta[4] or '0'), counter, now, tonumber(ARGV[14]))
 local token = counter + 1
 local written, slots, instances, taken, named = {}, {}, {}, {}, {}
 local first = false
@@ -543,17 +553,23 @@ for _, c in ipairs(charges) do
   end
 end
 redis.call('HSET', K('usage'), unpack(written))
-local dynamic = ',"slot":' .. int(first or 0) .. ',"fencing_token":' .. int(token) .. ',"slots":{'
+local token_text, stamp, expires_text = int(token), num(created), num(expires)
+local lease_text = lease and num(lease)
+local dynamic = ',"slot":' .. int(first or 0) .. ',"fencing_token":' .. token_text .. ',"slots":{'
   .. table.concat(slots, ',') .. '}'
 if #instances > 0 then dynamic = dynamic .. ',"instances":{' .. table.concat(instances, ',') .. '}' end
-local record = '{' .. ARGV[16] .. ',"created_at":' .. num(created) .. ',"expires_at":' .. num(expires) .. dynamic
-if lease then record = record .. ',"lease_expires_at":' .. num(lease) end
+local id = ARGV[7]
+local record = '{' .. ARGV[21] .. id .. ARGV[22] .. ARGV[2] .. ARGV[23] .. ',"created_at":' .. stamp
+  .. ',"expires_at":' .. expires_text .. dynamic
+if lease then record = record .. ',"lease_expires_at":' .. lease_text end
 record = record .. '}'
-add_allocation(ARGV[14], record, '{' .. ARGV[17] .. dynamic .. '}', num(due), ARGV[15])
-local seq = journal_lines(opened, {'{"time":' .. num(created) .. ',"event":"grant",' .. ARGV[17] .. dynamic
-  .. ',"limits":' .. ARGV[18] .. '}'})
-redis.call('HSET', K('meta'), 'counter', int(token), 'seq', int(seq), 'version', int(tonumber(meta[5] or '0') + 1))
-return {1, record, int(token) .. ' ' .. num(created) .. ' ' .. num(expires) .. ' ' .. (lease and num(lease) or '-'),
+add_allocation(id, record, '{' .. ARGV[24] .. id .. ARGV[25] .. dynamic .. '}', due == expires and expires_text
+  or lease_text, ARGV[20])
+local seq = int(opened[1] + 1)
+journal_add(opened, '{"seq":' .. seq .. ',"time":' .. stamp .. ',"event":"grant",' .. ARGV[24] .. id
+  .. ARGV[25] .. dynamic .. ',"limits":' .. ARGV[26] .. '}')
+redis.call('HSET', K('meta'), 'counter', token_text, 'seq', seq, 'version', int(tonumber(meta[5] or '0') + 1))
+return {1, record, token_text .. ' ' .. stamp .. ' ' .. expires_text .. ' ' .. (lease_text or '-'),
         table.concat(taken, '\t'), table.concat(named, '\t')}
 """
 
@@ -609,11 +625,15 @@ end
 local recs = redis.call('HMGET', K('arec'), unpack(ids))
 local now = now_of(ARGV[3])
 local opened = journal_start(tonumber(meta[4] or '0'), tonumber(meta[3] or '0'), now, tonumber(ARGV[7]))
-local events, gone = {}, {}
+local seq, stamp, gone = opened[1], num(ms(now)), {}
 for _, j in ipairs(found) do
-  local line = '{"time":' .. num(ms(now)) .. ',"event":"release",' .. string.sub(recs[j] or '{}', 2, -2)
-  if ARGV[8 + n + j] ~= '' then line = line .. ',' .. ARGV[8 + n + j] end
-  events[#events + 1] = line .. '}'
+  seq = seq + 1
+  local head, rec = '{"seq":' .. int(seq) .. ',"time":' .. stamp .. ',"event":"release",', recs[j] or '{}'
+  if ARGV[8 + n + j] ~= '' then
+    journal_add(opened, head .. string.sub(rec, 2, -2) .. ',' .. ARGV[8 + n + j] .. '}')
+  else
+    journal_add(opened, head .. string.sub(rec, 2))
+  end
   gone[#gone + 1] = ids[j]
   redis.call('SREM', K('host:') .. held[j].a.owner.host, ids[j])
   for key, index in pairs(held[j].a.slots) do
@@ -625,7 +645,6 @@ redis.call('HDEL', K('alloc'), unpack(gone))
 redis.call('HDEL', K('arec'), unpack(gone))
 redis.call('ZREM', K('exp'), unpack(gone))
 for _, key in ipairs(keys) do write_usage(key, usage[key]) end
-local seq = journal_lines(opened, events)
 redis.call('HSET', K('meta'), 'seq', int(seq), 'version', int(tonumber(meta[5] or '0') + 1))
 local kept = {}
 for j = 2, #out do kept[#kept + 1] = out[j] or '' end

@@ -231,9 +231,21 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
 
 
+class Packed:
+    """A run of arguments packed once (the part of a command that is sent again and
+    again), spliced into a command as it is: ``pack(("EVALSHA", sha, Packed(args)))``."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, args: Sequence[Any]) -> None:
+        self.count = len(args)
+        self.data = pack(args)[len(b"*%d\r\n" % len(args)):]
+
+
 def pack(command: Sequence[Any]) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(command)]
+    count = len(command)
+    out = [b""]
     append = out.append
     for arg in command:
         kind = type(arg)
@@ -245,9 +257,14 @@ def pack(command: Sequence[Any]) -> bytes:
             raw = b"%d" % arg
         elif kind is float:
             raw = repr(arg).encode()
+        elif kind is Packed:
+            count += arg.count - 1
+            append(arg.data)
+            continue
         else:
             raw = str(arg).encode()
         append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    out[0] = b"*%d\r\n" % count
     return b"".join(out)
 
 
