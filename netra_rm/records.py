@@ -283,6 +283,15 @@ class Allocation:
     def cpu_percent(self) -> float:
         return cpu_percent(self.cpu_units)
 
+    @classmethod
+    def assembled(cls, fields: Mapping[str, Any]) -> Allocation:
+        """The allocation with exactly these fields, every one of them given and already
+        checked: what ``Allocation(**fields)`` makes, without the frozen class's
+        field-by-field ``__init__`` (a one-step grant builds one at every allocate)."""
+        allocation = object.__new__(cls)
+        allocation.__dict__.update(fields)
+        return allocation
+
     @property
     def slot(self) -> int:
         """The slot in its layer's pool (the first pool for an allocation without a layer)."""

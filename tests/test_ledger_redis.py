@@ -31,7 +31,7 @@ from netra_rm.ledger import redis_scripts as scripts
 from netra_rm.ledger.redis import RedisLedger
 from netra_rm.ledger.redis_wire import Wire
 from netra_rm.ledger.server import ServerOptions
-from netra_rm.records import Waiter
+from netra_rm.records import Allocation, Waiter
 
 from backends import draw_request, ledger_name, random_admission_config
 from conftest import _entry_point
@@ -180,6 +180,10 @@ def test_the_one_call_grant_decides_as_admission_does(redis_server, tmp_path: Pa
             assert (granted is not None) == expected.admitted or (sweep and held), where
             if granted is not None:
                 assert dict(granted.slots) == dict(expected.slots), where
+                # what the caller gets is what the ledger holds, field for field
+                stored = redis_call(redis_server, "HGET", ledger.key("alloc"), granted.id)
+                assert isinstance(stored, bytes)
+                assert Allocation.from_dict(json.loads(stored)) == granted, where
                 held.append(granted.id)
                 admitted += 1
             agreed += 1

@@ -231,6 +231,9 @@ def handed_in(payload: str | bytes | None, waiter_id: str) -> Allocation | None:
 #: granted and until when, its instances and its fencing token
 SERVER_FILLED = frozenset({"created_at", "expires_at", "slot", "fencing_token", "slots", "instances",
                            "lease_expires_at"})
+#: and with the ids the client draws afresh for each grant: what differs from one grant of
+#: a request to the next
+GRANT_FILLED = SERVER_FILLED | frozenset({"id", "request_id"})
 
 
 def whole_amounts(*values: Any) -> bool:

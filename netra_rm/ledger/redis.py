@@ -57,6 +57,7 @@ from netra_rm.errors import LedgerError, LedgerLostError, UsageError
 from netra_rm.ledger import redis_scripts as scripts
 from netra_rm.ledger.base import (
     EVERYTHING,
+    GRANT_FILLED,
     SCHEMA_VERSION,
     SERVER_FILLED,
     Changes,
@@ -662,12 +663,12 @@ class RedisLedger(ServerLedger):
                     token, created, expires, lease = times.split()
                     slots = taken.decode().split("\t") if taken else []
                     names = named.decode().split("\t") if named else []
-                    allocation = Allocation(
-                        **shape.fields, id=plan.allocation_id, request_id=plan.request_id,
-                        created_at=float(created), expires_at=float(expires),
-                        lease_expires_at=None if lease == b"-" else float(lease), fencing_token=int(token),
-                        slots={k: int(i) for k, i in zip(slots[::2], slots[1::2])},
-                        instances={k: json.loads(n) for k, n in zip(names[::2], names[1::2])})
+                    fields = dict(shape.fields)
+                    fields.update(id=plan.allocation_id, request_id=plan.request_id, created_at=float(created),
+                                  expires_at=float(expires), lease_expires_at=None if lease == b"-" else float(lease),
+                                  fencing_token=int(token), slots={k: int(i) for k, i in zip(slots[::2], slots[1::2])},
+                                  instances={k: json.loads(n) for k, n in zip(names[::2], names[1::2])})
+                    allocation = Allocation.assembled(fields)
                     self._remember(raw, allocation)
                 elif reply is None and outcome is not None:
                     allocation = Allocation.from_dict(_json(outcome, "the allocation just granted"))
@@ -713,9 +714,9 @@ class RedisLedger(ServerLedger):
             static += [c.key, json.dumps(c.key), c.kind, str(cap.instances), _opt(cap.memory_mb), _opt(cap.cpu_units),
                        "1" if cap.dedicated else "", "1" if c.slots else "", _limits(cap, drained=False),
                        "\n".join(json.dumps(n) for n in cap.names), "1" if c.central else ""]
-        fields = {f.name: getattr(template, f.name) for f in dataclasses.fields(Allocation)}
-        for name in ("id", "request_id", *SERVER_FILLED):
-            fields.pop(name, None)
+        # every field but those filled in at each grant (see fast_grant)
+        fields = {f.name: getattr(template, f.name) for f in dataclasses.fields(Allocation)
+                  if f.name not in GRANT_FILLED}
         shape = _GrantShape(charges=plan.charges, packed=Packed(static), fields=fields)
         if len(self._shapes) > 64:
             self._shapes.clear()

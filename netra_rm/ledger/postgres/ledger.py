@@ -55,7 +55,7 @@ from netra_rm import deadline
 from netra_rm.errors import LedgerError, LedgerLostError
 from netra_rm.ledger.base import (
     EVERYTHING,
-    SERVER_FILLED,
+    GRANT_FILLED,
     Changes,
     GrantPlan,
     Scope,
@@ -790,9 +790,9 @@ class PostgresLedger(ServerLedger):
         if found is not None:
             return found
         template = grant_template(request, plan.owner, plan.charges, ident="0" * 12)  # ids: sent with each grant
-        alloc = {k: v for k, v in template.to_dict().items() if k not in _FILLED_IN}
+        alloc = {k: v for k, v in template.to_dict().items() if k not in GRANT_FILLED}
         masked = json.loads(encode_line(allocation_record(template)))
-        journal = {k: v for k, v in masked.items() if k not in _FILLED_IN}
+        journal = {k: v for k, v in masked.items() if k not in GRANT_FILLED}
         limits = json.loads(encode_line(limits_record({c.key: c.capacity for c in plan.charges})))
         charges = [{"key": c.key, "kind": c.kind, "instances": c.capacity.instances, "memory": c.capacity.memory_mb,
                     "cpu": c.capacity.cpu_units, "dedicated": c.capacity.dedicated, "slots": c.slots,
@@ -865,7 +865,3 @@ def _close_quietly(stack: ExitStack) -> None:
 
 def _json(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
-
-
-#: what ``netra_rm_grant`` fills in of an allocation's record (the ids come with each grant)
-_FILLED_IN = SERVER_FILLED | {"id", "request_id"}
