@@ -116,7 +116,8 @@ def draw_request(engine: Any, rng: random.Random) -> Drawn | None:
     snapshot = engine.ledger.read(EVERYTHING)  # every instance taken, as held (not the index kept for them)
     capacity = {c.key: snapshot.pools[c.key].capacity if c.key in snapshot.pools else c.capacity for c in found}
     machine = None if request.memory_mb == 0 or rng.random() < 0.5 else float(rng.randint(0, 1200))
-    caps = next(c.key for c in found if c.kind == "caps")
+    # no caps charge: a pool-only request reserving nothing (then no machine check either)
+    caps = next((c.key for c in found if c.kind == "caps"), "")
     expected = admit(request, found, capacity=capacity, usage=snapshot.usage, taken=snapshot.taken,
                      machine_free_mb=None if machine is None else machine - snapshot.usage.get(caps, Usage()).memory_mb)
     return Drawn(request, found, machine, expected)

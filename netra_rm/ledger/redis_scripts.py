@@ -38,6 +38,7 @@ the writes of a script that fails halfway.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 _PRELUDE = r"""
@@ -685,8 +686,38 @@ class Script:
 
 
 def _script(name: str, body: str) -> Script:
-    raw = (_PRELUDE + body).encode()
+    raw = (_needed(body) + body).encode()
     return Script(name, raw, hashlib.sha1(raw).hexdigest())
+
+
+def _needed(body: str) -> str:
+    """The shared functions ``body`` calls, and those they call, in the prelude's order
+    (every call defines each one afresh: a script carries only what it uses)."""
+    lines = _PRELUDE.splitlines(keepends=True)
+    chunks: list[tuple[str | None, str]] = []  # (function name or None: always kept, text)
+    pending = ""
+    for line in lines:
+        match = re.match(r"local function (\w+)\(", line)
+        if match:
+            chunks.append((match.group(1), pending + line))
+            pending = ""
+        elif line.startswith("--"):
+            pending += line
+        elif chunks and chunks[-1][0] is not None and not line.startswith("local "):
+            chunks[-1] = (chunks[-1][0], chunks[-1][1] + pending + line)
+            pending = ""
+        else:
+            chunks.append((None, pending + line))
+            pending = ""
+    wanted: set[str] = set()
+    text = body
+    while True:
+        found = {n for n, _ in chunks if n is not None and re.search(rf"\b{n}\(", text)}
+        if found <= wanted:
+            break
+        wanted |= found
+        text = body + "".join(t for n, t in chunks if n in wanted)
+    return "".join(t for n, t in chunks if n is None or n in wanted) + pending
 
 
 BEGIN = _script("begin", _BEGIN)
