@@ -659,13 +659,14 @@ class RedisLedger(ServerLedger):
                     self.see_queue(True)
                     return self.parsed_waiter(reply[1])
                 if reply is not None and reply[0]:
-                    raw, times, taken, named = reply[1:]
+                    raw, info = reply[1:]
+                    times, taken, named = info.decode().split("\n")
                     token, created, expires, lease = times.split()
-                    slots = taken.decode().split("\t") if taken else []
-                    names = named.decode().split("\t") if named else []
+                    slots = taken.split("\t") if taken else []
+                    names = named.split("\t") if named else []
                     fields = dict(shape.fields)
                     fields.update(id=plan.allocation_id, request_id=plan.request_id, created_at=float(created),
-                                  expires_at=float(expires), lease_expires_at=None if lease == b"-" else float(lease),
+                                  expires_at=float(expires), lease_expires_at=None if lease == "-" else float(lease),
                                   fencing_token=int(token), slots={k: int(i) for k, i in zip(slots[::2], slots[1::2])},
                                   instances={k: json.loads(n) for k, n in zip(names[::2], names[1::2])})
                     allocation = Allocation.assembled(fields)
@@ -701,8 +702,9 @@ class RedisLedger(ServerLedger):
         middle, _, tail = rest.partition(_REQUEST_MARK)
         journal_head, _, journal_tail = journal.partition(_ID_MARK)
         if (record.count(_ID_MARK), record.count(_REQUEST_MARK), journal.count(_ID_MARK)) != (1, 1, 1) \
-                or _REQUEST_MARK not in rest or _REQUEST_MARK in journal or any("\t" in c.key for c in plan.charges):
-            return None  # not what the script fills in (a tab would break its reply)
+                or _REQUEST_MARK not in rest or _REQUEST_MARK in journal \
+                or any("\t" in c.key or "\n" in c.key for c in plan.charges):
+            return None  # not what the script fills in (a tab or a newline would break its reply)
         static: list[Any] = [_REQUEST_TTL_MS, self.options.journal_max_lines, repr(request.duration_minutes * 60.0),
                              "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
                              request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.owner.host,

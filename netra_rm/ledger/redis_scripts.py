@@ -420,8 +420,8 @@ return 1
 #       dedicated, "1": hands out instances, its limits (the registry's, if it holds the
 #       pool, must be these), instance names as JSON strings joined by newlines, "1":
 #       central (the registry must hold it)
-# Returns {1, record, "TOKEN CREATED EXPIRES LEASE-or--", "KEY<tab>INDEX<tab>...",
-# "KEY<tab>NAME-as-JSON<tab>..."}, {2, the waiter's record} (it joined) or {0, why}. The
+# Returns {1, record, "TOKEN CREATED EXPIRES LEASE-or--" newline "KEY<tab>INDEX<tab>..."
+# newline "KEY<tab>NAME-as-JSON<tab>..."}, {2, the waiter's record} (it joined) or {0, why}. The
 # allocation's id and the waiter's are the request's record: a client that lost the reply
 # looks for them.
 _FAST_GRANT = r"""
@@ -570,8 +570,8 @@ local seq = int(opened[1] + 1)
 journal_add(opened, '{"seq":' .. seq .. ',"time":' .. stamp .. ',"event":"grant",' .. ARGV[24] .. id
   .. ARGV[25] .. dynamic .. ',"limits":' .. ARGV[26] .. '}')
 redis.call('HSET', K('meta'), 'counter', token_text, 'seq', seq, 'version', int(tonumber(meta[5] or '0') + 1))
-return {1, record, token_text .. ' ' .. stamp .. ' ' .. expires_text .. ' ' .. (lease_text or '-'),
-        table.concat(taken, '\t'), table.concat(named, '\t')}
+return {1, record, token_text .. ' ' .. stamp .. ' ' .. expires_text .. ' ' .. (lease_text or '-') .. '\n'
+  .. table.concat(taken, '\t') .. '\n' .. table.concat(named, '\t')}
 """
 
 # Release in one step when nobody waits (see RedisLedger.fast_release).
