@@ -773,7 +773,8 @@ class RedisLedger(ServerLedger):
                     missing.append(ident)
                     continue
                 try:
-                    released.append(self._parsed.get(raw) or Allocation.from_dict(_json(raw, "an allocation")))
+                    # gone from the ledger: so from what this process keeps of it
+                    released.append(self._parsed.pop(raw, None) or Allocation.from_dict(_json(raw, "an allocation")))
                 except (RecordError, ValueError) as exc:
                     raise self.error(str(exc), corrupt=True) from None
         return released, missing
