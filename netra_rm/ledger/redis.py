@@ -705,7 +705,7 @@ class RedisLedger(ServerLedger):
                 or _REQUEST_MARK not in rest or _REQUEST_MARK in journal \
                 or any("\t" in c.key or "\n" in c.key for c in plan.charges):
             return None  # not what the script fills in (a tab or a newline would break its reply)
-        static: list[Any] = [_REQUEST_TTL_MS, self.options.journal_max_lines, repr(request.duration_minutes * 60.0),
+        static: list[Any] = [self.options.journal_max_lines, repr(request.duration_minutes * 60.0),
                              "" if plan.lease_seconds is None else repr(float(plan.lease_seconds)),
                              request.memory_mb, request.cpu_units, "1" if request.dedicated else "", plan.owner.host,
                              head, middle, tail, journal_head, journal_tail,

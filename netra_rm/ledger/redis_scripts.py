@@ -411,11 +411,11 @@ return 1
 #       braces), 11 its lease (s) or '', 12 the host whose allocations are to be looked at
 #       first (if it holds any, the transaction does it) or '';
 #       then what a client sends again and again for the same request (packed once):
-#       13 request ttl (ms), 14 journal max lines, 15 duration (s), 16 lease (s) or '',
-#       17 memory MB, 18 CPU units, 19 "1": dedicated, 20 owner host, 21-23 its record's
-#       fixed fields (JSON, no braces) before the allocation id, between it and the request
-#       id, and after, 24-25 its journal record's fixed fields before and after the id,
-#       26 limits (JSON), 27 n charges, then eleven arguments per charge: key, key as JSON,
+#       13 journal max lines, 14 duration (s), 15 lease (s) or '', 16 memory MB, 17 CPU
+#       units, 18 "1": dedicated, 19 owner host, 20-22 its record's fixed fields (JSON, no
+#       braces) before the allocation id, between it and the request id, and after, 23-24
+#       its journal record's fixed fields before and after the id, 25 limits (JSON), 26 n
+#       charges, then eleven arguments per charge: key, key as JSON,
 #       kind (layer, caps, pool), instances, memory MB or '', CPU units or '', "1": honours
 #       dedicated, "1": hands out instances, its limits (the registry's, if it holds the
 #       pool, must be these), instance names as JSON strings joined by newlines, "1":
@@ -436,11 +436,11 @@ if ARGV[8] ~= '' then
 end
 local why = busy()
 if why == 'lock' or (why and not joining) then return {0, why} end
-local mem, cpu, dedicated = tonumber(ARGV[17]), tonumber(ARGV[18]), ARGV[19] == '1'
-local nc = tonumber(ARGV[27])
+local mem, cpu, dedicated = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18] == '1'
+local nc = tonumber(ARGV[26])
 local charges, keys, caps = {}, {}, false
 for n = 1, nc do
-  local b = 27 + (n - 1) * 11
+  local b = 26 + (n - 1) * 11
   charges[n] = {key = ARGV[b + 1], json = ARGV[b + 2], kind = ARGV[b + 3], instances = tonumber(ARGV[b + 4]),
                 mem = tonumber(ARGV[b + 5]), cpu = tonumber(ARGV[b + 6]), dedicated = ARGV[b + 7] == '1',
                 slots = ARGV[b + 8] == '1', expect = ARGV[b + 9], names = ARGV[b + 10], central = ARGV[b + 11] == '1'}
@@ -508,15 +508,15 @@ if why then return {0, why} end  -- it fits, but others wait: the queue's rule d
 -- it fits: grant
 local now = now_of(ARGV[3])
 local created = ms(now)
-local expires = ms(now + tonumber(ARGV[15]))
+local expires = ms(now + tonumber(ARGV[14]))
 local due = expires
 local lease = false
-if ARGV[16] ~= '' then
-  lease = ms(now + tonumber(ARGV[16]))
+if ARGV[15] ~= '' then
+  lease = ms(now + tonumber(ARGV[15]))
   if lease < due then due = lease end
 end
 local counter = tonumber(meta[3] or '0')
-local opened = journal_start(tonumber(meta[4] or '0'), counter, now, tonumber(ARGV[14]))
+local opened = journal_start(tonumber(meta[4] or '0'), counter, now, tonumber(ARGV[13]))
 local token = counter + 1
 local written, slots, instances, taken, named = {}, {}, {}, {}, {}
 local first = false
@@ -560,15 +560,15 @@ local dynamic = ',"slot":' .. int(first or 0) .. ',"fencing_token":' .. token_te
   .. table.concat(slots, ',') .. '}'
 if #instances > 0 then dynamic = dynamic .. ',"instances":{' .. table.concat(instances, ',') .. '}' end
 local id = ARGV[7]
-local record = '{' .. ARGV[21] .. id .. ARGV[22] .. ARGV[2] .. ARGV[23] .. ',"created_at":' .. stamp
+local record = '{' .. ARGV[20] .. id .. ARGV[21] .. ARGV[2] .. ARGV[22] .. ',"created_at":' .. stamp
   .. ',"expires_at":' .. expires_text .. dynamic
 if lease then record = record .. ',"lease_expires_at":' .. lease_text end
 record = record .. '}'
-add_allocation(id, record, '{' .. ARGV[24] .. id .. ARGV[25] .. dynamic .. '}', due == expires and expires_text
-  or lease_text, ARGV[20])
+add_allocation(id, record, '{' .. ARGV[23] .. id .. ARGV[24] .. dynamic .. '}', due == expires and expires_text
+  or lease_text, ARGV[19])
 local seq = int(opened[1] + 1)
-journal_add(opened, '{"seq":' .. seq .. ',"time":' .. stamp .. ',"event":"grant",' .. ARGV[24] .. id
-  .. ARGV[25] .. dynamic .. ',"limits":' .. ARGV[26] .. '}')
+journal_add(opened, '{"seq":' .. seq .. ',"time":' .. stamp .. ',"event":"grant",' .. ARGV[23] .. id
+  .. ARGV[24] .. dynamic .. ',"limits":' .. ARGV[25] .. '}')
 redis.call('HSET', K('meta'), 'counter', token_text, 'seq', seq, 'version', int(tonumber(meta[5] or '0') + 1))
 return {1, record, token_text .. ' ' .. stamp .. ' ' .. expires_text .. ' ' .. (lease_text or '-') .. '\n'
   .. table.concat(taken, '\t') .. '\n' .. table.concat(named, '\t')}
