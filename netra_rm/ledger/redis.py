@@ -774,7 +774,8 @@ class RedisLedger(ServerLedger):
                     continue
                 try:
                     # gone from the ledger: so from what this process keeps of it
-                    released.append(self._parsed.pop(raw, None) or Allocation.from_dict(_json(raw, "an allocation")))
+                    kept = self._parsed.pop(raw) if raw in self._parsed else None
+                    released.append(kept or Allocation.from_dict(_json(raw, "an allocation")))
                 except (RecordError, ValueError) as exc:
                     raise self.error(str(exc), corrupt=True) from None
         return released, missing
