@@ -763,8 +763,9 @@ class TcpProxy:
     and lets a test cut a connection at a chosen moment.
 
     ``cut`` is called with each chunk a client sends and answers "pass" (forward it),
-    "drop" (close the connection without forwarding it) or "after" (forward it, then close
-    the connection before any reply comes back): a lost reply.
+    "drop" (close the connection without forwarding it) or "after" (forward it, let the
+    server answer in full, and close the client's connection without passing the answer
+    on): a lost reply.
 
     ``round_trips`` counts the PostgreSQL protocol messages after which a client waits for
     the server (Sync, and simple Query).
@@ -844,11 +845,16 @@ class TcpProxy:
                         self.round_trips += stream.waits(data)
                     if action == "after":
                         self.cuts.append(action)
-                        client.close()  # the client loses the reply...
-                        upstream.shutdown(socket.SHUT_WR)  # ...while the server reads all it was sent
+                        # the server finishes what it was sent (its ReadyForQuery: a COMMIT
+                        # done); the client loses the reply
                         upstream.settimeout(5)
-                        while upstream.recv(1 << 16):
-                            pass
+                        seen = b""
+                        while _READY not in seen:
+                            chunk = upstream.recv(1 << 16)
+                            if not chunk:
+                                break
+                            seen = seen[-len(_READY):] + chunk
+                        client.close()
                         return
         except OSError:
             return
@@ -857,6 +863,10 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+#: PostgreSQL's ReadyForQuery message (its status byte follows): the server is done
+_READY = b"Z\x00\x00\x00\x05"
 
 
 class _PgStream:
