@@ -639,14 +639,14 @@ class RedisLedger(ServerLedger):
                 self._prepare()
                 # the allocation's id (and the waiter's) is the request's record: a lost reply
                 # looks for it
-                lookup = ("HGET", self.prefix + "alloc", plan.allocation_id) if waiter is None else \
+                lookup = ("HGET", self.key("alloc"), plan.allocation_id) if waiter is None else \
                     ("EVAL", _LOOKUP_BOTH, 2, self.key("alloc"), self.key("waiters"), plan.allocation_id)
                 reply, outcome = self._change(scripts.FAST_GRANT, args, lookup)
                 if waiter is not None and reply is not None and not reply[0] and reply[1] == b"lock":
                     # a transaction holds the ledger: wait for it to end, then try again in the
                     # same call (a join need not take the lock itself)
                     before, block = self._token_wait(deadline.remaining(self.options.lock_wait))
-                    args[6] = Packed([self._hand, *join])
+                    args[6] = Packed([self._hand, *join])  # ARGV 8-12: this client's hand, given back
                     reply, outcome = self._change(scripts.FAST_GRANT, args, lookup, before=before,
                                                   extra_timeout=block)
             try:
