@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _PRELUDE = r"""
 local P = ARGV[1]
@@ -99,22 +100,22 @@ local function journal_open(now, maxlines)
 end
 -- Number the events after the journal's last line and append them (after the checkpoint);
 -- the last number.
+-- Append lines already numbered (after the journal's last line), after the checkpoint
+-- if one opened it.
+local function journal_push(opened, lines)
+  local out = opened[2]
+  for _, line in ipairs(lines) do out[#out + 1] = line end
+  push_all(K('journal'), out)
+end
+-- Number the events after the journal's last line and append them; the last number.
 local function journal_lines(opened, events)
-  local seq, out = opened[1], opened[2]
+  local seq, out = opened[1], {}
   for _, e in ipairs(events) do
     seq = seq + 1
     out[#out + 1] = '{"seq":' .. int(seq) .. ',' .. string.sub(e, 2)
   end
-  push_all(K('journal'), out)
+  journal_push(opened, out)
   return seq
-end
--- Append one event its caller numbered (the next after the last appended), after the
--- checkpoint if one is still to be written.
-local function journal_add(opened, line)
-  local out = opened[2]
-  out[#out + 1] = line
-  push_all(K('journal'), out)
-  opened[2] = {}
 end
 local function journal_write(opened, events)
   redis.call('HSET', K('meta'), 'seq', int(journal_lines(opened, events)))
@@ -567,8 +568,8 @@ record = record .. '}'
 add_allocation(id, record, '{' .. ARGV[23] .. id .. ARGV[24] .. dynamic .. '}', due == expires and expires_text
   or lease_text, ARGV[19])
 local seq = int(opened[1] + 1)
-journal_add(opened, '{"seq":' .. seq .. ',"time":' .. stamp .. ',"event":"grant",' .. ARGV[23] .. id
-  .. ARGV[24] .. dynamic .. ',"limits":' .. ARGV[25] .. '}')
+journal_push(opened, {'{"seq":' .. seq .. ',"time":' .. stamp .. ',"event":"grant",' .. ARGV[23] .. id
+  .. ARGV[24] .. dynamic .. ',"limits":' .. ARGV[25] .. '}'})
 redis.call('HSET', K('meta'), 'counter', token_text, 'seq', seq, 'version', int(tonumber(meta[5] or '0') + 1))
 return {1, record, token_text .. ' ' .. stamp .. ' ' .. expires_text .. ' ' .. (lease_text or '-') .. '\n'
   .. table.concat(taken, '\t') .. '\n' .. table.concat(named, '\t')}
@@ -626,14 +627,14 @@ end
 local recs = redis.call('HMGET', K('arec'), unpack(ids))
 local now = now_of(ARGV[3])
 local opened = journal_start(tonumber(meta[4] or '0'), tonumber(meta[3] or '0'), now, tonumber(ARGV[7]))
-local seq, stamp, gone = opened[1], num(ms(now)), {}
+local seq, stamp, lines, gone = opened[1], num(ms(now)), {}, {}
 for _, j in ipairs(found) do
   seq = seq + 1
   local head, rec = '{"seq":' .. int(seq) .. ',"time":' .. stamp .. ',"event":"release",', recs[j] or '{}'
   if ARGV[8 + n + j] ~= '' then
-    journal_add(opened, head .. string.sub(rec, 2, -2) .. ',' .. ARGV[8 + n + j] .. '}')
+    lines[#lines + 1] = head .. string.sub(rec, 2, -2) .. ',' .. ARGV[8 + n + j] .. '}'
   else
-    journal_add(opened, head .. string.sub(rec, 2))
+    lines[#lines + 1] = head .. string.sub(rec, 2)
   end
   gone[#gone + 1] = ids[j]
   redis.call('SREM', K('host:') .. held[j].a.owner.host, ids[j])
@@ -646,6 +647,7 @@ redis.call('HDEL', K('alloc'), unpack(gone))
 redis.call('HDEL', K('arec'), unpack(gone))
 redis.call('ZREM', K('exp'), unpack(gone))
 for _, key in ipairs(keys) do write_usage(key, usage[key]) end
+journal_push(opened, lines)
 redis.call('HSET', K('meta'), 'seq', int(seq), 'version', int(tonumber(meta[5] or '0') + 1))
 local kept = {}
 for j = 2, #out do kept[#kept + 1] = out[j] or '' end
@@ -690,34 +692,45 @@ def _script(name: str, body: str) -> Script:
     return Script(name, raw, hashlib.sha1(raw).hexdigest())
 
 
+def _prelude_chunks() -> list[tuple[str | None, str, frozenset[str]]]:
+    """The prelude in pieces: (the function a piece defines, or None for one every script
+    keeps; its text, comments before it included; the shared functions it calls)."""
+    chunks: list[list[Any]] = []
+    pending = ""
+    for line in _PRELUDE.splitlines(keepends=True):
+        match = re.match(r"local function (\w+)\(", line)
+        if match:
+            chunks.append([match.group(1), pending + line])
+        elif line.startswith("--"):
+            pending += line
+            continue
+        elif chunks and chunks[-1][0] is not None and not line.startswith("local "):
+            chunks[-1][1] += pending + line  # the body of the function above
+        else:
+            chunks.append([None, pending + line])
+        pending = ""
+    names = [n for n, _ in chunks if n is not None]
+    return [(n, text, _calls(text, names) - {n}) for n, text in chunks]
+
+
+def _calls(text: str, names: list[str]) -> frozenset[str]:
+    return frozenset(re.findall(r"\b(\w+)\(", text)).intersection(names)
+
+
+_CHUNKS = _prelude_chunks()
+
+
 def _needed(body: str) -> str:
     """The shared functions ``body`` calls, and those they call, in the prelude's order
     (every call defines each one afresh: a script carries only what it uses)."""
-    lines = _PRELUDE.splitlines(keepends=True)
-    chunks: list[tuple[str | None, str]] = []  # (function name or None: always kept, text)
-    pending = ""
-    for line in lines:
-        match = re.match(r"local function (\w+)\(", line)
-        if match:
-            chunks.append((match.group(1), pending + line))
-            pending = ""
-        elif line.startswith("--"):
-            pending += line
-        elif chunks and chunks[-1][0] is not None and not line.startswith("local "):
-            chunks[-1] = (chunks[-1][0], chunks[-1][1] + pending + line)
-            pending = ""
-        else:
-            chunks.append((None, pending + line))
-            pending = ""
+    uses = {n: calls for n, _, calls in _CHUNKS if n is not None}
     wanted: set[str] = set()
-    text = body
-    while True:
-        found = {n for n, _ in chunks if n is not None and re.search(rf"\b{n}\(", text)}
-        if found <= wanted:
-            break
-        wanted |= found
-        text = body + "".join(t for n, t in chunks if n in wanted)
-    return "".join(t for n, t in chunks if n is None or n in wanted) + pending
+    todo = set(_calls(body, list(uses)))
+    while todo:
+        name = todo.pop()
+        wanted.add(name)
+        todo |= uses[name] - wanted
+    return "".join(text for n, text, _ in _CHUNKS if n is None or n in wanted)
 
 
 BEGIN = _script("begin", _BEGIN)
